@@ -1,0 +1,1 @@
+"""Eddy: actors layer (see DESIGN.md section 1)."""

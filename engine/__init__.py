@@ -1,0 +1,1 @@
+"""Eddy: engine layer (see DESIGN.md section 1)."""

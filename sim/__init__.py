@@ -1,0 +1,1 @@
+"""Eddy: sim layer (see DESIGN.md section 1)."""

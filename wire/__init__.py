@@ -1,0 +1,1 @@
+"""Eddy: wire layer (see DESIGN.md section 1)."""
