@@ -1,0 +1,520 @@
+"""Eddy's value model: checking, sizing and the three encodings of a value.
+
+An Eddy value is one of::
+
+    None | bool | int | float | str | bytes | list | dict[str, value]
+
+with `int` meaning int64 and `float` meaning float64. Only these exact Python
+types are values (a tuple, an `OrderedDict` or an `IntEnum` is not), and
+`bool` is always tested before `int` because `True` is an `int` to Python.
+
+Sizes and nesting follow Convex (`crates/value/src/size.rs`): null and
+booleans are 1 byte, int64 and float64 9, a string or bytes value is its
+UTF-8 or raw length plus 2, an array is 2 plus its elements, an object is 2
+plus, for each field, the name's length, 1 separator byte and the value.
+A scalar has nesting 0; an array or object has 1 plus its deepest child's
+nesting (so `{}` is 1 and `{"a": [1]}` is 2).
+
+Three encodings live here:
+
+- `to_convex_json` / `from_convex_json`: Convex's `convex_encoded_json`
+  (PROTOCOL.md section 6). int64 travels as `{"$integer": base64 of 8 bytes
+  little-endian}`, bytes as `{"$bytes": base64}`, and the floats JSON cannot
+  carry (NaN, +-Infinity, -0.0) as `{"$float": base64 of 8 bytes
+  little-endian}`. Every JSON number is a float64, so an incoming JSON int
+  becomes a Python float, and floats go out as Python floats (`2.0`).
+- `to_clean_json`: Convex's plain `json` format (int64 as a decimal string,
+  bytes as a base64 string, NaN and infinities as strings). One way only.
+- `pack` / `unpack`: msgpack, the storage and Eddy-protocol encoding. msgpack
+  keeps str apart from bytes and int apart from float, so a value survives a
+  round trip exactly.
+
+These functions run once per document on the hot path, so they dispatch on
+`type(value) is ...` in one function rather than through a table, and
+`check_value` builds an error's path only after something has failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import struct
+from typing import Any
+
+import msgpack
+
+from engine import limits
+from engine.errors import EddyError, ErrorCode
+
+__all__ = [
+    "type_name",
+    "size_of",
+    "check_value",
+    "check_document_fields",
+    "to_convex_json",
+    "from_convex_json",
+    "to_clean_json",
+    "pack",
+    "unpack",
+]
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+_INT64_LE = struct.Struct("<q")
+_FLOAT64_LE = struct.Struct("<d")
+# One Packer reused for every call: building one per call doubles the cost of
+# `pack`. Sharing it is safe because `Packer.pack` never releases the GIL for
+# Eddy values (no `default` hook runs Python code) and resets its buffer when
+# it raises.
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+_TYPE_NAMES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "int64",
+    float: "float64",
+    str: "string",
+    bytes: "bytes",
+    list: "array",
+    dict: "object",
+}
+
+
+def type_name(value: Any) -> str:
+    """Names the Eddy type of a value.
+
+    Args:
+        value: any Python object.
+
+    Returns:
+        One of `null boolean int64 float64 string bytes array object`.
+
+    Raises:
+        EddyError: INVALID_VALUE if `value` is not of an Eddy value type.
+    """
+    name = _TYPE_NAMES.get(type(value))
+    if name is None:
+        raise EddyError(ErrorCode.INVALID_VALUE, _unsupported_message(value))
+    return name
+
+
+def size_of(value: Any) -> int:
+    """Computes a value's size in bytes by Convex's rules, without checking it.
+
+    Use it on values already known to be valid (stored documents); it
+    assumes the value's types are right and its strings encodable.
+
+    Args:
+        value: an Eddy value.
+
+    Returns:
+        The size in bytes (see the module docstring).
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) + 2 if value.isascii() else len(value.encode()) + 2
+    if kind is float or kind is int:
+        return 9
+    if kind is dict:
+        size = 2
+        for key, item in value.items():
+            size += len(key) + 1 + size_of(item)
+        return size
+    if kind is list:
+        size = 2
+        for item in value:
+            size += size_of(item)
+        return size
+    if kind is bytes:
+        return len(value) + 2
+    return 1  # None and bool
+
+
+class _ValueProblem(Exception):
+    """A value failed a check; `segments` collects its path, innermost first.
+
+    Private: `check_value` turns it into an `EddyError` once the full path is
+    known, so the happy path never formats a path.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.segments: list[str] = []
+
+
+def check_value(value: Any, path: str = "") -> int:
+    """Checks that `value` is a valid Eddy value and returns its size.
+
+    Checks types, int64 range, string encodability, field names (at most
+    1,024 printable ASCII characters, no leading `$`), array length (8,192),
+    object fields (1,024) and nesting (64). It does not bound the size:
+    callers compare the result with the limit that applies to them.
+
+    Args:
+        value: the candidate value.
+        path: where the value sits, prefixed to the path in error messages
+            (for example `".args"`).
+
+    Returns:
+        The value's size in bytes (Convex's rules; see the module docstring).
+
+    Raises:
+        EddyError: INVALID_VALUE or LIMIT_EXCEEDED, with the offending path
+            (such as `.messages[3].body`) in the message and in
+            `details["path"]`.
+    """
+    try:
+        return _check(value, 0, limits.value_depth_max)
+    except _ValueProblem as problem:
+        raise _to_error(problem, path) from None
+
+
+def check_document_fields(fields: Any) -> int:
+    """Checks the user fields of a document and returns their size.
+
+    On top of `check_value`'s rules: `fields` is a dict, no top-level field
+    starts with `_` (those are system fields), nesting is at most 16 (the
+    document object itself counts as 1), there are at most 1,024 top-level
+    fields and the size is at most 1 MiB.
+
+    Args:
+        fields: the document without its system fields.
+
+    Returns:
+        The size in bytes of `fields` as an object.
+
+    Raises:
+        EddyError: INVALID_VALUE or LIMIT_EXCEEDED naming the offending path.
+    """
+    if type(fields) is not dict:
+        raise EddyError(
+            ErrorCode.INVALID_VALUE,
+            f"A document must be an object, not {_describe_type(fields)}",
+            path="",
+        )
+    for key in fields:
+        if type(key) is str and key.startswith("_"):
+            raise EddyError(
+                ErrorCode.INVALID_VALUE,
+                f"Field '{key}' starts with '_', which is reserved for system fields",
+                path=f".{key}",
+            )
+    try:
+        size = _check(fields, 0, limits.document_depth_max)
+    except _ValueProblem as problem:
+        raise _to_error(problem, "") from None
+    if size > limits.document_bytes_max:
+        raise EddyError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Document is too large ({size} bytes > maximum "
+            f"{limits.document_bytes_max} bytes)",
+            path="",
+            size=size,
+        )
+    return size
+
+
+def _check(value: Any, depth: int, depth_max: int) -> int:
+    """Checks one value whose parent container is at nesting `depth`."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return len(value) + 2
+        try:
+            return len(value.encode()) + 2
+        except UnicodeEncodeError:
+            raise _ValueProblem(
+                ErrorCode.INVALID_VALUE, "String is not valid Unicode (lone surrogate)"
+            ) from None
+    if kind is float:
+        return 9
+    if kind is int:
+        if INT64_MIN <= value <= INT64_MAX:
+            return 9
+        raise _ValueProblem(ErrorCode.INVALID_VALUE, f"Integer {value} does not fit in int64")
+    if kind is dict:
+        return _check_object(value, depth + 1, depth_max)
+    if kind is list:
+        return _check_array(value, depth + 1, depth_max)
+    if kind is bool or value is None:
+        return 1
+    if kind is bytes:
+        return len(value) + 2
+    raise _ValueProblem(ErrorCode.INVALID_VALUE, _unsupported_message(value))
+
+
+def _check_object(value: dict, depth: int, depth_max: int) -> int:
+    if depth > depth_max:
+        raise _too_nested(depth_max)
+    if len(value) > limits.document_fields_max:
+        raise _ValueProblem(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Object has too many fields ({len(value)} > maximum "
+            f"{limits.document_fields_max})",
+        )
+    size = 2
+    key = None
+    try:
+        for key, item in value.items():
+            if not (
+                type(key) is str
+                and len(key) <= limits.field_name_chars_max
+                and key.isascii()
+                and key.isprintable()
+                and not key.startswith("$")
+            ):
+                raise _ValueProblem(ErrorCode.INVALID_VALUE, _field_name_problem(key))
+            size += len(key) + 1 + _check(item, depth, depth_max)
+    except _ValueProblem as problem:
+        problem.segments.append(f".{key}")
+        raise
+    return size
+
+
+def _check_array(value: list, depth: int, depth_max: int) -> int:
+    if depth > depth_max:
+        raise _too_nested(depth_max)
+    if len(value) > limits.array_elements_max:
+        raise _ValueProblem(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Array is too long ({len(value)} > maximum {limits.array_elements_max} elements)",
+        )
+    size = 2
+    index = 0
+    try:
+        for item in value:
+            size += _check(item, depth, depth_max)
+            index += 1
+    except _ValueProblem as problem:
+        problem.segments.append(f"[{index}]")
+        raise
+    return size
+
+
+def _too_nested(depth_max: int) -> _ValueProblem:
+    return _ValueProblem(
+        ErrorCode.LIMIT_EXCEEDED, f"Value is nested too deeply (maximum {depth_max} levels)"
+    )
+
+
+def _field_name_problem(key: Any) -> str:
+    if type(key) is not str:
+        return f"Field names must be strings, not {_describe_type(key)}"
+    if len(key) > limits.field_name_chars_max:
+        return (
+            f"Field name is too long ({len(key)} > maximum "
+            f"{limits.field_name_chars_max} characters)"
+        )
+    if key.startswith("$"):
+        return f"Field name {key!r} starts with '$', which is reserved"
+    return f"Field name {key!r} has a character outside printable ASCII"
+
+
+def _to_error(problem: _ValueProblem, path: str) -> EddyError:
+    full_path = path + "".join(reversed(problem.segments))
+    where = full_path if full_path else "the top level"
+    return EddyError(problem.code, f"{problem.message} at {where}", path=full_path)
+
+
+def _describe_type(value: Any) -> str:
+    return f"a Python {type(value).__name__}"
+
+
+def _unsupported_message(value: Any) -> str:
+    hint = " (use a list)" if type(value) is tuple else ""
+    return f"{_describe_type(value)} is not an Eddy value{hint}"
+
+
+# ---------------------------------------------------------------- Convex JSON
+
+
+def to_convex_json(value: Any) -> Any:
+    """Encodes a value as Convex's `convex_encoded_json` (PROTOCOL.md 6).
+
+    Args:
+        value: an Eddy value (not re-checked beyond its types).
+
+    Returns:
+        A JSON-ready structure of dicts, lists, str, float, bool and None.
+
+    Raises:
+        EddyError: INVALID_VALUE for a Python object that is not a value.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value == 0.0 and (value != 0.0 or math.copysign(1.0, value) > 0):
+            return value  # Finite and not -0.0: a plain JSON number.
+        return {"$float": base64.b64encode(_FLOAT64_LE.pack(value)).decode("ascii")}
+    if kind is int:
+        try:
+            packed = _INT64_LE.pack(value)
+        except struct.error:
+            raise EddyError(
+                ErrorCode.INVALID_VALUE, f"Integer {value} does not fit in int64"
+            ) from None
+        return {"$integer": base64.b64encode(packed).decode("ascii")}
+    if kind is dict:
+        return {key: to_convex_json(item) for key, item in value.items()}
+    if kind is list:
+        return [to_convex_json(item) for item in value]
+    if kind is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    raise EddyError(ErrorCode.INVALID_VALUE, _unsupported_message(value))
+
+
+def from_convex_json(obj: Any) -> Any:
+    """Decodes Convex's `convex_encoded_json` into an Eddy value.
+
+    JSON numbers (ints and floats from `json.loads`) become floats;
+    `{"$integer": ...}`, `{"$float": ...}` and `{"$bytes": ...}` become int,
+    float and bytes. Field names and limits are left to `check_value`.
+
+    Args:
+        obj: the output of `json.loads`.
+
+    Returns:
+        The Eddy value.
+
+    Raises:
+        EddyError: INVALID_VALUE for malformed special objects, removed types
+            (`$set`, `$map`), other `$`-prefixed keys, or numbers out of range.
+    """
+    kind = type(obj)
+    if kind is str or kind is bool or kind is float or obj is None:
+        return obj
+    if kind is int:
+        try:
+            return float(obj)
+        except OverflowError:
+            raise EddyError(ErrorCode.INVALID_VALUE, "JSON number out of float64 range") from None
+    if kind is list:
+        return [from_convex_json(item) for item in obj]
+    if kind is dict:
+        if len(obj) == 1:
+            key = next(iter(obj))
+            if type(key) is str and key.startswith("$"):
+                return _decode_special(key, obj[key])
+        result = {}
+        for key, item in obj.items():
+            if type(key) is not str or key.startswith("$"):
+                raise EddyError(ErrorCode.INVALID_VALUE, _field_name_problem(key))
+            result[key] = from_convex_json(item)
+        return result
+    raise EddyError(ErrorCode.INVALID_VALUE, f"{_describe_type(obj)} is not JSON")
+
+
+def _decode_special(key: str, encoded: Any) -> Any:
+    if key == "$integer":
+        return _INT64_LE.unpack(_decode_base64(key, encoded, 8))[0]
+    if key == "$float":
+        number = _FLOAT64_LE.unpack(_decode_base64(key, encoded, 8))[0]
+        if number - number == 0.0 and (number != 0.0 or math.copysign(1.0, number) > 0):
+            raise EddyError(
+                ErrorCode.INVALID_VALUE,
+                f"$float {number!r} must be sent as a plain JSON number",
+            )
+        return number
+    if key == "$bytes":
+        return _decode_base64(key, encoded, None)
+    if key in ("$set", "$map"):
+        raise EddyError(ErrorCode.INVALID_VALUE, f"{key} is a removed Convex type")
+    raise EddyError(
+        ErrorCode.INVALID_VALUE, f"Field name {key!r} starts with '$', which is reserved"
+    )
+
+
+def _decode_base64(key: str, encoded: Any, length: int | None) -> bytes:
+    if type(encoded) is not str:
+        raise EddyError(ErrorCode.INVALID_VALUE, f"{key} must hold a base64 string")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise EddyError(ErrorCode.INVALID_VALUE, f"{key} holds malformed base64") from None
+    if length is not None and len(data) != length:
+        raise EddyError(
+            ErrorCode.INVALID_VALUE, f"{key} must decode to {length} bytes, not {len(data)}"
+        )
+    return data
+
+
+def to_clean_json(value: Any) -> Any:
+    """Encodes a value as Convex's plain `json` format (export_clean).
+
+    int64 becomes a decimal string, bytes a standard base64 string, NaN and
+    the infinities the strings `"NaN"`, `"Infinity"`, `"-Infinity"`. The
+    format loses types, so there is no decoder.
+
+    Args:
+        value: an Eddy value.
+
+    Returns:
+        A JSON-ready structure.
+
+    Raises:
+        EddyError: INVALID_VALUE for a Python object that is not a value.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value == 0.0:
+            return value
+        if value != value:
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    if kind is int:
+        return str(value)
+    if kind is dict:
+        return {key: to_clean_json(item) for key, item in value.items()}
+    if kind is list:
+        return [to_clean_json(item) for item in value]
+    if kind is bytes:
+        return base64.b64encode(value).decode("ascii")
+    raise EddyError(ErrorCode.INVALID_VALUE, _unsupported_message(value))
+
+
+# ---------------------------------------------------------------- msgpack
+
+
+def pack(value: Any) -> bytes:
+    """Encodes a value as msgpack (str and bytes kept apart, floats as float64).
+
+    Args:
+        value: an Eddy value (the caller has checked it).
+
+    Returns:
+        The msgpack bytes.
+
+    Raises:
+        EddyError: INVALID_VALUE if msgpack cannot encode the object.
+    """
+    try:
+        return _PACKER.pack(value)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise EddyError(ErrorCode.INVALID_VALUE, f"Cannot encode value: {error}") from None
+
+
+def unpack(data: bytes) -> Any:
+    """Decodes msgpack written by `pack`: lists as lists, ints as ints.
+
+    The result is not re-checked; run `check_value` on untrusted input.
+
+    Args:
+        data: msgpack bytes holding exactly one object.
+
+    Returns:
+        The value.
+
+    Raises:
+        EddyError: INVALID_VALUE if `data` is not one well-formed msgpack object.
+    """
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        raise EddyError(ErrorCode.INVALID_VALUE, f"Malformed msgpack: {error}") from None
