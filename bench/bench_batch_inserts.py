@@ -1,0 +1,110 @@
+"""Batched durable inserts: 1,000 documents of ~140 bytes per transaction.
+
+Baseline: raw rocksdict, one synced WriteBatch of 1,000 puts (key: a 16-byte
+id, value: the document as msgpack, encoded before the clock starts) per
+write, from one caller.
+Eddy: `bench:insert_batch` inserting the same 1,000 documents (into a table
+with one index) per mutation, from one caller, through `open_node` (no
+network). Target: Eddy >= 25% of the baseline's documents per second.
+
+Usage:
+    python bench/bench_batch_inserts.py --seconds 10
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import Row, Unavailable  # noqa: E402
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--batch", type=int, default=1000, help="documents per transaction")
+    parser.add_argument("--dir", default=str(common.REPO_ROOT / "bench" / "out"),
+                        help="parent folder of the scratch databases")
+
+
+POOL_BATCHES = 16  # Batches built before the clock starts and cycled through.
+
+
+def document_pool(size: int) -> list[list[dict]]:
+    """Batches of documents made up front, so neither side times making them."""
+    return [[common.item_document(batch, index) for index in range(size)]
+            for batch in range(POOL_BATCHES)]
+
+
+def rocksdict_batches(args, scratch: Path, pool: list[list[dict]]):
+    import msgpack
+    from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(scratch / "raw"), options)
+    synced = WriteOptions()
+    synced.sync = True
+    packed_pool = [[msgpack.packb(document) for document in batch] for batch in pool]
+    batches = itertools.count()
+
+    def write_batch() -> None:
+        batch = next(batches)
+        write = WriteBatch(raw_mode=True)
+        for index, value in enumerate(packed_pool[batch % POOL_BATCHES]):
+            key = struct.pack(">QQ", batch, index)  # A 16-byte id, as Eddy's are.
+            write.put(key, value)
+        db.write(write, synced)
+
+    try:
+        return common.run_threads(1, args.seconds, args.warmup, lambda _: write_batch,
+                                  unit="docs/s", scale=args.batch)
+    finally:
+        db.close()
+
+
+def eddy_batches(args, scratch: Path, pool: list[list[dict]]):
+    try:
+        import trio
+
+        open_node = common.load_open_node()
+
+        async def main():
+            async with open_node(common.BENCH_APP_DIR, scratch / "eddy") as node:
+                async def insert_batch(_caller: int, sequence: int) -> None:
+                    await node.mutation("bench:insert_batch",
+                                        {"items": pool[sequence % POOL_BATCHES]})
+                return await common.run_tasks(1, args.seconds, args.warmup, insert_batch,
+                                              unit="docs/s", scale=args.batch)
+
+        return trio.run(main)
+    except Exception as error:
+        return common.eddy_unavailable(error, args.debug)
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0], add_arguments)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    import msgpack
+
+    pool = document_pool(args.batch)
+    document_bytes = len(msgpack.packb(pool[0][0]))
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="batches-") as scratch:
+        print(common.describe_machine(scratch))
+        baseline = rocksdict_batches(args, Path(scratch), pool)
+        eddy = (Unavailable("--skip-eddy") if args.skip_eddy
+                else eddy_batches(args, Path(scratch), pool))
+    common.print_report(
+        f"Batched inserts, {args.batch:,} documents per transaction, {args.seconds:g} s",
+        [Row(f"insert {args.batch:,} x ~{document_bytes} B docs", baseline, eddy,
+             target=">= 0.25x")],
+        ["baseline: rocksdict, one synced WriteBatch per batch; "
+         "eddy: open_node, bench:insert_batch (one index), one caller"])
+
+
+if __name__ == "__main__":
+    main()
