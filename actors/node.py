@@ -1,0 +1,211 @@
+"""A node: the actors wired together, and the embedded API `open_node`.
+
+    async with open_node("examples/chat") as node:
+        channel = await node.mutation("channels:create", {"name": "general"})
+        print(await node.query("channels:list"))
+
+Opening a node opens its store, restores the catalog, replays every shard's
+log into its derived state (documents, versions, indexes), checks the app's
+schema against the data, and starts the sequencer. Closing it makes every
+admitted commit durable first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, AsyncIterator
+
+import trio
+
+from engine import values
+from engine.catalog import Catalog
+from engine.commits import parse_catalog_record, parse_log_entry, parse_log_key, ts_key
+from engine.errors import EddyError, ErrorCode
+from engine.sequencing import SequencerState
+
+from actors.app import App, load_app
+from actors.runner import CallResult, FunctionRunner
+from actors.sequencer import SequencerActor
+from actors.world import RealWorld
+
+log = logging.getLogger("eddy.node")
+
+__all__ = ["CallResult", "Node", "open_node"]
+
+# How many offending documents a schema error lists before it says "and N more".
+schema_errors_listed_max = 20
+
+
+class Node:
+    """A running Eddy node. Made by `open_node`; see docs/internals.md."""
+
+    def __init__(self, world, store, app: App, data_dir: str) -> None:
+        self.world = world
+        self.store = store
+        self.app = app
+        self.data_dir = data_dir
+        self.catalog = Catalog()
+        self.schema = app.schema
+        self.retained_since_ts = 0
+        self.admin_key = ""
+        self.sequencer: SequencerActor | None = None
+        self.runner = FunctionRunner(self)
+
+    # ----- the embedded API ------------------------------------------------
+
+    @property
+    def latest_ts(self) -> int:
+        """The newest durable (published) commit ts."""
+        return self.sequencer.durable_ts
+
+    async def call(self, kind: str | None, path, args=None, *, identity=None, admin: bool = True,
+                   at_ts: int | None = None) -> CallResult:
+        return await self.runner.call(kind, path, args, identity=identity, admin=admin, at_ts=at_ts)
+
+    async def query(self, path, args=None, *, identity=None, admin: bool = True,
+                    at_ts: int | None = None) -> Any:
+        return (await self.call("query", path, args, identity=identity, admin=admin,
+                                at_ts=at_ts)).value
+
+    async def mutation(self, path, args=None, *, identity=None, admin: bool = True) -> Any:
+        return (await self.call("mutation", path, args, identity=identity, admin=admin)).value
+
+    async def action(self, path, args=None, *, identity=None, admin: bool = True) -> Any:
+        return (await self.call("action", path, args, identity=identity, admin=admin)).value
+
+    def reload(self, app: App) -> None:
+        """Swaps in new app code; a schema change is checked against the data first.
+
+        Raises:
+            EddyError(SCHEMA_VIOLATION): documents do not match the new schema;
+                the node keeps the old app.
+        """
+        self._check_schema(app.schema)
+        self.app = app
+        self.schema = app.schema
+        self.catalog.set_index_definitions(_index_definitions(app.schema))
+
+    # ----- opening ---------------------------------------------------------
+
+    def recover(self) -> None:
+        """Restores the catalog and every shard from the log (derived state
+        is never trusted from disk: it is rebuilt)."""
+        self.catalog.set_index_definitions(_index_definitions(self.schema))
+        catalog = self.store.get("meta", b"catalog")
+        for name, number in parse_catalog_record(catalog) if catalog else []:
+            self.catalog.create(name, number)
+        for number, shard in self.catalog.shards.items():
+            lo = number.to_bytes(4, "big")
+            for key, entry in self.store.scan("log", lo, (number + 1).to_bytes(4, "big")):
+                _, ts = parse_log_key(key)
+                writes = [(internal_id, None if packed is None else values.unpack(packed), packed)
+                          for internal_id, packed in parse_log_entry(entry)]
+                shard.apply(ts, writes)
+        last_ts = 0
+        for key, _ in self.store.scan("commits", reverse=True):
+            last_ts = int.from_bytes(key, "big")
+            break
+        stray = [n for n in _log_tables(self.store) if n not in self.catalog.shards]
+        if stray:
+            raise EddyError(ErrorCode.CORRUPT_RECORD,
+                            f"The log holds tables {stray} that the catalog does not name.")
+        self.sequencer = SequencerActor(self.store, self.catalog, SequencerState(last_ts),
+                                        self.world.clock)
+        self._check_schema(self.schema)
+
+    def _check_schema(self, schema) -> None:
+        if schema is None or not getattr(schema, "schema_validation", True):
+            return
+        problems = []
+        for name, number in sorted(self.catalog.numbers.items()):
+            shard = self.catalog.shards[number]
+            for internal_id in shard.versions:
+                document = shard.latest(internal_id)
+                if document is None:
+                    continue
+                fields = {k: v for k, v in document.items() if not k.startswith("_")}
+                try:
+                    schema.validate_document(name, fields, self.catalog.table_name)
+                except EddyError as error:
+                    problems.append(f"{name} {document['_id']}: {error.message}")
+        if problems:
+            shown = problems[:schema_errors_listed_max]
+            more = len(problems) - len(shown)
+            raise EddyError(ErrorCode.SCHEMA_VIOLATION,
+                            "The schema does not match documents already stored:\n  "
+                            + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else ""),
+                            documents=problems)
+
+    def _ensure_admin_key(self) -> None:
+        stored = self.store.get("meta", b"admin_key")
+        if stored is not None:
+            self.admin_key = stored.decode()
+            return
+        entropy = self.world.entropy
+        secret = b"".join(entropy.seed().to_bytes(8, "big") for _ in range(4))
+        self.admin_key = "eddy-admin|" + secret.hex()
+
+
+def _index_definitions(schema) -> dict:
+    if schema is None:
+        return {}
+    return {name: dict(table.indexes) for name, table in schema.tables.items()}
+
+
+def _log_tables(store) -> list[int]:
+    numbers = []
+    lo = b""
+    while True:
+        found = next(iter(store.scan("log", lo)), None)
+        if found is None:
+            return numbers
+        number = int.from_bytes(found[0][:4], "big")
+        numbers.append(number)
+        lo = (number + 1).to_bytes(4, "big")
+
+
+@contextlib.asynccontextmanager
+async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
+                    app: App | None = None, world=None) -> AsyncIterator[Node]:
+    """Opens a node on `data_dir` (default APP_DIR/.eddy) serving the app in `app_dir`.
+
+    An async context manager that owns the node's tasks. On exit every
+    admitted commit is made durable before the store closes.
+
+    Raises:
+        AppLoadError: the app does not load.
+        EddyError: the data folder is damaged (CORRUPT_RECORD), in use
+            (UNAVAILABLE), or does not match the schema (SCHEMA_VIOLATION).
+    """
+    if app is None:
+        if app_dir is None:
+            raise ValueError("open_node needs an app_dir or an app")
+        app = load_app(app_dir)
+    if data_dir is None:
+        data_dir = os.path.join(app.app_dir, ".eddy")
+    world = world or RealWorld()
+    store = world.open_store(data_dir)
+    try:
+        node = Node(world, store, app, data_dir)
+        node.recover()
+        node._ensure_admin_key()
+        if store.get("meta", b"admin_key") is None:
+            await store.write([("meta", b"admin_key", node.admin_key.encode())], sync=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.sequencer.run)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The caller's own exception, not wrapped in the nursery's group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        with trio.CancelScope(shield=True):
+            await node.sequencer.drain()
+    finally:
+        store.close()

@@ -1,0 +1,218 @@
+"""The function runner: runs app functions as queries, mutations and actions.
+
+- A query runs at the newest durable ts (or a retained `at_ts`) in a
+  read-only transaction.
+- A mutation runs at the newest admitted ts, so it sees every commit decided
+  before it, durable or not; it is admitted by the sequencer as soon as it
+  returns and answered once its group is durable. A conflict (possible only
+  when the function yielded mid-way and another commit wrote what it read)
+  re-runs it at a newer snapshot, at most `limits.optimistic_attempts_max`
+  times; after that it takes the serial lane: no other mutation is admitted
+  from its snapshot until it is, so it cannot conflict. Contention slows a
+  mutation down but never fails it.
+- An action runs outside any transaction and calls the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import random
+import traceback
+from typing import Any
+
+import trio
+
+from engine import limits, values
+from engine.commits import CallInfo, Commit
+from engine.context import ActionCtx, MutationCtx, QueryCtx
+from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
+from engine.functions import FunctionDef, FunctionKind, canonical_path, validate_args, validate_returns
+from engine.transaction import Transaction
+
+from actors.sequencer import LaneBusy
+
+log = logging.getLogger("eddy.functions")
+
+
+@dataclasses.dataclass
+class CallResult:
+    value: Any
+    ts: int
+    log_lines: list[str] = dataclasses.field(default_factory=list)
+    attempts: int = 1
+
+
+class FunctionRunner:
+    """Runs functions for one node (see the module docstring)."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.conflict_count = 0
+        self.serial_count = 0
+
+    def resolve(self, kind: str | None, path: str, admin: bool) -> FunctionDef:
+        canonical = canonical_path(path)
+        function = self.node.app.functions.get(canonical)
+        if function is None:
+            raise EddyError(ErrorCode.FUNCTION_NOT_FOUND,
+                            f"Could not find public function for '{path}'.", path=path)
+        if function.internal and not admin:
+            raise EddyError(ErrorCode.INTERNAL_FUNCTION,
+                            f"Could not find public function for '{path}': it is internal. "
+                            f"Call it from another function, or with the admin key.", path=path)
+        if kind is not None and function.kind.value != kind:
+            raise EddyError(ErrorCode.FUNCTION_KIND_MISMATCH,
+                            f"'{path}' is a {function.kind.value}, not a {kind}.", path=path)
+        return function
+
+    def check_args(self, function: FunctionDef, args) -> dict:
+        if args is None:
+            args = {}
+        elif isinstance(args, list):
+            if len(args) != 1 or not isinstance(args[0], dict):
+                raise EddyError(ErrorCode.INVALID_ARGS,
+                                "Arguments must be an object, or an array holding one object.")
+            args = args[0]
+        if not isinstance(args, dict):
+            raise EddyError(ErrorCode.INVALID_ARGS,
+                            f"Arguments must be an object, got {values.type_name(args)}.")
+        _check_size(args, "Arguments")
+        return validate_args(function, args, self.node.catalog.table_name)
+
+    async def call(self, kind: str | None, path, args=None, *, identity=None, admin: bool = True,
+                   at_ts: int | None = None) -> CallResult:
+        """Runs a function by path (or FunctionDef) and returns its CallResult.
+
+        A checkpoint. Raises EddyError, AppError or FunctionCrashed.
+        """
+        if isinstance(path, FunctionDef):
+            if path.path is None:
+                raise EddyError(ErrorCode.FUNCTION_NOT_FOUND,
+                                "That function is not registered in this app.")
+            path = path.path
+        function = self.resolve(kind, path, admin)
+        args = self.check_args(function, args)
+        if function.kind is FunctionKind.QUERY:
+            return await self.run_query(function, args, identity, at_ts)
+        if at_ts is not None:
+            raise EddyError(ErrorCode.BAD_REQUEST, "Only queries can run at a past ts.")
+        if function.kind is FunctionKind.MUTATION:
+            return await self.run_mutation(function, args, identity)
+        return await self.run_action(function, args, identity)
+
+    def _transaction(self, snapshot_ts: int, writable: bool) -> Transaction:
+        node = self.node
+        return Transaction(node.catalog, snapshot_ts, schema=node.schema, writable=writable,
+                           seed=node.world.entropy.seed(),
+                           now_ms=node.world.clock.now_ns() / 1e6)
+
+    async def run_query(self, function: FunctionDef, args: dict, identity,
+                        at_ts: int | None) -> CallResult:
+        durable_ts = self.node.sequencer.durable_ts
+        if at_ts is None:
+            at_ts = durable_ts
+        elif at_ts > durable_ts:
+            raise EddyError(ErrorCode.INVALID_TIMESTAMP,
+                            f"ts {at_ts} is after the newest commit ({durable_ts}).")
+        elif at_ts < self.node.retained_since_ts:
+            raise EddyError(ErrorCode.INVALID_TIMESTAMP,
+                            f"ts {at_ts} is before the retention window "
+                            f"(history starts at {self.node.retained_since_ts}).")
+        txn = self._transaction(at_ts, writable=False)
+        value = await self._invoke(function, QueryCtx(txn, identity), args)
+        return CallResult(value, at_ts)
+
+    async def run_mutation(self, function: FunctionDef, args: dict, identity) -> CallResult:
+        sequencer = self.node.sequencer
+        call = CallInfo(function.path, args, identity, "mutation")
+        attempt = 0
+        while True:
+            await sequencer.wait_lane_free()
+            await sequencer.wait_capacity()
+            attempt += 1
+            serial = attempt > limits.optimistic_attempts_max
+            if serial:
+                await sequencer.lane.acquire()
+            try:
+                outcome, value = await self._attempt(function, args, identity, call, serial)
+            except LaneBusy:
+                attempt -= 1
+                continue
+            finally:
+                if serial:
+                    sequencer.release_lane()
+                    sequencer.lane.release()
+            if isinstance(outcome, Commit):
+                await sequencer.wait_durable(outcome.ts)
+                return CallResult(value, outcome.ts, attempts=attempt)
+            if outcome is None:
+                # Wrote nothing: answer once what it read is durable.
+                snapshot_ts = value[1]
+                await sequencer.wait_durable(snapshot_ts)
+                return CallResult(value[0], snapshot_ts, attempts=attempt)
+            self.conflict_count += 1
+            if attempt == limits.optimistic_attempts_max:
+                self.serial_count += 1
+
+    async def _attempt(self, function: FunctionDef, args: dict, identity, call: CallInfo,
+                       serial: bool):
+        sequencer = self.node.sequencer
+        state = sequencer.state
+        txn = self._transaction(state.last_ts, writable=True)
+        if serial:
+            # From here until it is admitted, no other commit can land after
+            # its snapshot, so it cannot conflict.
+            sequencer.lane_holder = txn
+        snapshot_ts = txn.snapshot_ts
+        state.begin(snapshot_ts)
+        try:
+            value = await self._invoke(function, MutationCtx(txn, identity), args)
+            if not txn.writes:
+                return None, (value, snapshot_ts)
+            return sequencer.admit(txn, call), value
+        finally:
+            state.end(snapshot_ts)
+
+    async def run_action(self, function: FunctionDef, args: dict, identity) -> CallResult:
+        world = self.node.world
+
+        def runner(kind: str):
+            async def run(target, inner_args):
+                result = await self.call(kind, target, inner_args, identity=identity, admin=True)
+                return result.value
+            return run
+
+        ctx = ActionCtx(run_query=runner("query"), run_mutation=runner("mutation"),
+                        run_action=runner("action"), identity=identity,
+                        now_ms=world.clock.now_ns() / 1e6, rng=random.Random(world.entropy.seed()))
+        value = await self._invoke(function, ctx, args)
+        return CallResult(value, self.node.sequencer.durable_ts)
+
+    async def _invoke(self, function: FunctionDef, ctx, args: dict):
+        try:
+            result = function.handler(ctx, **args)
+            if inspect.isawaitable(result):
+                result = await result
+        except (AppError, EddyError, trio.Cancelled, FunctionCrashed):
+            raise
+        except Exception as error:
+            text = traceback.format_exc()
+            log.error("%s failed:\n%s", function.path, text)
+            raise FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text) from error
+        if isinstance(result, tuple):
+            result = list(result)
+        try:
+            _check_size(result, "Return value")
+        except EddyError as error:
+            raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
+        return validate_returns(function, result, self.node.catalog.table_name)
+
+
+def _check_size(value, what: str) -> None:
+    size = values.check_value(value)
+    if size > limits.value_bytes_max:
+        raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                        f"{what} too large: {size} bytes (limit {limits.value_bytes_max}).",
+                        limit="value_bytes_max")

@@ -1,0 +1,136 @@
+"""Admitting a transaction's writes as a commit, and the commit's log records.
+
+`admit` is the whole decision (DESIGN.md section 3, steps 3-4) as one call
+that never awaits: conflict check, timestamp, apply to the shards' derived
+state, record in the conflict window. The sequencer actor calls it and then
+makes the returned `Commit` durable.
+
+Records. A commit is stored as
+- `commits/<ts>`: the call that produced it (function path, args, identity,
+  snapshot ts, seed, "now"), its read set, the tables it created and the ids it
+  wrote: everything `eddy rerun` needs;
+- `log/<table number><ts>` for each table it wrote: the shard's append-only
+  log entry, the new state of each document it wrote (None for a deletion);
+- `meta/catalog` when it created a table.
+All go in one write batch, so a crash keeps all of a commit or none of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgpack
+
+from engine import keys, values
+from engine.catalog import Catalog
+from engine.readsets import ReadSet, WriteKeys
+from engine.sequencing import SequencerState
+from engine.transaction import TABLES_INDEX, Transaction
+from engine.world import WriteOp
+
+RECORD_VERSION = 1
+
+
+@dataclasses.dataclass
+class CallInfo:
+    """What produced a commit; logged so the commit can be re-run."""
+
+    path: str
+    args: Any
+    identity: Any = None
+    kind: str = "mutation"
+
+
+@dataclasses.dataclass
+class Commit:
+    ts: int
+    snapshot_ts: int
+    call: CallInfo
+    seed: int
+    now_ms: float
+    read_set: ReadSet
+    # table number -> [(internal id, packed document or None)]
+    writes: dict[int, list[tuple[bytes, bytes | None]]]
+    created_tables: list[tuple[str, int]]
+
+
+def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: CallInfo,
+          now_ns: int) -> Commit | int:
+    """Decides one commit. Returns the Commit, or the ts of a conflicting commit."""
+    conflict_ts = sequencer.conflicts(txn.snapshot_ts, txn.read_set)
+    if conflict_ts is not None:
+        return conflict_ts
+    ts = sequencer.next_ts(now_ns)
+    write_keys: WriteKeys = {}
+    by_table: dict[int, list[tuple[bytes, dict | None, bytes | None]]] = {}
+    for (number, internal_id), document in txn.writes.items():
+        packed = None if document is None else values.pack(document)
+        by_table.setdefault(number, []).append((internal_id, document, packed))
+    created: list[tuple[str, int]] = []
+    for number, writes in by_table.items():
+        shard = catalog.shards[number]
+        if shard.last_ts == 0:
+            # The first commit into a table is what makes it exist for readers
+            # that found no table (engine/transaction.py).
+            created.append((shard.name, number))
+        shard.apply(ts, writes, write_keys)
+    if created:
+        write_keys[TABLES_INDEX] = [keys.encode_key(name) for name, _ in created]
+    sequencer.record(ts, write_keys)
+    return Commit(
+        ts=ts, snapshot_ts=txn.snapshot_ts, call=call, seed=txn.seed, now_ms=txn.now_ms,
+        read_set=txn.read_set,
+        writes={n: [(i, p) for i, _, p in w] for n, w in by_table.items()},
+        created_tables=created)
+
+
+def ts_key(ts: int) -> bytes:
+    return ts.to_bytes(8, "big")
+
+
+def log_key(table_number: int, ts: int) -> bytes:
+    return table_number.to_bytes(4, "big") + ts.to_bytes(8, "big")
+
+
+def parse_log_key(key: bytes) -> tuple[int, int]:
+    return int.from_bytes(key[:4], "big"), int.from_bytes(key[4:12], "big")
+
+
+def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
+    """The storage operations that make `commit` durable."""
+    call = commit.call
+    record = {
+        "v": RECORD_VERSION, "ts": commit.ts, "kind": call.kind, "path": call.path,
+        "args": values.pack(call.args), "identity": call.identity,
+        "snapshot_ts": commit.snapshot_ts, "seed": commit.seed, "now_ms": commit.now_ms,
+        "reads": commit.read_set.to_record(),
+        "tables": commit.created_tables,
+        "writes": [[n, [i for i, _ in w]] for n, w in commit.writes.items()],
+    }
+    ops: list[WriteOp] = [("commits", ts_key(commit.ts), msgpack.packb(record, use_bin_type=True))]
+    for number, writes in commit.writes.items():
+        entry = msgpack.packb([[i, p] for i, p in writes], use_bin_type=True)
+        ops.append(("log", log_key(number, commit.ts), entry))
+    if commit.created_tables:
+        ops.append(("meta", b"catalog", catalog_record(catalog)))
+    return ops
+
+
+def catalog_record(catalog: Catalog) -> bytes:
+    return msgpack.packb(sorted(catalog.numbers.items()), use_bin_type=True)
+
+
+def parse_catalog_record(data: bytes) -> list[tuple[str, int]]:
+    return [(name, number) for name, number in msgpack.unpackb(data, raw=False)]
+
+
+def parse_log_entry(data: bytes) -> list[tuple[bytes, bytes | None]]:
+    return [(i, p) for i, p in msgpack.unpackb(data, raw=False)]
+
+
+def parse_commit_record(data: bytes) -> dict:
+    record = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    record["args"] = values.unpack(record["args"])
+    record["reads"] = ReadSet.from_record(record["reads"])
+    return record

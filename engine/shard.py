@@ -1,0 +1,214 @@
+"""A table shard's derived state: document versions and index entries, with MVCC.
+
+Theory of operation. A shard is rebuilt from its table's append-only log by
+applying each commit's writes in ts order; nothing here is stored on its
+own. State, per table:
+
+- `versions`: internal id -> [(ts, packed document or None), ...] in ts order.
+  None is a deletion. The document as of ts S is the last version with
+  ts <= S.
+- one `IndexState` per index, built-ins included (`by_id` on [_id],
+  `by_creation_time` on [_creationTime, _id], then each schema index with
+  _creationTime and _id appended). Each holds every key that was ever live, in
+  a sorted list, and for each key the ts intervals [begin, end) during which
+  it was live (end is LIVE while it still is).
+
+Rules:
+1. Applying a write at ts T moves each index from the document's previous key
+   to its new key: the old interval ends at T, a new one begins at T. A key
+   that does not change is left alone.
+2. A read at snapshot S sees exactly the versions and keys whose interval
+   holds S, so reads at any retained S are immutable and need no locks.
+3. `apply` is only called with T above every ts already applied.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from sortedcontainers import SortedList
+
+from engine import keys, values
+
+LIVE = 1 << 63  # end of an interval that has not ended
+
+BUILTIN_INDEXES = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"]}
+
+
+def field_value(document: dict, path: str):
+    """The value at a dotted field path, or keys.UNDEFINED."""
+    if "." not in path:
+        return document.get(path, keys.UNDEFINED)
+    value = document
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return keys.UNDEFINED
+        value = value[part]
+    return value
+
+
+def index_fields(user_fields: Sequence[str]) -> list[str]:
+    """The full key fields of a schema index: its fields, then _creationTime, _id."""
+    return [*user_fields, "_creationTime", "_id"]
+
+
+def index_key(document: dict, fields: Sequence[str]) -> bytes:
+    return keys.encode_index_key([field_value(document, f) for f in fields])
+
+
+class IndexState:
+    """One index of one shard. See the module docstring for the rules."""
+
+    __slots__ = ("fields", "keys", "life", "owner")
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = list(fields)
+        self.keys = SortedList()
+        # key -> [begin, end, begin, end, ...] intervals, newest last.
+        self.life: dict[bytes, list[int]] = {}
+        # key -> internal id of the document the key belongs to.
+        self.owner: dict[bytes, bytes] = {}
+
+    def add(self, key: bytes, internal_id: bytes, ts: int) -> None:
+        life = self.life.get(key)
+        if life is None:
+            self.life[key] = [ts, LIVE]
+            self.owner[key] = internal_id
+            self.keys.add(key)
+        else:
+            life.extend((ts, LIVE))
+
+    def remove(self, key: bytes, ts: int) -> None:
+        life = self.life[key]
+        assert life[-1] == LIVE, "removing a key that is not live"
+        life[-1] = ts
+
+    def scan(self, lo: bytes, hi: bytes | None, at_ts: int,
+             descending: bool) -> Iterator[tuple[bytes, bytes]]:
+        """(key, internal id) of keys live at `at_ts` in [lo, hi), in order."""
+        if hi is None:
+            keys_in_range = self.keys.irange(lo, None, (True, False), reverse=descending)
+        else:
+            keys_in_range = self.keys.irange(lo, hi, (True, False), reverse=descending)
+        life_of = self.life
+        for key in keys_in_range:
+            life = life_of[key]
+            if life[-1] == LIVE and life[-2] <= at_ts:
+                yield key, self.owner[key]
+            elif _live_at(life, at_ts):
+                yield key, self.owner[key]
+
+
+def _live_at(life: list[int], ts: int) -> bool:
+    for i in range(len(life) - 2, -1, -2):
+        if life[i] <= ts:
+            return ts < life[i + 1]
+    return False
+
+
+class ShardState:
+    """The derived state of one table.
+
+    Fields:
+        table_number, name: fixed at creation.
+        versions: see the module docstring; appended by `apply`.
+        indexes: index name -> IndexState; replaced whole by `set_indexes`.
+        last_ts: ts of the newest commit applied.
+        live_count: number of documents live at `last_ts`.
+    """
+
+    def __init__(self, table_number: int, name: str,
+                 user_indexes: dict[str, Sequence[str]] | None = None) -> None:
+        self.table_number = table_number
+        self.name = name
+        self.versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
+        self.indexes: dict[str, IndexState] = {}
+        self.last_ts = 0
+        self.live_count = 0
+        self.set_indexes(user_indexes or {})
+
+    def validate(self) -> None:
+        for versions in self.versions.values():
+            assert all(a[0] < b[0] for a, b in zip(versions, versions[1:]))
+        live = sum(1 for v in self.versions.values() if v[-1][1] is not None)
+        assert live == self.live_count
+        for index in self.indexes.values():
+            live_keys = sum(1 for life in index.life.values() if life[-1] == LIVE)
+            assert live_keys == self.live_count, "index out of step with documents"
+
+    def set_indexes(self, user_indexes: dict[str, Sequence[str]]) -> None:
+        """Defines the indexes and (re)builds them from every retained version."""
+        definitions = {**BUILTIN_INDEXES,
+                       **{name: index_fields(f) for name, f in user_indexes.items()}}
+        self.indexes = {name: IndexState(fields) for name, fields in definitions.items()}
+        for internal_id, versions in self.versions.items():
+            previous = None
+            for ts, packed in versions:
+                document = None if packed is None else values.unpack(packed)
+                self._move_keys(internal_id, previous, document, ts, None)
+                previous = document
+
+    def index_fields(self, index: str) -> list[str] | None:
+        state = self.indexes.get(index)
+        return None if state is None else state.fields
+
+    def latest(self, internal_id: bytes) -> dict | None:
+        versions = self.versions.get(internal_id)
+        if not versions or versions[-1][1] is None:
+            return None
+        return values.unpack(versions[-1][1])
+
+    def get(self, internal_id: bytes, at_ts: int) -> bytes | None:
+        """The packed document as of `at_ts`, or None."""
+        versions = self.versions.get(internal_id)
+        if not versions:
+            return None
+        for i in range(len(versions) - 1, -1, -1):
+            ts, packed = versions[i]
+            if ts <= at_ts:
+                return packed
+        return None
+
+    def apply(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],
+              write_keys: dict | None = None) -> None:
+        """Applies one commit's writes to this table at `ts`.
+
+        Args:
+            ts: the commit's ts, above every ts applied before.
+            writes: (internal id, new document or None, packed new document or None).
+            write_keys: if given, filled with (table_number, index) -> keys
+                removed or added, for the sequencer's conflict window.
+        """
+        assert ts > self.last_ts, "commits applied out of order"
+        self.last_ts = ts
+        for internal_id, document, packed in writes:
+            versions = self.versions.get(internal_id)
+            if versions is None:
+                previous = None
+                self.versions[internal_id] = [(ts, packed)]
+            else:
+                previous_packed = versions[-1][1]
+                previous = None if previous_packed is None else values.unpack(previous_packed)
+                versions.append((ts, packed))
+            self.live_count += (document is not None) - (previous is not None)
+            self._move_keys(internal_id, previous, document, ts, write_keys)
+
+    def _move_keys(self, internal_id: bytes, previous: dict | None, document: dict | None,
+                   ts: int, write_keys: dict | None) -> None:
+        for name, index in self.indexes.items():
+            old_key = None if previous is None else index_key(previous, index.fields)
+            new_key = None if document is None else index_key(document, index.fields)
+            if write_keys is not None:
+                # A document changed under a key that stayed put still changes
+                # what a read of that key saw, so both keys count as written.
+                touched = write_keys.setdefault((self.table_number, name), [])
+                if old_key is not None:
+                    touched.append(old_key)
+                if new_key is not None and new_key != old_key:
+                    touched.append(new_key)
+            if old_key == new_key:
+                continue
+            if old_key is not None:
+                index.remove(old_key, ts)
+            if new_key is not None:
+                index.add(new_key, internal_id, ts)

@@ -1,0 +1,345 @@
+"""A transaction: one function's view of the database and its buffered writes.
+
+Theory of operation. A transaction reads at one snapshot ts S and sees the
+database as of S plus its own earlier writes (DESIGN.md section 3). Rules:
+
+1. Every read records an index key range in the read set: `get` the one key of
+   the id in `by_id`, a scan the range from its start to the last key the
+   caller consumed (all of it if the scan ran to the end).
+2. Writes are checked (schema, value limits) when made and buffered in
+   `writes`, one entry per document holding its final state; later reads
+   merge them over the snapshot in key order.
+3. New ids and `_creationTime` come from the transaction's seed and "now", so
+   re-running a logged commit with its seed reproduces its writes exactly.
+4. Limits (documents scanned, bytes read and written, ranges) are counted as
+   the function goes and raise `LIMIT_EXCEEDED` at the step that crosses them.
+
+Tables are created on first insert; a read of a table that does not exist yet
+records a read of its name in the catalog's `tables` pseudo-index, so a
+concurrent commit that creates it conflicts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Iterator
+
+from engine import ids, keys, limits, values
+from engine.catalog import Catalog
+from engine.errors import EddyError, ErrorCode
+from engine.readsets import ReadSet
+from engine.shard import BUILTIN_INDEXES, ShardState, index_fields as full_index_fields, index_key
+from engine.world import split_seed
+
+# The pseudo-index that records reads and creations of table names.
+TABLES_INDEX = (0, "tables")
+
+SYSTEM_FIELDS = ("_id", "_creationTime")
+
+
+def _after(key: bytes) -> bytes:
+    """The smallest key above `key` (keys are prefix-free)."""
+    return key + b"\x00"
+
+
+class Transaction:
+    """A function's snapshot, read set and buffered writes.
+
+    Fields:
+        snapshot_ts: fixed at creation.
+        read_set: appended by every read.
+        writes: (table number, internal id) -> final document or None
+            (deleted), in the order first written.
+        created_tables: names of tables this transaction created.
+        scanned_count, read_bytes, written_bytes: limit counters.
+    """
+
+    def __init__(self, catalog: Catalog, snapshot_ts: int, *, schema=None, writable: bool = False,
+                 seed: int = 0, now_ms: float = 0.0,
+                 create_table: Callable[[str], ShardState] | None = None) -> None:
+        self.catalog = catalog
+        self.snapshot_ts = snapshot_ts
+        self.schema = schema
+        self.writable = writable
+        self.seed = seed
+        self.now_ms = now_ms
+        self._create_table = create_table or catalog.create
+        # Separate streams, so that app code drawing from ctx.random does not
+        # change the ids a re-run generates.
+        self._id_rng = random.Random(split_seed(seed, "ids"))
+        self.random = random.Random(split_seed(seed, "random"))
+        self._next_creation_ms = now_ms
+        self.read_set = ReadSet()
+        self.writes: dict[tuple[int, bytes], dict | None] = {}
+        self.created_tables: list[str] = []
+        self.scanned_count = 0
+        self.read_bytes = 0
+        self.written_bytes = 0
+        self.paginated = False
+
+    # ----- reads -----------------------------------------------------------
+
+    def resolve_table(self, number: int) -> str | None:
+        return self.catalog.table_name(number)
+
+    def _shard_for_read(self, table: str) -> ShardState | None:
+        shard = self.catalog.shard(table)
+        if shard is None:
+            key = keys.encode_key(table)
+            self.read_set.add(TABLES_INDEX, key, _after(key))
+        return shard
+
+    def get(self, document_id: str) -> dict | None:
+        """The document with this id as of the snapshot plus own writes."""
+        if not isinstance(document_id, str):
+            raise EddyError(ErrorCode.INVALID_ID,
+                            f"Expected an id string, got {values.type_name(document_id)}.")
+        number, internal_id = ids.decode_id(document_id)
+        shard = self.catalog.shards.get(number)
+        if shard is None:
+            return None
+        key = keys.encode_key(document_id)
+        self._add_range((number, "by_id"), key, _after(key))
+        self._count_scanned(0)
+        if (number, internal_id) in self.writes:
+            document = self.writes[(number, internal_id)]
+            return None if document is None else values.unpack(values.pack(document))
+        packed = shard.get(internal_id, self.snapshot_ts)
+        if packed is None:
+            return None
+        self.read_bytes += len(packed)
+        return values.unpack(packed)
+
+    def index_fields(self, table: str, index: str) -> list[str]:
+        shard = self.catalog.shard(table)
+        if shard is not None:
+            fields = shard.index_fields(index)
+        else:
+            fields = _declared_index_fields(self.catalog, table, index)
+        if fields is None:
+            raise EddyError(ErrorCode.INDEX_NOT_FOUND,
+                            f"Index {table}.{index} not found.", table=table, index=index)
+        return list(fields)
+
+    def coerce_index_value(self, table: str, field: str, value):
+        if self.schema is None or isinstance(value, bool) or not isinstance(value, int):
+            return value
+        validator = self.schema.field_validator(table, field)
+        if validator is not None and getattr(validator, "kind", None) in ("number", "float64"):
+            return float(value)
+        return value
+
+    def begin_paginate(self) -> None:
+        if self.paginated:
+            raise EddyError(ErrorCode.BAD_REQUEST,
+                            "MultiplePaginatedDatabaseQueries: a function may run only one "
+                            "paginated query.")
+        self.paginated = True
+
+    def scan(self, table: str, index: str, lo: bytes, hi: bytes | None,
+             descending: bool) -> Iterator[tuple[bytes, dict]]:
+        """Documents of `index` in [lo, hi), merged with own writes; see rule 1."""
+        fields = self.index_fields(table, index)
+        shard = self._shard_for_read(table)
+        if shard is None:
+            return iter(())
+        return self._scan(shard, index, fields, lo, hi, descending)
+
+    def _scan(self, shard: ShardState, index: str, fields: list[str], lo: bytes,
+              hi: bytes | None, descending: bool) -> Iterator[tuple[bytes, dict]]:
+        number = shard.table_number
+        overlay: list[tuple[bytes, dict]] = []
+        written: set[bytes] = set()
+        for (table_number, internal_id), document in self.writes.items():
+            if table_number != number:
+                continue
+            written.add(internal_id)
+            if document is not None:
+                key = index_key(document, fields)
+                if lo <= key and (hi is None or key < hi):
+                    overlay.append((key, document))
+        overlay.sort(key=lambda item: item[0], reverse=descending)
+        base = shard.indexes[index].scan(lo, hi, self.snapshot_ts, descending)
+        last_key = None
+        exhausted = False
+        try:
+            position = 0
+            for key, internal_id in base:
+                if internal_id in written:
+                    continue
+                while position < len(overlay) and (
+                        (overlay[position][0] > key) if descending else (overlay[position][0] < key)):
+                    last_key, document = overlay[position]
+                    position += 1
+                    self._count_scanned(0)
+                    yield last_key, values.unpack(values.pack(document))
+                packed = shard.get(internal_id, self.snapshot_ts)
+                last_key = key
+                self._count_scanned(len(packed))
+                yield key, values.unpack(packed)
+            while position < len(overlay):
+                last_key, document = overlay[position]
+                position += 1
+                self._count_scanned(0)
+                yield last_key, values.unpack(values.pack(document))
+            exhausted = True
+        finally:
+            # A generator only stops at a yield or by raising: if it yielded
+            # nothing and did not finish, a limit error cut it short and the
+            # function is failing anyway.
+            index_name = (number, index)
+            if exhausted:
+                self._add_range(index_name, lo, hi)
+            elif last_key is not None and descending:
+                self._add_range(index_name, last_key, hi)
+            elif last_key is not None:
+                self._add_range(index_name, lo, _after(last_key))
+
+    def _add_range(self, index_name: tuple[int, str], lo: bytes, hi: bytes | None) -> None:
+        self.read_set.add(index_name, lo, hi)
+        if len(self.read_set.ranges.get(index_name, ())) > limits.index_ranges_max:
+            raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                            f"Too many index ranges read in one function (limit "
+                            f"{limits.index_ranges_max}).", limit="index_ranges_max")
+
+    def _count_scanned(self, size: int) -> None:
+        self.scanned_count += 1
+        self.read_bytes += size
+        if self.scanned_count > limits.documents_scanned_max:
+            raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                            f"Too many documents read in one function (limit "
+                            f"{limits.documents_scanned_max}).", limit="documents_scanned_max")
+        if self.read_bytes > limits.read_bytes_max:
+            raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                            f"Too many bytes read in one function (limit "
+                            f"{limits.read_bytes_max}).", limit="read_bytes_max")
+
+    # ----- writes ----------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise EddyError(ErrorCode.READ_ONLY,
+                            "Queries are read-only: call ctx.db writes from a mutation.")
+
+    def _check_fields(self, table: str, fields) -> dict:
+        if not isinstance(fields, dict):
+            raise EddyError(ErrorCode.INVALID_VALUE,
+                            f"A document must be an object, got {values.type_name(fields)}.")
+        values.check_document_fields(fields)
+        if self.schema is not None:
+            fields = self.schema.validate_document(table, fields, self.resolve_table)
+        return fields
+
+    def _record_write(self, number: int, internal_id: bytes, document: dict | None) -> None:
+        if (number, internal_id) not in self.writes and \
+                len(self.writes) >= limits.documents_written_max:
+            raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                            f"Too many documents written in one function (limit "
+                            f"{limits.documents_written_max}).", limit="documents_written_max")
+        if document is not None:
+            self.written_bytes += values.size_of(document)
+            if self.written_bytes > limits.write_bytes_max:
+                raise EddyError(ErrorCode.LIMIT_EXCEEDED,
+                                f"Too many bytes written in one function (limit "
+                                f"{limits.write_bytes_max}).", limit="write_bytes_max")
+        self.writes[(number, internal_id)] = document
+
+    def insert(self, table: str, fields: dict) -> str:
+        """Buffers a new document and returns its id."""
+        self._require_writable()
+        _check_table_name(table)
+        fields = self._check_fields(table, fields)
+        shard = self.catalog.shard(table)
+        if shard is None:
+            shard = self._create_table(table)
+            self.created_tables.append(table)
+        internal_id = self._id_rng.getrandbits(128).to_bytes(16, "big")
+        document_id = ids.encode_id(shard.table_number, internal_id)
+        creation_ms = self._next_creation_ms
+        self._next_creation_ms = math.nextafter(creation_ms, math.inf)
+        document = {"_id": document_id, "_creationTime": creation_ms, **fields}
+        self._record_write(shard.table_number, internal_id, document)
+        return document_id
+
+    def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:
+        self._require_writable()
+        document = self.get(document_id)
+        if document is None:
+            raise EddyError(ErrorCode.DOCUMENT_NOT_FOUND,
+                            f"Cannot {verb} document with id {document_id!r}: it does not exist.",
+                            id=document_id)
+        number, internal_id = ids.decode_id(document_id)
+        return number, internal_id, document
+
+    def patch(self, document_id: str, changes: dict) -> None:
+        """Shallow-merges `changes` into a document; a value of keys.UNDEFINED removes a field."""
+        number, internal_id, document = self._existing(document_id, "patch")
+        if not isinstance(changes, dict):
+            raise EddyError(ErrorCode.INVALID_VALUE,
+                            f"patch takes an object, got {values.type_name(changes)}.")
+        fields = {k: v for k, v in document.items() if k not in SYSTEM_FIELDS}
+        for name, value in changes.items():
+            if name in SYSTEM_FIELDS:
+                _check_system_field(document, name, value)
+            elif value is keys.UNDEFINED:
+                fields.pop(name, None)
+            else:
+                fields[name] = value
+        self._replace_fields(number, internal_id, document, fields)
+
+    def replace(self, document_id: str, value: dict) -> None:
+        """Replaces every user field of a document."""
+        number, internal_id, document = self._existing(document_id, "replace")
+        if not isinstance(value, dict):
+            raise EddyError(ErrorCode.INVALID_VALUE,
+                            f"replace takes an object, got {values.type_name(value)}.")
+        fields = {}
+        for name, field in value.items():
+            if name in SYSTEM_FIELDS:
+                _check_system_field(document, name, field)
+            else:
+                fields[name] = field
+        self._replace_fields(number, internal_id, document, fields)
+
+    def _replace_fields(self, number: int, internal_id: bytes, document: dict, fields: dict) -> None:
+        table = self.catalog.shards[number].name
+        fields = self._check_fields(table, fields)
+        new_document = {"_id": document["_id"], "_creationTime": document["_creationTime"], **fields}
+        self._record_write(number, internal_id, new_document)
+
+    def delete(self, document_id: str) -> None:
+        number, internal_id, _ = self._existing(document_id, "delete")
+        self._record_write(number, internal_id, None)
+
+    def normalize_id(self, table: str, text) -> str | None:
+        """`text` if it is an id of `table`, else None."""
+        if not isinstance(text, str):
+            return None
+        try:
+            number, _ = ids.decode_id(text)
+        except EddyError:
+            return None
+        return text if self.catalog.table_name(number) == table else None
+
+
+def _declared_index_fields(catalog: Catalog, table: str, index: str) -> list[str] | None:
+    if index in BUILTIN_INDEXES:
+        return BUILTIN_INDEXES[index]
+    user = catalog.index_definitions.get(table, {}).get(index)
+    return None if user is None else full_index_fields(user)
+
+
+def _check_table_name(table) -> None:
+    if not isinstance(table, str) or not table or table.startswith("_") or \
+            not table.replace("_", "a").isalnum() or not table.isascii() or \
+            len(table) > limits.path_component_chars_max or table[0].isdigit():
+        raise EddyError(ErrorCode.INVALID_VALUE,
+                        f"Invalid table name {table!r}: use letters, digits and _, "
+                        f"not starting with _ or a digit.")
+
+
+def _check_system_field(document: dict, name: str, value) -> None:
+    if document.get(name) != value:
+        raise EddyError(ErrorCode.INVALID_VALUE,
+                        f"System field {name} cannot be changed.", field=name)
