@@ -1,0 +1,150 @@
+"""The `eddy` command (DESIGN.md section 10).
+
+Subcommands that exist so far:
+
+- `eddy dev APP_DIR`: serve an app over HTTP and reload it on change
+  (wire/devserver.py does the serving);
+- `eddy run APP_DIR PATH [ARGS_JSON]`: run one function against the app's
+  data, embedded (no server), and print its result as JSON.
+
+Exit codes: 0 success, 1 the app or the function failed (the reason on
+stderr), 2 bad usage (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors.app import AppLoadError
+from actors.node import open_node
+from engine.errors import AppError, EddyError, FunctionCrashed
+from wire import codecs
+from wire.devserver import describe_load_error, serve_dev
+
+DEFAULT_PORT = 3210
+DEFAULT_HOST = "127.0.0.1"
+DATA_FOLDER_NAME = ".eddy"
+
+EPILOG = """\
+The app folder holds schema.py (optional) and modules of functions: the
+function `send` in messages.py is called as "messages:send", the function
+`list` in admin/users.py as "admin/users:list". Data lives in APP_DIR/.eddy
+unless --data names another folder.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `eddy` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="eddy", description="Eddy: a reactive, event-sourced backend that speaks Convex's protocols.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    dev = commands.add_parser(
+        "dev", help="serve an app over HTTP, reloading it when its files change",
+        description="Serve an app's functions over Convex's HTTP API on one port. "
+                    "Prints the URL and the admin key. Reloads the app when a file "
+                    "changes; an app that fails to load is reported as file:line: message "
+                    "and the last good version keeps serving. Ctrl-C stops it cleanly.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_app_arguments(dev)
+    dev.add_argument("--port", type=int, default=DEFAULT_PORT,
+                     help=f"TCP port to listen on (default {DEFAULT_PORT})")
+    dev.add_argument("--host", default=DEFAULT_HOST,
+                     help=f"address to listen on (default {DEFAULT_HOST}, this machine only)")
+
+    run = commands.add_parser(
+        "run", help="run one function against an app's data and print its result",
+        description="Run one query, mutation or action against the app's data, "
+                    "without a server, as the admin (internal functions allowed), "
+                    "and print its result as JSON. On failure the error goes to stderr "
+                    "and the exit code is 1. Stop `eddy dev` on the same data first.",
+        epilog=EPILOG + '\nExample: eddy run examples/chat messages:send \'{"body": "hi"}\'\n',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_app_arguments(run)
+    run.add_argument("path", metavar="PATH", help='the function, e.g. "messages:list"')
+    run.add_argument("args", metavar="ARGS_JSON", nargs="?", default="{}",
+                     help="the arguments as a JSON object, in Convex's encoded JSON "
+                          "(int64 as {\"$integer\": ...}); default {}")
+    return parser
+
+
+def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app_dir", metavar="APP_DIR", type=Path, help="the app folder")
+    parser.add_argument("--data", metavar="DIR", type=Path, default=None,
+                        help=f"the data folder (default APP_DIR/{DATA_FOLDER_NAME})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `eddy` command; returns its exit code."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.command is None:
+        parser.print_help()
+        return 2
+    data_dir = options.data or options.app_dir / DATA_FOLDER_NAME
+    try:
+        if options.command == "dev":
+            return _dev(options, data_dir)
+        return _run(options, data_dir)
+    except AppLoadError as error:
+        print(describe_load_error(error), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dev(options: argparse.Namespace, data_dir: Path) -> int:
+    _configure_logging()
+    try:
+        trio.run(lambda: serve_dev(options.app_dir, host=options.host, port=options.port,
+                                   data_dir=data_dir))
+    except OSError as error:
+        print(f"eddy dev: {error}", file=sys.stderr)
+        return 1
+    except EddyError as error:
+        print(f"eddy dev: {error.code.value}: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(options: argparse.Namespace, data_dir: Path) -> int:
+    try:
+        args = codecs.decode_args(codecs.parse_json(options.args, "ARGS_JSON"))
+        value = trio.run(_call_function, options.app_dir, data_dir, options.path, args)
+    except EddyError as error:
+        print(f"{error.code.value}: {error.message}", file=sys.stderr)
+        return 1
+    except AppError as error:
+        data = json.dumps(codecs.encode_value(error.data, codecs.Format.CLEAN))
+        print(f"{error} (data: {data})", file=sys.stderr)
+        return 1
+    except FunctionCrashed as error:
+        # Whoever runs `eddy run` owns the app, so the traceback helps here.
+        print(error.traceback_text or error.message, file=sys.stderr)
+        return 1
+    print(json.dumps(codecs.encode_value(value, codecs.Format.CLEAN), indent=2,
+                     ensure_ascii=False, allow_nan=False))
+    return 0
+
+
+async def _call_function(app_dir: Path, data_dir: Path, path: str, args: dict[str, Any]) -> Any:
+    async with open_node(str(app_dir), str(data_dir)) as node:
+        result = await node.call(None, path, args, admin=True)
+    return result.value
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
