@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any, Awaitable, Callable
 
+from engine.queries import QueryBuilder
 from engine.transaction import Transaction
 
 
@@ -25,8 +26,7 @@ class DatabaseReader:
     async def get(self, document_id: str) -> dict | None:
         return self._txn.get(document_id)
 
-    def query(self, table: str):
-        from engine.query import QueryBuilder
+    def query(self, table: str) -> QueryBuilder:
         return QueryBuilder(self._txn, table)
 
     def normalize_id(self, table: str, text: str) -> str | None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from engine import keys
 from engine.errors import EddyError, ErrorCode
 from engine.filters import lookup_field
-from engine.query import END_CURSOR, QueryBuilder, decode_cursor, encode_cursor
+from engine.queries import END_CURSOR, QueryBuilder, decode_cursor, encode_cursor
 
 SYSTEM_FIELDS = ["_creationTime", "_id"]
 
