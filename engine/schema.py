@@ -319,6 +319,25 @@ class Schema:
             return None
         return found[0] if len(found) == 1 else v.union(*found)
 
+    def coerce_index_value(self, table: str, dotted_path: str, value: Any) -> Any:
+        """Applies the field's numeric coercion to a value compared with it.
+
+        An int compared with a field whose validator turns ints into floats
+        (`v.number()`, `v.union(v.number(), v.null())`, ...) becomes a float;
+        a field that takes int64 exactly keeps it an int. Anything else is
+        returned unchanged.
+        """
+        if type(value) is not int:
+            return value
+        validator = self.field_validator(table, dotted_path)
+        if validator is None:
+            return value
+        try:
+            checked = validator.check(value)
+        except ValidationError:
+            return value
+        return checked if type(checked) is float else value
+
     def to_json(self) -> dict:
         """Convex's JSON form of the schema, tables sorted by name."""
         return {

@@ -87,6 +87,9 @@ class Validator:
     """The base of every validator; see the module docstring."""
 
     is_optional: ClassVar[bool] = False
+    # A short name for the validator's type: "string", "number" or "float64"
+    # (as spelled), "int64", "id", "object", "optional", "union", ...
+    kind: ClassVar[str] = ""
 
     def check(self, value: Any, path: str = "", resolve_table: ResolveTable | None = None,
               code: ErrorCode = ErrorCode.INVALID_ARGS) -> Any:
@@ -127,6 +130,8 @@ class Validator:
 
 @dataclass(frozen=True, repr=False)
 class VString(Validator):
+    kind: ClassVar[str] = "string"
+
     def _check(self, value, path, ctx):
         if type(value) is not str:
             raise _mismatch(self, value, path, ctx)
@@ -145,11 +150,15 @@ class VFloat64(Validator):
 
     name: str = "number"
 
+    @property
+    def kind(self) -> str:
+        return self.name
+
     def _check(self, value, path, ctx):
-        kind = type(value)
-        if kind is float:
+        value_type = type(value)
+        if value_type is float:
             return value
-        if kind is int and ctx.coerce_ints:
+        if value_type is int and ctx.coerce_ints:
             try:
                 return float(value)
             except OverflowError:
@@ -165,6 +174,8 @@ class VFloat64(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VInt64(Validator):
+    kind: ClassVar[str] = "int64"
+
     def _check(self, value, path, ctx):
         if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
             raise _mismatch(self, value, path, ctx)
@@ -179,6 +190,8 @@ class VInt64(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VBoolean(Validator):
+    kind: ClassVar[str] = "boolean"
+
     def _check(self, value, path, ctx):
         if type(value) is not bool:
             raise _mismatch(self, value, path, ctx)
@@ -193,6 +206,8 @@ class VBoolean(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VNull(Validator):
+    kind: ClassVar[str] = "null"
+
     def _check(self, value, path, ctx):
         if value is not None:
             raise _mismatch(self, value, path, ctx)
@@ -207,6 +222,8 @@ class VNull(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VBytes(Validator):
+    kind: ClassVar[str] = "bytes"
+
     def _check(self, value, path, ctx):
         if type(value) is not bytes:
             raise _mismatch(self, value, path, ctx)
@@ -223,6 +240,8 @@ class VBytes(Validator):
 class VAny(Validator):
     """Accepts any value unchanged (values are checked at the boundary, not here)."""
 
+    kind: ClassVar[str] = "any"
+
     def _check(self, value, path, ctx):
         return value
 
@@ -235,23 +254,25 @@ class VAny(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VLiteral(Validator):
+    kind: ClassVar[str] = "literal"
+
     value: Any
 
     def __post_init__(self):
-        kind = type(self.value)
-        if kind not in (str, int, float, bool):
-            _invalid(f"v.literal() takes a str, int, float or bool, not {kind.__name__}")
-        if kind is float and not math.isfinite(self.value):
+        value_type = type(self.value)
+        if value_type not in (str, int, float, bool):
+            _invalid(f"v.literal() takes a str, int, float or bool, not {value_type.__name__}")
+        if value_type is float and not math.isfinite(self.value):
             _invalid("v.literal() takes a finite float")
-        if kind is int and not INT64_MIN <= self.value <= INT64_MAX:
+        if value_type is int and not INT64_MIN <= self.value <= INT64_MAX:
             _invalid("v.literal() takes an int that fits in int64")
 
     def _check(self, value, path, ctx):
-        expected_kind = type(self.value)
-        kind = type(value)
-        if kind is int and expected_kind is float and ctx.coerce_ints:
-            value, kind = float(value), float
-        if kind is not expected_kind or value != self.value:
+        expected_type = type(self.value)
+        value_type = type(value)
+        if value_type is int and expected_type is float and ctx.coerce_ints:
+            value, value_type = float(value), float
+        if value_type is not expected_type or value != self.value:
             raise _mismatch(self, value, path, ctx)
         return value
 
@@ -266,6 +287,8 @@ class VLiteral(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VId(Validator):
+    kind: ClassVar[str] = "id"
+
     table: str
 
     def __post_init__(self):
@@ -307,6 +330,7 @@ class VOptional(Validator):
 
     inner: Validator
     is_optional: ClassVar[bool] = True
+    kind: ClassVar[str] = "optional"
 
     def __post_init__(self):
         _require_validator(self.inner, "v.optional()")
@@ -325,6 +349,8 @@ class VOptional(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VArray(Validator):
+    kind: ClassVar[str] = "array"
+
     item: Validator
 
     def __post_init__(self):
@@ -346,6 +372,7 @@ class VArray(Validator):
 class VObject(Validator):
     """An object with exactly these fields (optional ones may be absent)."""
 
+    kind: ClassVar[str] = "object"
     fields: dict
 
     def __post_init__(self):
@@ -388,6 +415,8 @@ class VObject(Validator):
 class VRecord(Validator):
     """An object whose keys all match `keys` and values all match `values`."""
 
+    kind: ClassVar[str] = "record"
+
     keys: Validator
     values: Validator
 
@@ -418,6 +447,8 @@ class VRecord(Validator):
 
 @dataclass(frozen=True, repr=False)
 class VUnion(Validator):
+    kind: ClassVar[str] = "union"
+
     members: tuple
 
     def __post_init__(self):
@@ -557,10 +588,10 @@ def _type_of(value: Any) -> str:
 
 
 def _preview(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
+    value_type = type(value)
+    if value_type is str:
         text = json.dumps(value)
-    elif kind is float and value.is_integer() and abs(value) < 1e16:
+    elif value_type is float and value.is_integer() and abs(value) < 1e16:
         text = str(int(value))
     else:
         text = repr(value)

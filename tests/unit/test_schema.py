@@ -208,6 +208,27 @@ def test_field_validator_in_unions():
     assert schema.field_validator("t", "x") == v.union(v.number(), v.string())
 
 
+def test_coerce_index_value_follows_the_field():
+    """An int becomes a float where the field takes numbers, stays an int where it takes int64."""
+    schema = define_schema({"t": define_table({
+        "n": v.number(), "maybe": v.optional(v.union(v.number(), v.null())),
+        "i": v.int64(), "either": v.union(v.int64(), v.number()), "s": v.string()})})
+    assert type(schema.coerce_index_value("t", "n", 3)) is float
+    assert type(schema.coerce_index_value("t", "maybe", 3)) is float
+    assert type(schema.coerce_index_value("t", "i", 3)) is int
+    assert type(schema.coerce_index_value("t", "either", 3)) is int
+    assert type(schema.coerce_index_value("t", "s", 3)) is int
+    assert type(schema.coerce_index_value("t", "unknown", 3)) is int
+    assert schema.coerce_index_value("t", "n", True) is True
+    assert schema.coerce_index_value("t", "n", "x") == "x"
+
+
+def test_validator_kind_names_the_type():
+    """Validators carry a short kind, with number and float64 spelled as written."""
+    assert (v.number().kind, v.float64().kind, v.int64().kind) == ("number", "float64", "int64")
+    assert (v.id("t").kind, v.optional(v.string()).kind) == ("id", "optional")
+
+
 def test_fingerprint_is_stable_and_sensitive():
     """Equal schemas share a fingerprint; any declaration change alters it."""
     assert chat_schema().fingerprint() == chat_schema().fingerprint()
