@@ -18,7 +18,6 @@ $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
 
 $(INSTALL_STAMP): pyproject.toml | $(VENV_PYTHON)
-	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
 	$(VENV_PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(INSTALL_STAMP)
 
