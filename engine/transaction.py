@@ -123,12 +123,9 @@ class Transaction:
         return list(fields)
 
     def coerce_index_value(self, table: str, field: str, value):
-        if self.schema is None or isinstance(value, bool) or not isinstance(value, int):
+        if self.schema is None:
             return value
-        validator = self.schema.field_validator(table, field)
-        if validator is not None and getattr(validator, "kind", None) in ("number", "float64"):
-            return float(value)
-        return value
+        return self.schema.coerce_index_value(table, field, value)
 
     def begin_paginate(self) -> None:
         if self.paginated:
