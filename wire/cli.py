@@ -142,8 +142,15 @@ async def _call_function(app_dir: Path, data_dir: Path, path: str, args: dict[st
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Eddy's own loggers write to stderr; hypercorn's keep their own handler,
+    # so the root logger is left alone (configuring it would print their
+    # lines twice).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    eddy_logger = logging.getLogger("eddy")
+    eddy_logger.addHandler(handler)
+    eddy_logger.setLevel(logging.INFO)
+    eddy_logger.propagate = False
 
 
 if __name__ == "__main__":

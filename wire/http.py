@@ -269,7 +269,7 @@ async def run_call(node: Any, call: Call, caller: Caller,
         return 200, codecs.error_body(str(error), call.fmt, has_data=True, data=error.data,
                                       log_lines=_log_lines(error))
     except FunctionCrashed as error:
-        logger.error("%s crashed: %s\n%s", call.path, error.message, error.traceback_text)
+        # The runner has logged the traceback; the caller gets the message only.
         return 200, codecs.error_body(error.message, call.fmt, log_lines=_log_lines(error))
     except EddyError as error:
         if error.family is not Family.CALLER or error.code in REQUEST_ONLY_CODES:

@@ -487,7 +487,7 @@ def test_app_error_carries_its_data(api):
 
 def test_crash_in_app_code_sends_no_traceback(api, caplog):
     """An exception in app code reaches the caller as a message; its traceback only the log."""
-    with caplog.at_level(logging.ERROR, logger="eddy.http"):
+    with caplog.at_level(logging.ERROR, logger="eddy"):
         response = api.call("query", "notes:crash")
     assert "Traceback" in caplog.text and "boom in app code" in caplog.text
     assert response.status == 200

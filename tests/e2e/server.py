@@ -106,10 +106,11 @@ class EddyServer:
         self.kill()
         raise RuntimeError(f"eddy dev did not answer within {START_TIMEOUT_S} s:\n{self.stderr()}")
 
-    def stop(self) -> int:
-        """Stops the server with SIGTERM and returns its exit code."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stops the server with `sig` (SIGTERM, or SIGINT as Ctrl-C sends) and
+        returns its exit code."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(sig)
         try:
             code = self.process.wait(STOP_TIMEOUT_S)
         finally:
