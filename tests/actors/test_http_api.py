@@ -24,6 +24,7 @@ import trio
 
 from actors.node import open_node
 from engine import limits
+from engine.errors import EddyError, ErrorCode
 from wire import codecs
 from wire.http import make_app
 
@@ -116,6 +117,44 @@ class Response:
         return json.loads(self.body)
 
 
+async def asgi_request(app: Any, method: str, path: str, headers: dict[str, str],
+                       query_string: bytes, chunks: list[bytes]) -> Response:
+    """Calls an ASGI app with one HTTP request and collects its response."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+        "query_string": query_string, "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 3210),
+    }
+    pending = list(chunks)
+    read = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        if not pending:
+            await trio.sleep_forever()  # Only a disconnect would come now.
+        read += 1
+        chunk = pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with trio.fail_after(30):
+        await app(scope, receive, send)
+    start, bodies = sent[0], sent[1:]
+    assert start["type"] == "http.response.start"
+    return Response(
+        status=start["status"],
+        headers={k.decode(): v.decode() for k, v in start["headers"]},
+        body=b"".join(m.get("body", b"") for m in bodies),
+        chunks_read=read,
+    )
+
+
 @dataclass
 class Harness:
     """A node and its ASGI app on a trio loop in a helper thread."""
@@ -173,39 +212,7 @@ class Harness:
                                     query_string, chunks, trio_token=self._token)
 
     async def _request(self, method, path, headers, query_string, chunks) -> Response:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": query_string, "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 3210),
-        }
-        pending = list(chunks)
-        read = 0
-
-        async def receive() -> dict[str, Any]:
-            nonlocal read
-            if not pending:
-                await trio.sleep_forever()  # Only a disconnect would come now.
-            read += 1
-            chunk = pending.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
-
-        sent: list[dict[str, Any]] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        with trio.fail_after(30):
-            await self.app(scope, receive, send)
-        start, bodies = sent[0], sent[1:]
-        assert start["type"] == "http.response.start"
-        return Response(
-            status=start["status"],
-            headers={k.decode(): v.decode() for k, v in start["headers"]},
-            body=b"".join(m.get("body", b"") for m in bodies),
-            chunks_read=read,
-        )
+        return await asgi_request(self.app, method, path, headers, query_string, chunks)
 
     def post(self, path: str, body: Any, **options: Any) -> Response:
         headers = {**JSON, **options.pop("headers", {})}
@@ -418,6 +425,61 @@ def test_bearer_token_is_accepted_for_now(api):
     assert api.call("query", "notes:kinds", headers=headers).json["status"] == "success"
     assert_function_error(api.call("query", "notes:secret", headers=headers),
                           "InternalFunctionNotAllowed")
+
+
+def test_unknown_authorization_scheme(api):
+    """An Authorization header that is neither Bearer nor Convex gets 401 Unauthenticated."""
+    response = api.call("query", "notes:kinds", headers={"authorization": "Basic dXNlcjpwdw=="})
+    assert_request_error(response, 401, "Unauthenticated")
+
+
+def test_admin_key_with_an_identity_suffix_is_admin(api):
+    """`Convex <key>:<identity>` (impersonation) still authenticates as the admin."""
+    headers = {"authorization": f"Convex {api.node.admin_key}:eyJzdWIiOiJ1MSJ9"}
+    assert api.call("query", "notes:secret", headers=headers).json["value"] == "hidden"
+
+
+# Failures of the node itself, with a stand-in node that raises them.
+
+class FailingNode:
+    """A node whose every call raises `error` (latest_ts and admin_key work)."""
+
+    admin_key = "key"
+    latest_ts = 1
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def call(self, *args: Any, **options: Any) -> Any:
+        raise self.error
+
+
+def call_failing_node(error: BaseException) -> Response:
+    app = make_app(lambda: FailingNode(error))
+    body = json.dumps({"path": "notes:kinds", "args": {}}).encode()
+    return trio.run(asgi_request, app, "POST", "/api/query", JSON, b"", [body])
+
+
+def test_retryable_error_is_503():
+    """A retryable code from the node (overload, conflict) gets 503 with that code."""
+    response = call_failing_node(EddyError(ErrorCode.OVERLOADED, "too busy"))
+    assert_request_error(response, 503, "Overloaded")
+    assert response.json["message"] == "too busy"
+
+
+def test_internal_error_is_500():
+    """An internal code from the node (a corrupt record) gets 500 with that code."""
+    response = call_failing_node(EddyError(ErrorCode.CORRUPT_RECORD, "bad checksum at key 7"))
+    assert_request_error(response, 500, "CorruptRecord")
+
+
+def test_bug_in_eddy_is_500_without_details(caplog):
+    """An unexpected exception gets 500 InternalServerError; its traceback goes only to the log."""
+    with caplog.at_level(logging.ERROR, logger="eddy.http"):
+        response = call_failing_node(KeyError("secret internals"))
+    assert_request_error(response, 500, "InternalServerError")
+    assert "secret internals" not in response.body.decode()
+    assert "secret internals" in caplog.text
 
 
 # Function errors: HTTP 200, status error, a stable code.
