@@ -219,23 +219,25 @@ class Transaction:
             raise EddyError(ErrorCode.READ_ONLY,
                             "Queries are read-only: call ctx.db writes from a mutation.")
 
-    def _check_fields(self, table: str, fields) -> dict:
+    def _check_fields(self, table: str, fields) -> tuple[dict, int]:
+        """The schema-normalized fields and their size."""
         if not isinstance(fields, dict):
             raise EddyError(ErrorCode.INVALID_VALUE,
                             f"A document must be an object, got {values.type_name(fields)}.")
-        values.check_document_fields(fields)
+        size = values.check_document_fields(fields)
         if self.schema is not None:
             fields = self.schema.validate_document(table, fields, self.resolve_table)
-        return fields
+        return fields, size
 
-    def _record_write(self, number: int, internal_id: bytes, document: dict | None) -> None:
+    def _record_write(self, number: int, internal_id: bytes, document: dict | None,
+                      size: int = 0) -> None:
         if (number, internal_id) not in self.writes and \
                 len(self.writes) >= limits.documents_written_max:
             raise EddyError(ErrorCode.LIMIT_EXCEEDED,
                             f"Too many documents written in one function (limit "
                             f"{limits.documents_written_max}).", limit="documents_written_max")
         if document is not None:
-            self.written_bytes += values.size_of(document)
+            self.written_bytes += size
             if self.written_bytes > limits.write_bytes_max:
                 raise EddyError(ErrorCode.LIMIT_EXCEEDED,
                                 f"Too many bytes written in one function (limit "
@@ -246,7 +248,7 @@ class Transaction:
         """Buffers a new document and returns its id."""
         self._require_writable()
         _check_table_name(table)
-        fields = self._check_fields(table, fields)
+        fields, size = self._check_fields(table, fields)
         shard = self.catalog.shard(table)
         if shard is None:
             shard = self._create_table(table)
@@ -256,7 +258,7 @@ class Transaction:
         creation_ms = self._next_creation_ms
         self._next_creation_ms = math.nextafter(creation_ms, math.inf)
         document = {"_id": document_id, "_creationTime": creation_ms, **fields}
-        self._record_write(shard.table_number, internal_id, document)
+        self._record_write(shard.table_number, internal_id, document, size)
         return document_id
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:
@@ -301,9 +303,9 @@ class Transaction:
 
     def _replace_fields(self, number: int, internal_id: bytes, document: dict, fields: dict) -> None:
         table = self.catalog.shards[number].name
-        fields = self._check_fields(table, fields)
+        fields, size = self._check_fields(table, fields)
         new_document = {"_id": document["_id"], "_creationTime": document["_creationTime"], **fields}
-        self._record_write(number, internal_id, new_document)
+        self._record_write(number, internal_id, new_document, size)
 
     def delete(self, document_id: str) -> None:
         number, internal_id, _ = self._existing(document_id, "delete")

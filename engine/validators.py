@@ -359,7 +359,7 @@ class VArray(Validator):
     def _check(self, value, path, ctx):
         if type(value) is not list:
             raise _mismatch(self, value, path, ctx)
-        return [self.item._check(item, f"{path}[{i}]", ctx) for i, item in enumerate(value)]
+        return [self.item._check(item, _Path(path, i, True), ctx) for i, item in enumerate(value)]
 
     def describe(self):
         return f"v.array({self.item.describe()})"
@@ -568,10 +568,32 @@ def _is_string_like(validator: Validator) -> bool:
     return False
 
 
-def _field_path(path: str, key: Any) -> str:
-    if isinstance(key, str) and _IDENTIFIER_LIKE.match(key):
-        return f"{path}.{key}"
-    return f"{path}[{_preview(key)}]"
+class _Path:
+    """A path into a value, rendered only when an error needs it: building
+    path strings for every field of every valid document costs more than
+    checking them."""
+
+    __slots__ = ("parent", "key", "is_index")
+
+    def __init__(self, parent, key, is_index: bool = False) -> None:
+        self.parent = parent
+        self.key = key
+        self.is_index = is_index
+
+    def __str__(self) -> str:
+        key = self.key
+        if self.is_index:
+            return f"{self.parent}[{key}]"
+        if isinstance(key, str) and _IDENTIFIER_LIKE.match(key):
+            return f"{self.parent}.{key}"
+        return f"{self.parent}[{_preview(key)}]"
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _field_path(path, key: Any) -> "_Path":
+    return _Path(path, key)
 
 
 def _literal_text(value: Any) -> str:
@@ -612,14 +634,14 @@ def _mismatch(validator: Validator, value: Any, path: str, ctx: _Context, *,
     got = f"{_preview(value)} ({note or _type_of(value)})"
     where = f" Path: {path}." if path else ""
     message = f"Value does not match validator.{where} Expected: {expected}. Got: {got}"
-    return ValidationError(code or ctx.code, message, path=path, expected=expected, got=got)
+    return ValidationError(code or ctx.code, message, path=str(path), expected=expected, got=got)
 
 
 def _extra_field(key: str, path: str, value: Any, ctx: _Context) -> ValidationError:
     got = f"{_preview(value)} ({_type_of(value)})"
     message = (f"Object contains extra field {json.dumps(key)} that is not in the "
                f"validator. Path: {path}. Got: {got}")
-    return ValidationError(ctx.code, message, path=path, expected="no such field", got=got)
+    return ValidationError(ctx.code, message, path=str(path), expected="no such field", got=got)
 
 
 def _missing_field(key: str, field: Validator, path: str, ctx: _Context) -> ValidationError:
@@ -627,7 +649,7 @@ def _missing_field(key: str, field: Validator, path: str, ctx: _Context) -> Vali
     message = (f"Object is missing the required field {json.dumps(key)}. Path: {path}. "
                f"Expected: {expected}. Got: nothing (wrap the field's validator in "
                "v.optional(...) if it may be absent)")
-    return ValidationError(ctx.code, message, path=path, expected=expected, got="nothing")
+    return ValidationError(ctx.code, message, path=str(path), expected=expected, got="nothing")
 
 
 # Convex's `paginationOptsValidator` (PROTOCOL.md 10.1).
