@@ -104,9 +104,19 @@ class FunctionRunner:
 
     def _transaction(self, snapshot_ts: int, writable: bool) -> Transaction:
         node = self.node
+        clock = node.world.clock
+        started_ns = clock.now_ns()
+        deadline_ns = started_ns + limits.query_user_ms_max * 1_000_000
+
+        def check_deadline() -> None:
+            if clock.now_ns() > deadline_ns:
+                raise EddyError(ErrorCode.TIMEOUT,
+                                f"Function ran longer than {limits.query_user_ms_max} ms.",
+                                limit="query_user_ms_max")
+
         return Transaction(node.catalog, snapshot_ts, schema=node.schema, writable=writable,
-                           seed=node.world.entropy.seed(),
-                           now_ms=node.world.clock.now_ns() / 1e6)
+                           seed=node.world.entropy.seed(), now_ms=started_ns / 1e6,
+                           check_deadline=check_deadline)
 
     async def run_query(self, function: FunctionDef, args: dict, identity,
                         at_ts: int | None) -> CallResult:
@@ -191,10 +201,19 @@ class FunctionRunner:
         return CallResult(value, self.node.sequencer.durable_ts)
 
     async def _invoke(self, function: FunctionDef, ctx, args: dict):
+        limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
+                    else limits.query_user_ms_max)
         try:
-            result = function.handler(ctx, **args)
-            if inspect.isawaitable(result):
-                result = await result
+            # Awaits that yield are bounded by trio's clock (the World's, in
+            # the simulator); database calls check the World's clock themselves.
+            with trio.fail_after(limit_ms / 1000):
+                result = function.handler(ctx, **args)
+                if inspect.isawaitable(result):
+                    result = await result
+        except trio.TooSlowError:
+            raise EddyError(ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
+                            limit="query_user_ms_max" if limit_ms == limits.query_user_ms_max
+                            else "action_user_ms_max") from None
         except (AppError, EddyError, trio.Cancelled, FunctionCrashed):
             raise
         except Exception as error:

@@ -57,7 +57,8 @@ class Transaction:
 
     def __init__(self, catalog: Catalog, snapshot_ts: int, *, schema=None, writable: bool = False,
                  seed: int = 0, now_ms: float = 0.0,
-                 create_table: Callable[[str], ShardState] | None = None) -> None:
+                 create_table: Callable[[str], ShardState] | None = None,
+                 check_deadline: Callable[[], None] | None = None) -> None:
         self.catalog = catalog
         self.snapshot_ts = snapshot_ts
         self.schema = schema
@@ -65,6 +66,9 @@ class Transaction:
         self.seed = seed
         self.now_ms = now_ms
         self._create_table = create_table or catalog.create
+        # Raises EddyError(TIMEOUT) once the function has run too long; called
+        # at every database call (the runner supplies it; it reads the World's clock).
+        self.check_deadline = check_deadline or (lambda: None)
         # Separate streams, so that app code drawing from ctx.random does not
         # change the ids a re-run generates.
         self._id_rng = random.Random(split_seed(seed, "ids"))
@@ -95,6 +99,7 @@ class Transaction:
         if not isinstance(document_id, str):
             raise EddyError(ErrorCode.INVALID_ID,
                             f"Expected an id string, got {values.type_name(document_id)}.")
+        self.check_deadline()
         number, internal_id = ids.decode_id(document_id)
         shard = self.catalog.shards.get(number)
         if shard is None:
@@ -137,6 +142,7 @@ class Transaction:
     def scan(self, table: str, index: str, lo: bytes, hi: bytes | None,
              descending: bool) -> Iterator[tuple[bytes, dict]]:
         """Documents of `index` in [lo, hi), merged with own writes; see rule 1."""
+        self.check_deadline()
         fields = self.index_fields(table, index)
         shard = self._shard_for_read(table)
         if shard is None:
@@ -247,6 +253,7 @@ class Transaction:
     def insert(self, table: str, fields: dict) -> str:
         """Buffers a new document and returns its id."""
         self._require_writable()
+        self.check_deadline()
         _check_table_name(table)
         fields, size = self._check_fields(table, fields)
         shard = self.catalog.shard(table)

@@ -299,3 +299,10 @@ def test_documents_scanned_limit(tmp_path):
             await node.query("notes:scan_free")
         return info.value.code
     assert run(LIMITS_APP, tmp_path, fn) == ErrorCode.LIMIT_EXCEEDED
+
+
+@pytest.mark.parametrize("path", ["notes:slow_await", "notes:slow_loop"])
+def test_user_code_time_limit(tmp_path, path):
+    """A query running past 1 s of user code fails with FunctionTimeout, at an await or a db call."""
+    error = _bad(lambda n: n.query(path), ErrorCode.TIMEOUT, tmp_path)
+    assert "1000 ms" in error.message
