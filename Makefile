@@ -38,6 +38,7 @@ bench: venv
 	$(VENV_PYTHON) bench/bench_mutations.py --seconds $(BENCH_SECONDS)
 	$(VENV_PYTHON) bench/bench_mutations.py --seconds $(BENCH_SECONDS) --workload transfer --zipf
 	$(VENV_PYTHON) bench/bench_batch_inserts.py --seconds $(BENCH_SECONDS)
+	$(VENV_PYTHON) bench/bench_http.py --seconds $(BENCH_SECONDS)
 
 # Removes the example app's data folder (the next `make run` starts empty).
 clean-data:
