@@ -93,6 +93,8 @@ class RocksStore:
         try:
             stored = self._cfs[cf].get(key)
         except Exception as error:
+            if _is_corruption(error):
+                raise corrupt(cf, key, f"is damaged ({error})") from error
             raise _storage_error(error, f"{cf}/{key.hex()}") from error
         return None if stored is None else unseal(cf, key, stored)
 
@@ -113,6 +115,9 @@ class RocksStore:
                     if hi is None or key < hi:
                         yield key, unseal(cf, key, iterator.value())
                     iterator.prev()
+                # An iterator that hit damage just stops being valid; only its
+                # status tells an error from the end of the data.
+                iterator.status()
             else:
                 iterator.seek(lo)
                 while iterator.valid():
@@ -121,12 +126,34 @@ class RocksStore:
                         break
                     yield key, unseal(cf, key, iterator.value())
                     iterator.next()
+                iterator.status()
         except EddyError:
             raise
         except Exception as error:
-            raise _storage_error(error, cf) from error
+            located = self._locate_corruption(cf) if _is_corruption(error) else None
+            raise (located or _storage_error(error, cf)) from error
         finally:
             del iterator
+
+    def _locate_corruption(self, cf: str) -> EddyError | None:
+        """Finds the record RocksDB refused, by reading past its block checksums
+        and checking each record's own checksum, so the error can name the key."""
+        read_options = rocksdict.ReadOptions()
+        read_options.set_verify_checksums(False)
+        try:
+            iterator = self._cfs[cf].iter(read_options)
+            iterator.seek_to_first()
+            while iterator.valid():
+                key = iterator.key()
+                try:
+                    unseal(cf, key, iterator.value())
+                except EddyError as error:
+                    return error
+                iterator.next()
+            iterator.status()
+        except Exception:  # the damage is beyond what can be read at all
+            return None
+        return None
 
     def write_nowait(self, ops: Sequence[WriteOp], sync: bool) -> None:
         """Applies `ops` atomically, blocking the calling thread."""
@@ -154,14 +181,24 @@ class RocksStore:
         await trio.to_thread.run_sync(self.write_nowait, ops, sync)
 
     def close(self) -> None:
+        if not self.read_only:
+            # Move memtables into table files, so the next open reads files
+            # rather than replaying the write-ahead log.
+            for family in self._cfs.values():
+                family.flush(True)
         self._cfs.clear()
         self._handles.clear()
         self._db.close()
 
 
+def _is_corruption(error: Exception) -> bool:
+    text = str(error)
+    return "orruption" in text or "checksum" in text.lower()
+
+
 def _storage_error(error: Exception, where: str) -> EddyError:
     text = str(error)
-    if "orruption" in text or "checksum" in text.lower():
+    if _is_corruption(error):
         return EddyError(ErrorCode.CORRUPT_RECORD,
                          f"RocksDB reports corruption at {where}: {text}. Eddy refuses to "
                          f"serve damaged data.", where=where)

@@ -306,3 +306,57 @@ def test_user_code_time_limit(tmp_path, path):
     """A query running past 1 s of user code fails with FunctionTimeout, at an await or a db call."""
     error = _bad(lambda n: n.query(path), ErrorCode.TIMEOUT, tmp_path)
     assert "1000 ms" in error.message
+
+
+def test_a_flipped_byte_on_disk_is_caught_and_named(tmp_path):
+    """One byte flipped inside a table file is caught, and the error names the record's key."""
+    marker = "q8f3k2vz7m1x9c4t6b0n5h2j8p3r7w1e"
+    run(LIMITS_APP, tmp_path, lambda node: node.mutation("notes:add", {"body": marker}))
+    files = list((tmp_path / "db").glob("*.sst"))
+    flipped = False
+    for path in files:
+        data = bytearray(path.read_bytes())
+        at = data.find(marker.encode())
+        if at >= 0:
+            data[at + 5] ^= 0x20
+            path.write_bytes(bytes(data))
+            flipped = True
+    assert flipped, "the document should be in a table file after a clean close"
+    error = expect_code(ErrorCode.CORRUPT_RECORD, LIMITS_APP, tmp_path,
+                        lambda node: node.query("notes:scan_all"))
+    assert "log/" in error.message and "checksum" in error.message
+
+
+def test_actions_call_queries_and_mutations(tmp_path):
+    """An action runs queries, mutations and other actions by path or by reference."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "jobs.py").write_text(
+        "from engine import action, internal_mutation, query, v\n"
+        "@internal_mutation(args={'n': v.int64()})\n"
+        "async def record(ctx, n):\n"
+        "    return await ctx.db.insert('runs', {'n': n})\n"
+        "@query\n"
+        "async def count(ctx):\n"
+        "    return len(await ctx.db.query('runs').collect())\n"
+        "@action(args={'times': v.int64()})\n"
+        "async def repeat(ctx, times):\n"
+        "    for i in range(times):\n"
+        "        await ctx.run_mutation(record, {'n': i})\n"
+        "    return await ctx.run_query('jobs:count')\n"
+        "@action\n"
+        "async def outer(ctx):\n"
+        "    return await ctx.run_action('jobs:repeat', {'times': 2})\n")
+    async def fn(node):
+        first = await node.action("jobs:repeat", {"times": 3})
+        second = await node.action("jobs:outer")
+        with pytest.raises(EddyError) as info:
+            await node.mutation("jobs:record", {"n": 1}, admin=False)
+        return first, second, info.value.code
+    assert run(str(app), tmp_path / "data", fn) == (3, 5, ErrorCode.INTERNAL_FUNCTION)
+
+
+def test_actors_package_exports_open_node():
+    """`from actors import open_node` is the embedded API's import."""
+    import actors
+    assert actors.open_node is open_node
