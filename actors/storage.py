@@ -47,8 +47,7 @@ def unseal(cf: str, key: bytes, stored: bytes) -> bytes:
 def corrupt(cf: str, key: bytes, what: str) -> EddyError:
     return EddyError(ErrorCode.CORRUPT_RECORD,
                      f"Record {cf}/{key.hex()} {what}: the data folder is damaged. "
-                     f"Eddy refuses to serve it; restore the folder from a backup or "
-                     f"rebuild it with `eddy replay`.", cf=cf, key=key.hex())
+                     f"Eddy refuses to serve damaged data; restore the folder from a backup.", cf=cf, key=key.hex())
 
 
 def _options() -> rocksdict.Options:
