@@ -274,17 +274,25 @@ class Schema:
             raise EddyError(ErrorCode.SCHEMA_VIOLATION,
                             f'Table "{table}" is not in the schema (declare it in schema.py '
                             "or pass schema_validation=False)", table=table)
+        if fields.keys().isdisjoint(SYSTEM_FIELDS):
+            # The common case (an insert's fields): nothing to split off and
+            # put back, so the validator's fresh dict is the answer.
+            return self._check_user_fields(definition, table, fields, resolve_table)
+        system = {k: fields[k] for k in SYSTEM_FIELDS if k in fields}
         user = {k: val for k, val in fields.items() if k not in SYSTEM_FIELDS}
+        normalized = self._check_user_fields(definition, table, user, resolve_table)
+        return {**system, **normalized}
+
+    @staticmethod
+    def _check_user_fields(definition: TableDefinition, table: str, user: dict,
+                           resolve_table: ResolveTable | None) -> dict:
         try:
-            normalized = definition.validator.check(user, "", resolve_table,
-                                                    ErrorCode.SCHEMA_VIOLATION)
+            return definition.validator.check(user, "", resolve_table, ErrorCode.SCHEMA_VIOLATION)
         except ValidationError as error:
             raise ValidationError(
                 error.code, f'Document in table "{table}" does not match the schema: '
                 f"{error.message}", path=error.path, expected=error.expected,
                 got=error.got) from None
-        system = {k: fields[k] for k in SYSTEM_FIELDS if k in fields}
-        return {**system, **normalized}
 
     def index_fields(self, table: str, index: str) -> list[str]:
         """The fields an index is keyed by, with the trailing `_creationTime`, `_id`.

@@ -74,13 +74,21 @@ class ValidationError(EddyError):
         self.got = got
 
 
-@dataclass(frozen=True)
 class _Context:
-    """What a check carries down the value: the lookup, the code, the coercion."""
+    """What a check carries down the value: the lookup, the code, the coercion.
 
-    resolve_table: ResolveTable | None
-    code: ErrorCode
-    coerce_ints: bool
+    Never changed after it is made. A plain class with slots rather than a
+    frozen dataclass, because one is made per `check` call and a frozen
+    dataclass's __init__ costs as much as checking a small document.
+    """
+
+    __slots__ = ("resolve_table", "code", "coerce_ints")
+
+    def __init__(self, resolve_table: ResolveTable | None, code: ErrorCode,
+                 coerce_ints: bool) -> None:
+        self.resolve_table = resolve_table
+        self.code = code
+        self.coerce_ints = coerce_ints
 
 
 class Validator:
@@ -359,7 +367,14 @@ class VArray(Validator):
     def _check(self, value, path, ctx):
         if type(value) is not list:
             raise _mismatch(self, value, path, ctx)
-        return [self.item._check(item, _Path(path, i, True), ctx) for i, item in enumerate(value)]
+        check = self.item._check
+        try:
+            # A path is only read by an error message, and making one per
+            # element costs as much as checking a small object: check
+            # without paths first, and again with them if something fails.
+            return [check(item, _UNKNOWN_PATH, ctx) for item in value]
+        except ValidationError:
+            return [check(item, _Path(path, i, True), ctx) for i, item in enumerate(value)]
 
     def describe(self):
         return f"v.array({self.item.describe()})"
@@ -383,22 +398,39 @@ class VObject(Validator):
                 _invalid(f"v.object() field name {name!r} must be a non-empty str "
                          "not starting with '$'")
             _require_validator(field, f"v.object() field {name!r}", allow_optional=True)
+        # Tables for the happy path of `_check`, made once here because
+        # documents and arguments are mostly flat objects of scalars, where
+        # one type test per field is the whole check. Not dataclass fields,
+        # so equality and repr still see `fields` only.
+        object.__setattr__(self, "_exact_types", {
+            name: _exact_type(field) for name, field in self.fields.items()})
+        object.__setattr__(self, "_required", frozenset(
+            name for name, field in self.fields.items() if not field.is_optional))
 
     __hash__ = None  # A dict of fields: compared by value, never hashed.
 
     def _check(self, value, path, ctx):
         if type(value) is not dict:
             raise _mismatch(self, value, path, ctx)
+        exact_types = self._exact_types
         normalized = {}
         for key, item in value.items():
+            # A field whose validator is one exact type (see `_exact_type`)
+            # needs no call and no path; anything else takes the full check.
+            item_type = type(item)
+            if item_type is exact_types.get(key) and (
+                    item_type is not int or INT64_MIN <= item <= INT64_MAX):
+                normalized[key] = item
+                continue
             field = self.fields.get(key)
             field_path = _field_path(path, key)
             if field is None:
                 raise _extra_field(key, field_path, item, ctx)
             normalized[key] = field._check(item, field_path, ctx)
-        for key, field in self.fields.items():
-            if key not in value and not field.is_optional:
-                raise _missing_field(key, field, _field_path(path, key), ctx)
+        if not value.keys() >= self._required:
+            for key, field in self.fields.items():
+                if key not in value and not field.is_optional:
+                    raise _missing_field(key, field, _field_path(path, key), ctx)
         return normalized
 
     def describe(self):
@@ -558,6 +590,22 @@ def _require_validator(candidate: Any, where: str, allow_optional: bool = True) 
         _invalid(f"{where} cannot be v.optional(...): only object fields are optional")
 
 
+def _exact_type(validator: Validator) -> type | None:
+    """The one Python type a validator accepts unchanged, if that type is
+    the whole check (an int also needs the int64 range), else None.
+
+    `v.number()` maps to float only: an int it accepts comes back a float,
+    so ints take the full check.
+    """
+    if isinstance(validator, VOptional):
+        validator = validator.inner
+    return _EXACT_TYPES.get(type(validator))
+
+
+_EXACT_TYPES = {VString: str, VFloat64: float, VInt64: int, VBoolean: bool, VBytes: bytes,
+                VNull: type(None)}
+
+
 def _is_string_like(validator: Validator) -> bool:
     if isinstance(validator, (VString, VId)):
         return True
@@ -590,6 +638,9 @@ class _Path:
 
     def __bool__(self) -> bool:
         return True
+
+
+_UNKNOWN_PATH = "?"  # Stands in for a path that no message will show.
 
 
 def _field_path(path, key: Any) -> "_Path":

@@ -260,15 +260,17 @@ def _check_object(value: dict, depth: int, depth_max: int) -> int:
     key = None
     try:
         for key, item in value.items():
-            if not (
-                type(key) is str
-                and len(key) <= limits.field_name_chars_max
-                and key.isascii()
-                and key.isprintable()
-                and not key.startswith("$")
-            ):
-                raise _ValueProblem(ErrorCode.INVALID_VALUE, _field_name_problem(key))
-            size += len(key) + 1 + _check(item, depth, depth_max)
+            if type(key) is not str or key not in _valid_field_names:
+                _check_field_name(key)
+            # The commonest fields, ASCII strings and numbers, are sized here:
+            # a call per field costs more than the check itself.
+            kind = type(item)
+            if kind is str and item.isascii():
+                size += len(key) + len(item) + 3
+            elif kind is float or (kind is int and INT64_MIN <= item <= INT64_MAX):
+                size += len(key) + 10
+            else:
+                size += len(key) + 1 + _check(item, depth, depth_max)
     except _ValueProblem as problem:
         problem.segments.append(f".{key}")
         raise
@@ -293,6 +295,28 @@ def _check_array(value: list, depth: int, depth_max: int) -> int:
         problem.segments.append(f"[{index}]")
         raise
     return size
+
+
+# Field names already found valid. Apps use a few names over and over, and
+# one set lookup is cheaper than the four tests of `_check_field_name`.
+_valid_field_names: set[str] = set()
+# Bounds the memory a stream of made-up names (say, record keys) can take;
+# past it names are still checked, just not remembered.
+valid_field_names_max = 4096
+
+
+def _check_field_name(key: Any) -> None:
+    """Raises _ValueProblem unless `key` is a valid field name; remembers it if so."""
+    if not (
+        type(key) is str
+        and len(key) <= limits.field_name_chars_max
+        and key.isascii()
+        and key.isprintable()
+        and not key.startswith("$")
+    ):
+        raise _ValueProblem(ErrorCode.INVALID_VALUE, _field_name_problem(key))
+    if len(_valid_field_names) < valid_field_names_max:
+        _valid_field_names.add(key)
 
 
 def _too_nested(depth_max: int) -> _ValueProblem:
