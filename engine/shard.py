@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator, Sequence
 
 from sortedcontainers import SortedList
@@ -141,6 +142,15 @@ class ShardState:
         definitions = {**BUILTIN_INDEXES,
                        **{name: index_fields(f) for name, f in user_indexes.items()}}
         self.indexes = {name: IndexState(fields) for name, fields in definitions.items()}
+        self._index_states = list(self.indexes.values())
+        # Every index ends with _creationTime and _id, so the indexes share
+        # fields: each distinct field is encoded once per document and the
+        # keys are joined from the pieces (see `_keys_of`).
+        self._key_fields = list(dict.fromkeys(
+            field for fields in definitions.values() for field in fields))
+        position = {field: i for i, field in enumerate(self._key_fields)}
+        self._key_positions = [[position[field] for field in fields]
+                               for fields in definitions.values()]
         for internal_id, versions in self.versions.items():
             previous = None
             for ts, packed in versions:
@@ -181,6 +191,10 @@ class ShardState:
         """
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
+        touched = None
+        if write_keys is not None and writes:
+            touched = [write_keys.setdefault((self.table_number, name), [])
+                       for name in self.indexes]
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
@@ -191,21 +205,30 @@ class ShardState:
                 previous = None if previous_packed is None else values.unpack(previous_packed)
                 versions.append((ts, packed))
             self.live_count += (document is not None) - (previous is not None)
-            self._move_keys(internal_id, previous, document, ts, write_keys)
+            self._move_keys(internal_id, previous, document, ts, touched)
+
+    def _keys_of(self, document: dict | None) -> list[bytes | None]:
+        """Each index's key for `document` (all None for no document), in index order."""
+        if document is None:
+            return [None] * len(self._index_states)
+        encoded = [keys.encode_key(field_value(document, field)) for field in self._key_fields]
+        piece = encoded.__getitem__
+        return [b"".join(map(piece, positions)) for positions in self._key_positions]
 
     def _move_keys(self, internal_id: bytes, previous: dict | None, document: dict | None,
-                   ts: int, write_keys: dict | None) -> None:
-        for name, index in self.indexes.items():
-            old_key = None if previous is None else index_key(previous, index.fields)
-            new_key = None if document is None else index_key(document, index.fields)
-            if write_keys is not None:
+                   ts: int, touched: list[list[bytes]] | None) -> None:
+        """Rule 1 for every index; `touched`, if given, holds one list per
+        index that receives the keys written (see `apply`)."""
+        for index, old_key, new_key, written in zip(
+                self._index_states, self._keys_of(previous), self._keys_of(document),
+                touched or itertools.repeat(None)):
+            if written is not None:
                 # A document changed under a key that stayed put still changes
                 # what a read of that key saw, so both keys count as written.
-                touched = write_keys.setdefault((self.table_number, name), [])
                 if old_key is not None:
-                    touched.append(old_key)
+                    written.append(old_key)
                 if new_key is not None and new_key != old_key:
-                    touched.append(new_key)
+                    written.append(new_key)
             if old_key == new_key:
                 continue
             if old_key is not None:
