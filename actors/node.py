@@ -26,6 +26,7 @@ from engine.errors import EddyError, ErrorCode
 from engine.sequencing import SequencerState
 
 from actors.app import App, load_app
+from actors.auth import AuthConfig, load_auth_config
 from actors.runner import CallResult, FunctionRunner
 from actors.sequencer import SequencerActor
 from actors.world import RealWorld
@@ -52,6 +53,9 @@ class Node:
         self.admin_key = ""
         self.sequencer: SequencerActor | None = None
         self.runner = FunctionRunner(self)
+        # The app's trusted auth providers (actors/auth.py); one with no
+        # providers, which refuses every token, when the app has no auth_config.py.
+        self.auth = _load_auth(app, world)
 
     # ----- the embedded API ------------------------------------------------
 
@@ -79,10 +83,14 @@ class Node:
         """Swaps in new app code; a schema change is checked against the data first.
 
         Raises:
+            AppLoadError: the app's auth_config.py does not load; the node
+                keeps the old app.
             EddyError(SCHEMA_VIOLATION): documents do not match the new schema;
                 the node keeps the old app.
         """
+        auth = _load_auth(app, self.world)
         self._check_schema(app.schema)
+        self.auth = auth
         self.app = app
         self.schema = app.schema
         self.catalog.set_index_definitions(_index_definitions(app.schema))
@@ -146,6 +154,11 @@ class Node:
         entropy = self.world.entropy
         secret = b"".join(entropy.seed().to_bytes(8, "big") for _ in range(4))
         self.admin_key = "eddy-admin|" + secret.hex()
+
+
+def _load_auth(app: App, world) -> AuthConfig:
+    return (load_auth_config(app.app_dir, clock=world.clock)
+            or AuthConfig([], world.clock))
 
 
 def _index_definitions(schema) -> dict:

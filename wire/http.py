@@ -10,8 +10,11 @@ How a request becomes a response:
    (tower-http's CorsLayer sits in front of its router).
 2. The route table picks a handler by path, then by method: an unknown path
    is 404 `NotFound`, a known path with another method 405 `MethodNotAllowed`.
-3. The `Authorization` header says who calls: none is an outside caller,
-   `Convex <admin key>` the admin, `Bearer <token>` a user (not checked yet).
+3. The `Authorization` header says who calls: none is an outside caller
+   with no identity, `Bearer <jwt>` an outside caller whose identity the
+   token proves (verified by the node's `auth`, actors/auth.py),
+   `Convex <admin key>` the admin, and `Convex <admin key>:<base64 JSON>`
+   the admin acting as that user (Convex's UserIdentityAttributes).
 4. The handler reads and checks the body, calls the node, and shapes the
    outcome. Every response is JSON and carries the CORS headers.
 
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from actors.auth import decode_impersonation
 from engine import limits
 from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
 from engine.functions import canonical_path
@@ -195,37 +199,59 @@ def _too_large(body_max: int) -> EddyError:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who makes a request: the admin, or an outside caller with an identity."""
+    """Who makes a request: the admin or an outside caller, with an identity.
+
+    `token` is a user's JWT not yet verified (`authenticate` turns it into
+    an identity).
+    """
 
     admin: bool
     identity: Any = None
+    token: str | None = None
 
 
 def parse_caller(authorization: str | None, admin_key: str) -> Caller:
-    """Reads the `Authorization` header.
+    """Reads the `Authorization` header (no token is verified here).
 
     Raises:
         EddyError: `BAD_ADMIN_KEY` for a wrong admin key; `UNAUTHENTICATED`
-            for a scheme other than `Bearer` or `Convex`.
+            for a scheme other than `Bearer` or `Convex`, an empty token, or
+            an impersonated identity that does not decode.
     """
     if authorization is None:
         return Caller(admin=False)
     scheme, _, credential = authorization.strip().partition(" ")
     credential = credential.strip()
     if scheme.lower() == "bearer":
-        # User tokens (JWTs) are verified by a later issue; until then a
-        # token is accepted and the caller has no identity.
-        return Caller(admin=False)
+        if not credential:
+            raise EddyError(ErrorCode.UNAUTHENTICATED, "The Bearer token is empty.")
+        return Caller(admin=False, token=credential)
     if scheme.lower() == "convex":
-        # `<admin key>:<base64 identity>` impersonates a user; the identity
-        # part is ignored until identities exist.
-        if not _same_key(credential, admin_key):
-            credential = credential.rpartition(":")[0]
-        if credential and _same_key(credential, admin_key):
+        # `<admin key>:<base64 identity>` impersonates a user. Admin keys
+        # hold no `:`, so the last one separates the two.
+        if _same_key(credential, admin_key):
             return Caller(admin=True)
+        key, _, encoded = credential.rpartition(":")
+        if key and _same_key(key, admin_key):
+            return Caller(admin=True, identity=decode_impersonation(encoded))
         raise EddyError(ErrorCode.BAD_ADMIN_KEY, "The admin key is not valid for this deployment.")
     raise EddyError(ErrorCode.UNAUTHENTICATED,
                     "The Authorization header must be `Bearer <token>` or `Convex <admin key>`.")
+
+
+async def authenticate(caller: Caller, node: Any) -> Caller:
+    """Verifies a caller's token with `node.auth` (actors/auth.py).
+
+    A checkpoint only when the provider's keys must be fetched.
+
+    Raises:
+        EddyError(UNAUTHENTICATED): the token is not valid (expired, forged,
+            another issuer or audience, malformed), or the app trusts no
+            provider.
+    """
+    if caller.token is None:
+        return caller
+    return Caller(admin=False, identity=await node.auth.verify_async(caller.token))
 
 
 def _same_key(given: str, expected: str) -> bool:
@@ -290,7 +316,7 @@ def post_call(kind: str) -> Handler:
     async def handle(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
         fields = await request.read_json_object()
         call = decode_call(kind, fields, Format.CLEAN)
-        return await run_call(node, call, _caller(request, node))
+        return await run_call(node, call, await _caller(request, node))
     return handle
 
 
@@ -300,11 +326,11 @@ async def get_query(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
     if "args" in params:
         params["args"] = codecs.parse_json(params["args"], "The args parameter")
     call = decode_call("query", params, Format.CLEAN)
-    return await run_call(node, call, _caller(request, node))
+    return await run_call(node, call, await _caller(request, node))
 
 
 async def query_ts(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
-    _caller(request, node)
+    await _caller(request, node)
     return 200, {"ts": codecs.encode_ts(node.latest_ts)}
 
 
@@ -317,7 +343,7 @@ async def query_at_ts(request: Request, node: Any) -> tuple[int, dict[str, Any]]
                         f"Timestamp {fields['ts']} is after the latest commit; "
                         "get one from /api/query_ts.")
     call = decode_call("query", fields, Format.CLEAN)
-    return await run_call(node, call, _caller(request, node), at_ts=ts)
+    return await run_call(node, call, await _caller(request, node), at_ts=ts)
 
 
 async def query_batch(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
@@ -328,7 +354,7 @@ async def query_batch(request: Request, node: Any) -> tuple[int, dict[str, Any]]
     # Decode them all first so a bad one fails the request before any runs.
     # The body size limit bounds how many there can be.
     calls = [decode_call("query", fields_, Format.CLEAN) for fields_ in queries]
-    caller = _caller(request, node)
+    caller = await _caller(request, node)
     ts = node.latest_ts  # One snapshot for the whole batch, as Convex does.
     results = [(await run_call(node, call, caller, at_ts=ts))[1] for call in calls]
     return 200, {"results": results}
@@ -343,11 +369,12 @@ async def post_run(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
     fields = await request.read_json_object(empty_means_none=True)
     fields = {**fields, "path": "/".join(segments[:-1]) + ":" + segments[-1]}
     call = decode_call(None, fields, Format.CLEAN)
-    return await run_call(node, call, _caller(request, node))
+    return await run_call(node, call, await _caller(request, node))
 
 
-def _caller(request: Request, node: Any) -> Caller:
-    return parse_caller(request.headers.get("authorization"), node.admin_key)
+async def _caller(request: Request, node: Any) -> Caller:
+    caller = parse_caller(request.headers.get("authorization"), node.admin_key)
+    return await authenticate(caller, node)
 
 
 RUN_PREFIX = "/api/run/"

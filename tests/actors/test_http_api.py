@@ -11,6 +11,7 @@ plain request/response pairs.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import textwrap
@@ -419,12 +420,12 @@ def test_bad_admin_key(api):
     assert_request_error(response, 401, "BadAdminKey")
 
 
-def test_bearer_token_is_accepted_for_now(api):
-    """A Bearer token is accepted (identities come later) and does not grant admin."""
+def test_bearer_token_without_auth_providers_is_refused(api):
+    """An app with no auth_config.py trusts no token: a Bearer token gets 401
+    Unauthenticated (tests/actors/test_auth.py covers apps that trust one)."""
     headers = {"authorization": "Bearer eyJhbGciOi.e30.sig"}
-    assert api.call("query", "notes:kinds", headers=headers).json["status"] == "success"
-    assert_function_error(api.call("query", "notes:secret", headers=headers),
-                          "InternalFunctionNotAllowed")
+    assert_request_error(api.call("query", "notes:kinds", headers=headers), 401,
+                         "Unauthenticated")
 
 
 def test_unknown_authorization_scheme(api):
@@ -435,8 +436,16 @@ def test_unknown_authorization_scheme(api):
 
 def test_admin_key_with_an_identity_suffix_is_admin(api):
     """`Convex <key>:<identity>` (impersonation) still authenticates as the admin."""
-    headers = {"authorization": f"Convex {api.node.admin_key}:eyJzdWIiOiJ1MSJ9"}
+    identity = base64.b64encode(b'{"subject": "u1", "issuer": "https://i.test"}').decode()
+    headers = {"authorization": f"Convex {api.node.admin_key}:{identity}"}
     assert api.call("query", "notes:secret", headers=headers).json["value"] == "hidden"
+
+
+def test_admin_key_with_a_malformed_identity_is_refused(api):
+    """`Convex <key>:<not base64 JSON of an identity>` gets 401 Unauthenticated."""
+    headers = {"authorization": f"Convex {api.node.admin_key}:eyJzdWIiOiJ1MSJ9"}
+    assert_request_error(api.call("query", "notes:kinds", headers=headers), 401,
+                         "Unauthenticated")
 
 
 # Failures of the node itself, with a stand-in node that raises them.
