@@ -72,6 +72,9 @@ class Reader(Protocol):
              descending: bool) -> Iterator[tuple[bytes, dict]]: ...
     def begin_paginate(self) -> None: ...
 
+    # Set by `paginate` to its continueCursor: a live query's journal.
+    page_end_cursor: str | None
+
 
 @dataclasses.dataclass(frozen=True)
 class KeyRange:
@@ -320,7 +323,11 @@ class QueryBuilder:
         """
         self._reader.begin_paginate()
         page_options = _PageOptions.parse(options)
-        return _read_page(self._reader, self.plan, page_options).result()
+        result = _read_page(self._reader, self.plan, page_options).result()
+        # The live query's journal (PROTOCOL.md 10.3): its next run ends here.
+        # A plain attribute on the reader, read back by actors/live.py.
+        self._reader.page_end_cursor = result["continueCursor"]
+        return result
 
     def __aiter__(self) -> _AsyncDocuments:
         """`async for document in query`: documents one at a time.
