@@ -27,7 +27,8 @@ import json
 from typing import Any
 
 from engine.errors import EddyError, ErrorCode
-from engine.values import from_convex_json, to_clean_json, to_convex_json
+from engine.values import check_value, from_convex_json, pack, to_clean_json, to_convex_json, unpack
+from wire import session
 
 TS_MAX = 2**63 - 1  # PROTOCOL.md 3.1: a timestamp fits in a signed 64-bit integer.
 
@@ -215,3 +216,363 @@ def error_body(message: str, fmt: Format, *, code: str | None = None,
 def request_error_body(code: str, message: str) -> dict[str, Any]:
     """The body of a request-level failure (sent with a non-2xx status)."""
     return {"code": code, "message": message}
+
+
+# Sync protocol frames (PROTOCOL.md 2, 3): one message per frame.
+#
+# Two codecs carry the same messages (the dataclasses of wire/session.py):
+# JSON text frames with convex-encoded values and base64 timestamps, for the
+# official clients, and msgpack binary frames with native values (int64 and
+# bytes kept, timestamps as integers), for Eddy's own client. Both go through
+# one field mapping; a `_Style` says how values and timestamps are written.
+# Anything malformed raises `EddyError(PROTOCOL_ERROR)` with a message that
+# names the field; the session answers it with FatalError and a close.
+
+class _Style:
+    """How values and timestamps look inside a frame."""
+
+    def __init__(self, name: str, encode_value: Any, decode_value: Any,
+                 encode_ts: Any, decode_ts: Any) -> None:
+        self.name = name
+        self.encode_value = encode_value
+        self.decode_value = decode_value
+        self.encode_ts = encode_ts
+        self.decode_ts = decode_ts
+
+
+def _native_value(value: Any) -> Any:
+    # msgpack can carry what Eddy values cannot (bytes keys, ext types).
+    check_value(value)
+    return value
+
+
+def _native_ts(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= TS_MAX:
+        raise EddyError(ErrorCode.INVALID_TIMESTAMP, f"{value!r} is not a timestamp.")
+    return value
+
+
+JSON_STYLE = _Style("json", to_convex_json, decode_value, encode_ts, decode_ts)
+NATIVE_STYLE = _Style("msgpack", lambda value: value, _native_value,
+                      lambda ts: ts, _native_ts)
+
+
+def _protocol_error(message: str) -> EddyError:
+    return EddyError(ErrorCode.PROTOCOL_ERROR, message)
+
+
+class _Fields:
+    """Typed access to one message's fields; errors name the message and field."""
+
+    def __init__(self, obj: dict[str, Any], style: _Style) -> None:
+        self.obj = obj
+        self.style = style
+        self.kind = obj.get("type")
+
+    def _fail(self, name: str, expected: str) -> EddyError:
+        return _protocol_error(f"{self.kind}.{name} must be {expected}, "
+                               f"got {self.obj.get(name)!r:.80}.")
+
+    def u32(self, name: str) -> int:
+        value = self.obj.get(name)
+        # Python clients send 1.0 for 1 (PROTOCOL.md 2.2); npm and Rust send integers.
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int or not 0 <= value <= 2**32 - 1:
+            raise self._fail(name, "an integer from 0 to 2^32-1")
+        return value
+
+    def text(self, name: str, *, optional: bool = False) -> str | None:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self._fail(name, "a string")
+        return value
+
+    def number(self, name: str) -> float | None:
+        value = self.obj.get(name)
+        if value is None:
+            return None
+        if type(value) not in (int, float):
+            raise self._fail(name, "a number")
+        return float(value)
+
+    def ts(self, name: str, *, optional: bool = False) -> int | None:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        try:
+            return self.style.decode_ts(value)
+        except EddyError as error:
+            raise _protocol_error(f"{self.kind}.{name}: {error.message}") from None
+
+    def value(self, name: str) -> Any:
+        try:
+            return self.style.decode_value(self.obj.get(name))
+        except EddyError as error:
+            raise _protocol_error(f"{self.kind}.{name}: {error.message}") from None
+
+    def array(self, name: str) -> list[Any]:
+        value = self.obj.get(name)
+        if not isinstance(value, list):
+            raise self._fail(name, "an array")
+        return value
+
+    def obj_or_none(self, name: str) -> dict | None:
+        value = self.obj.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise self._fail(name, "an object")
+        return value
+
+
+def _decode_modification(obj: Any, style: _Style) -> Any:
+    if not isinstance(obj, dict):
+        raise _protocol_error("ModifyQuerySet.modifications must hold objects.")
+    fields = _Fields(obj, style)
+    if fields.kind == "Add":
+        return session.QueryAdd(fields.u32("queryId"), fields.text("udfPath"),
+                                fields.value("args"), fields.text("journal", optional=True),
+                                fields.text("componentPath", optional=True))
+    if fields.kind == "Remove":
+        return session.QueryRemove(fields.u32("queryId"))
+    raise _protocol_error(f"Unknown query set modification type {fields.kind!r:.40}.")
+
+
+def _decode_call(cls: Any, fields: _Fields) -> Any:
+    return cls(fields.u32("requestId"), fields.text("udfPath"), fields.value("args"),
+               fields.text("componentPath", optional=True))
+
+
+def decode_client_message(obj: Any, style: _Style) -> Any:
+    """A client message (a wire/session.py dataclass) from its parsed frame.
+
+    Raises:
+        EddyError: `PROTOCOL_ERROR` for an unknown type or a malformed field.
+    """
+    if not isinstance(obj, dict):
+        raise _protocol_error("A sync message must be an object with a `type` field.")
+    fields = _Fields(obj, style)
+    kind = fields.kind
+    if kind == "Connect":
+        return session.Connect(fields.text("sessionId"), fields.u32("connectionCount"),
+                               fields.text("lastCloseReason", optional=True),
+                               fields.ts("maxObservedTimestamp", optional=True),
+                               fields.number("clientTs"))
+    if kind == "ModifyQuerySet":
+        return session.ModifyQuerySet(
+            fields.u32("baseVersion"), fields.u32("newVersion"),
+            [_decode_modification(item, style) for item in fields.array("modifications")])
+    if kind == "Mutation":
+        return _decode_call(session.Mutation, fields)
+    if kind == "Action":
+        return _decode_call(session.Action, fields)
+    if kind == "MutationBatch" and style is NATIVE_STYLE:
+        items = []
+        for item in fields.array("mutations"):
+            if not isinstance(item, dict):
+                raise _protocol_error("MutationBatch.mutations must hold objects.")
+            items.append(_decode_call(session.Mutation, _Fields({"type": "Mutation", **item},
+                                                                style)))
+        return session.MutationBatch(items)
+    if kind == "Authenticate":
+        token_type = fields.text("tokenType")
+        if token_type not in ("User", "Admin", "None"):
+            raise fields._fail("tokenType", '"User", "Admin" or "None"')
+        impersonating = fields.obj_or_none("impersonating") or fields.obj_or_none("acting_as")
+        value = None if token_type == "None" else fields.text("value")
+        return session.Authenticate(fields.u32("baseVersion"), token_type, value, impersonating)
+    if kind == "Event":
+        return session.Event(str(obj.get("eventType")), obj.get("event"))
+    raise _protocol_error(f"Unknown message type {kind!r:.40}.")
+
+
+def encode_client_message(message: Any, style: _Style) -> dict[str, Any]:
+    """A client message as a frame object (used by Eddy's client and by tests)."""
+    kind = type(message).__name__
+    if isinstance(message, session.Connect):
+        obj = {"type": kind, "sessionId": message.session_id,
+               "connectionCount": message.connection_count,
+               "lastCloseReason": message.last_close_reason,
+               "clientTs": message.client_ts or 0}
+        if message.max_observed_ts is not None:
+            obj["maxObservedTimestamp"] = style.encode_ts(message.max_observed_ts)
+        return obj
+    if isinstance(message, session.ModifyQuerySet):
+        return {"type": kind, "baseVersion": message.base_version,
+                "newVersion": message.new_version,
+                "modifications": [_encode_modification(item, style)
+                                  for item in message.modifications]}
+    if isinstance(message, (session.Mutation, session.Action)):
+        return {"type": kind, "requestId": message.request_id, "udfPath": message.udf_path,
+                "args": style.encode_value(message.args)}
+    if isinstance(message, session.MutationBatch):
+        return {"type": kind, "mutations": [
+            {"requestId": item.request_id, "udfPath": item.udf_path,
+             "args": style.encode_value(item.args)} for item in message.mutations]}
+    if isinstance(message, session.Authenticate):
+        obj = {"type": kind, "baseVersion": message.base_version,
+               "tokenType": message.token_type}
+        if message.value is not None:
+            obj["value"] = message.value
+        if message.impersonating is not None:
+            obj["impersonating"] = message.impersonating
+        return obj
+    if isinstance(message, session.Event):
+        return {"type": kind, "eventType": message.event_type, "event": message.event}
+    raise TypeError(f"not a client message: {message!r}")
+
+
+def _encode_modification(item: Any, style: _Style) -> dict[str, Any]:
+    if isinstance(item, session.QueryAdd):
+        obj = {"type": "Add", "queryId": item.query_id, "udfPath": item.udf_path,
+               "args": style.encode_value(item.args)}
+        if item.journal is not None:
+            obj["journal"] = item.journal
+        return obj
+    return {"type": "Remove", "queryId": item.query_id}
+
+
+def _encode_version(version: Any, style: _Style) -> dict[str, Any]:
+    return {"querySet": version.query_set, "identity": version.identity,
+            "ts": style.encode_ts(version.ts)}
+
+
+def _encode_error_data(obj: dict[str, Any], has_data: bool, data: Any, style: _Style) -> None:
+    # errorData only for an application error, absent otherwise (PROTOCOL.md 11).
+    if has_data:
+        obj["errorData"] = style.encode_value(data)
+
+
+def _encode_state_modification(item: Any, style: _Style) -> dict[str, Any]:
+    if isinstance(item, session.QueryUpdated):
+        return {"type": "QueryUpdated", "queryId": item.query_id,
+                "value": style.encode_value(item.value), "logLines": list(item.log_lines),
+                "journal": item.journal}
+    if isinstance(item, session.QueryFailed):
+        obj = {"type": "QueryFailed", "queryId": item.query_id,
+               "errorMessage": item.error_message, "logLines": list(item.log_lines),
+               "journal": item.journal}
+        _encode_error_data(obj, item.has_error_data, item.error_data, style)
+        return obj
+    return {"type": "QueryRemoved", "queryId": item.query_id}
+
+
+def encode_server_message(message: Any, style: _Style) -> dict[str, Any]:
+    """A server message (a wire/session.py dataclass) as a frame object."""
+    if isinstance(message, session.Transition):
+        return {"type": "Transition",
+                "startVersion": _encode_version(message.start_version, style),
+                "endVersion": _encode_version(message.end_version, style),
+                "modifications": [_encode_state_modification(item, style)
+                                  for item in message.modifications],
+                "clientClockSkew": message.client_clock_skew,
+                "serverTs": message.server_ts}
+    if isinstance(message, session.MutationResponse):
+        obj = {"type": "MutationResponse", "requestId": message.request_id,
+               "success": message.success,
+               "result": style.encode_value(message.result) if message.success else message.result,
+               "ts": None if message.ts is None else style.encode_ts(message.ts),
+               "logLines": list(message.log_lines)}
+        _encode_error_data(obj, message.has_error_data, message.error_data, style)
+        return obj
+    if isinstance(message, session.ActionResponse):
+        obj = {"type": "ActionResponse", "requestId": message.request_id,
+               "success": message.success,
+               "result": style.encode_value(message.result) if message.success else message.result,
+               "logLines": list(message.log_lines)}
+        _encode_error_data(obj, message.has_error_data, message.error_data, style)
+        return obj
+    if isinstance(message, session.AuthError):
+        return {"type": "AuthError", "error": message.error, "baseVersion": message.base_version,
+                "authUpdateAttempted": message.auth_update_attempted}
+    if isinstance(message, session.FatalError):
+        return {"type": "FatalError", "error": message.error}
+    if isinstance(message, session.Ping):
+        return {"type": "Ping"}
+    raise TypeError(f"not a server message: {message!r}")
+
+
+def _decode_version(obj: Any, style: _Style) -> Any:
+    if not isinstance(obj, dict):
+        raise _protocol_error("A state version must be an object.")
+    fields = _Fields({"type": "StateVersion", **obj}, style)
+    return session.StateVersion(fields.u32("querySet"), fields.u32("identity"), fields.ts("ts"))
+
+
+def _decode_state_modification(obj: Any, style: _Style) -> Any:
+    fields = _Fields(obj, style)
+    kind = fields.kind
+    if kind == "QueryUpdated":
+        return session.QueryUpdated(fields.u32("queryId"), fields.value("value"),
+                                    list(obj.get("logLines") or []), obj.get("journal"))
+    if kind == "QueryFailed":
+        has_data = "errorData" in obj
+        return session.QueryFailed(fields.u32("queryId"), fields.text("errorMessage"),
+                                   list(obj.get("logLines") or []), obj.get("journal"),
+                                   has_data, fields.value("errorData") if has_data else None)
+    if kind == "QueryRemoved":
+        return session.QueryRemoved(fields.u32("queryId"))
+    raise _protocol_error(f"Unknown state modification type {kind!r:.40}.")
+
+
+def decode_server_message(obj: Any, style: _Style) -> Any:
+    """A server message from its frame object (Eddy's client side).
+
+    Raises:
+        EddyError: `PROTOCOL_ERROR` for an unknown type or a malformed field.
+    """
+    if not isinstance(obj, dict):
+        raise _protocol_error("A sync message must be an object with a `type` field.")
+    fields = _Fields(obj, style)
+    kind = fields.kind
+    if kind == "Transition":
+        return session.Transition(
+            _decode_version(obj.get("startVersion"), style),
+            _decode_version(obj.get("endVersion"), style),
+            [_decode_state_modification(item, style) for item in fields.array("modifications")],
+            obj.get("clientClockSkew"), obj.get("serverTs"))
+    if kind in ("MutationResponse", "ActionResponse"):
+        success = obj.get("success") is True
+        has_data = "errorData" in obj
+        result = fields.value("result") if success else str(obj.get("result"))
+        common = dict(request_id=fields.u32("requestId"), success=success, result=result,
+                      log_lines=list(obj.get("logLines") or []), has_error_data=has_data,
+                      error_data=fields.value("errorData") if has_data else None)
+        if kind == "ActionResponse":
+            return session.ActionResponse(**common)
+        return session.MutationResponse(ts=fields.ts("ts", optional=True), **common)
+    if kind == "AuthError":
+        return session.AuthError(str(obj.get("error")), fields.u32("baseVersion"),
+                                 obj.get("authUpdateAttempted") is True)
+    if kind == "FatalError":
+        return session.FatalError(str(obj.get("error")))
+    if kind == "Ping":
+        return session.Ping()
+    raise _protocol_error(f"Unknown message type {kind!r:.40}.")
+
+
+def load_json_frame(text: str | bytes) -> Any:
+    """Parses a JSON text frame into an object, or raises `PROTOCOL_ERROR`."""
+    try:
+        return parse_json(text, "The frame")
+    except EddyError as error:
+        raise _protocol_error(error.message) from None
+
+
+def dump_json_frame(obj: Any) -> str:
+    """A frame object as JSON text."""
+    return dump_json(obj).decode("utf-8")
+
+
+def load_msgpack_frame(data: bytes) -> Any:
+    """Parses a msgpack binary frame into an object, or raises `PROTOCOL_ERROR`."""
+    try:
+        return unpack(data)
+    except EddyError as error:
+        raise _protocol_error(error.message) from None
+
+
+def dump_msgpack_frame(obj: Any) -> bytes:
+    """A frame object as msgpack bytes."""
+    return pack(obj)
