@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.errors import EddyError, ErrorCode
 from engine.values import check_value, from_convex_json, pack, to_clean_json, to_convex_json, unpack
-from wire import session
+from wire import messages as session
 
 TS_MAX = 2**63 - 1  # PROTOCOL.md 3.1: a timestamp fits in a signed 64-bit integer.
 
