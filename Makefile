@@ -2,15 +2,19 @@
 # machine: they create .venv and install Eddy into it first.
 #
 # The install re-runs only when pyproject.toml is newer than the stamp file
-# in .venv, so a second `make test` starts at once.
+# in .venv, so a second `make test` starts at once. The same goes for the
+# official Convex clients the end-to-end tests drive (`e2e-deps`): npm
+# `convex` into ./node_modules when package.json or its lock changes, and
+# PyPI `convex` through the `test` extra.
 
 PYTHON ?= python3
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 BENCH_SECONDS ?= 10
 
-.PHONY: venv run test test-fast bench clean-data
+.PHONY: venv e2e-deps run test test-fast bench clean-data
 
 venv: $(INSTALL_STAMP)
 
@@ -21,12 +25,20 @@ $(INSTALL_STAMP): pyproject.toml | $(VENV_PYTHON)
 	$(VENV_PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(INSTALL_STAMP)
 
+# npm `convex` pinned in package.json and package-lock.json (tests/e2e/official).
+e2e-deps: venv $(NODE_STAMP)
+
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	if [ -f package-lock.json ]; then npm ci --ignore-scripts --no-audit --no-fund; \
+	else npm install --ignore-scripts --no-audit --no-fund; fi
+	touch $(NODE_STAMP)
+
 # Serves the example app on http://127.0.0.1:3210 with its data in
 # examples/chat/.eddy (the default data folder).
 run: venv
 	$(VENV)/bin/eddy dev examples/chat --port 3210
 
-test: venv
+test: venv e2e-deps
 	$(VENV_PYTHON) -m pytest -q
 
 test-fast: venv

@@ -1,0 +1,60 @@
+"""The PyPI `convex` 0.8.1 client: `ConvexClient` over WebSocket (/api/sync)
+and the legacy `convex.http_client.ConvexHttpClient`."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.official.harness import run_python
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+pytest.importorskip("convex", reason="needs PyPI convex==0.8.1 (`make e2e-deps`)")
+
+
+def test_legacy_http_client(server):
+    """The legacy ConvexHttpClient runs query, mutation and action and raises ConvexError with data."""
+    result = run_python("pypi_client.py", server, {"scenario": "http", "channel": "l1"})
+    assert result["sent"]["ok"], result["sent"]
+    assert [m["body"] for m in result["listed"]["value"]] == ["hello"]
+    assert result["shouted"] == {"ok": True, "value": "HEY"}
+    assert result["failed"]["error"]["name"] == "ConvexError"
+    assert result["failed"]["error"]["data"]["code"] == "Refused"
+    assert result["crashed"]["error"]["name"] == "ConvexExecutionError"
+    assert "boom" in result["crashed"]["error"]["message"]
+    assert result["unknown"]["error"]["name"] == "ConvexExecutionError"
+    # The legacy client decodes `$integer` into a ConvexInt64 (shown by its repr).
+    assert result["count"]["ok"]
+
+
+def test_websocket_client_calls_and_errors(server):
+    """ConvexClient runs query, mutation and action over /api/sync and raises ConvexError with data."""
+    result = run_python("pypi_client.py", server, {"scenario": "websocket", "channel": "p1"})
+    assert result["sent"]["ok"], result["sent"]
+    assert [m["body"] for m in result["listed"]["value"]] == ["hello"]
+    assert result["default_path"]["ok"], result["default_path"]
+    assert result["shouted"] == {"ok": True, "value": "HEY"}
+    assert [m["body"] for m in result["listed_after"]["value"]] == ["hello", "HEY"]
+    assert result["failed"]["error"]["name"] == "ConvexError"
+    assert result["failed"]["error"]["data"] == {"code": "Refused", "body": "no",
+                                                 "limit": {"$int64": 3}}
+    assert not result["crashed"]["ok"] and "boom" in result["crashed"]["error"]["message"]
+    assert "data" not in result["crashed"]["error"]
+    assert not result["bad_args"]["ok"] and "body" in result["bad_args"]["error"]["message"]
+    assert result["query_failed"]["error"]["name"] == "ConvexError"
+    assert result["query_failed"]["error"]["data"] == {"code": "QueryRefused"}
+    assert result["count"] == {"ok": True, "value": {"$int64": 2}}
+
+
+def test_websocket_subscription_sees_other_clients_writes(server):
+    """A subscription iterated with the PyPI client yields each state while another client mutates, ending with every write."""
+    writes = 5
+    result = run_python("pypi_client.py", server,
+                        {"scenario": "subscribe", "channel": "s1", "writes": writes})
+    updates = result["updates"]
+    assert updates[0] == []
+    assert updates[-1] == [f"w{i}" for i in range(writes)]
+    # Each update is a prefix-extension of the previous one: no write lost or reordered.
+    for earlier, later in zip(updates, updates[1:]):
+        assert later[:len(earlier)] == earlier
+    assert not result["writer_errors"]
