@@ -52,7 +52,8 @@ class DatabaseWriter(DatabaseReader):
 
 
 class Auth:
-    """`ctx.auth`. Identities arrive with the live-query issue's JWT support."""
+    """`ctx.auth`: the caller's identity (a verified JWT's, or one the admin
+    impersonates; actors/auth.py), or None."""
 
     __slots__ = ("_identity",)
 
