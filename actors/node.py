@@ -29,6 +29,7 @@ from actors.app import App, load_app
 from actors.auth import AuthConfig, load_auth_config
 from actors.runner import CallResult, FunctionRunner
 from actors.sequencer import SequencerActor
+from actors.subscriptions import SubscriptionActor
 from actors.world import RealWorld
 
 log = logging.getLogger("eddy.node")
@@ -52,6 +53,7 @@ class Node:
         self.retained_since_ts = 0
         self.admin_key = ""
         self.sequencer: SequencerActor | None = None
+        self.subscriptions: SubscriptionActor | None = None  # set by open_node
         self.runner = FunctionRunner(self)
         # The app's trusted auth providers (actors/auth.py); one with no
         # providers, which refuses every token, when the app has no auth_config.py.
@@ -94,6 +96,8 @@ class Node:
         self.app = app
         self.schema = app.schema
         self.catalog.set_index_definitions(_index_definitions(app.schema))
+        if self.subscriptions is not None:
+            self.subscriptions.rerun_all()  # new code may give new results
 
     # ----- opening ---------------------------------------------------------
 
@@ -203,12 +207,14 @@ async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
     try:
         node = Node(world, store, app, data_dir)
         node.recover()
+        node.subscriptions = SubscriptionActor(node)
         node._ensure_admin_key()
         if store.get("meta", b"admin_key") is None:
             await store.write([("meta", b"admin_key", node.admin_key.encode())], sync=True)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.sequencer.run)
+                nursery.start_soon(node.subscriptions.run)
                 try:
                     yield node
                 finally:

@@ -1,0 +1,98 @@
+"""Running one query for a live subscription: `run_query_at` -> QueryOutcome.
+
+A live query's failure is part of its result (Convex's QueryFailed), not an
+exception: a bad path, bad args, an `AppError`, a crash or a limit all become
+an outcome with `error` set, carrying the message the client should see.
+It uses the function runner's own steps (resolve, check_args, the read-only
+transaction, _invoke), so a live query and a one-shot query behave alike.
+
+Journals (PROTOCOL.md 10.3). When a journal is given and the query's
+`paginationOpts` names no `endCursor`, the journal becomes its `endCursor`,
+so the page ends where it ended last time and grows or shrinks with the rows
+inside it instead of shifting. The outcome's journal is the continueCursor
+of the query's one paginated read (engine/queries.py records it on the
+transaction as `page_end_cursor`), or None if it did not paginate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from engine.context import QueryCtx
+from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
+from engine.subscriptions import QueryOutcome
+
+__all__ = ["QueryOutcome", "run_query_at"]
+
+
+def with_journal(args: Any, journal: str | None) -> Any:
+    """`args` with the journal as `paginationOpts.endCursor` where one applies."""
+    if journal is None:
+        return args
+    wrapped = isinstance(args, list) and len(args) == 1
+    inner = args[0] if wrapped else args
+    if not isinstance(inner, dict):
+        return args
+    options = inner.get("paginationOpts")
+    if not isinstance(options, dict) or options.get("endCursor") is not None:
+        return args
+    inner = {**inner, "paginationOpts": {**options, "endCursor": journal}}
+    return [inner] if wrapped else inner
+
+
+async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
+                       journal: str | None = None, *, admin: bool = False) -> QueryOutcome:
+    """Runs the query `path` at `ts` and returns its outcome; see the module docstring.
+
+    A checkpoint if the query awaits something that yields; cancellation
+    propagates and leaves nothing behind (queries write nothing).
+
+    Args:
+        node: the node (its runner, catalog and sequencer).
+        path: the function path as the client sent it.
+        args: a dict, a list holding one dict, or None.
+        identity: the caller's identity dict, or None.
+        ts: a durable, retained ts to read at.
+        journal: the end cursor of the previous run, or None.
+        admin: True lets internal functions run (admin-key callers).
+
+    Returns:
+        The QueryOutcome. Never raises for the query's own failure or bad input.
+    """
+    runner = node.runner
+    txn = None
+    try:
+        _check_ts(node, ts)
+        function = runner.resolve("query", path, admin)
+        checked = runner.check_args(function, with_journal(args, journal))
+        txn = runner._transaction(ts, writable=False)
+        value = await runner._invoke(function, QueryCtx(txn, identity), checked)
+    except trio.Cancelled:
+        raise
+    except AppError as error:
+        return _failed(ts, txn, str(error), error.data, True)
+    except (EddyError, FunctionCrashed) as error:
+        return _failed(ts, txn, error.message, None, False)
+    return QueryOutcome(ts=ts, value=value, log_lines=list(getattr(txn, "log_lines", None) or []),
+                        journal=getattr(txn, "page_end_cursor", None), read_set=txn.read_set)
+
+
+def _check_ts(node, ts: int) -> None:
+    durable_ts = node.sequencer.durable_ts
+    if ts > durable_ts or ts < node.retained_since_ts:
+        raise EddyError(ErrorCode.INVALID_TIMESTAMP,
+                        f"ts {ts} is outside the readable history "
+                        f"[{node.retained_since_ts}, {durable_ts}].")
+
+
+def _failed(ts: int, txn, message: str, data: Any, has_data: bool) -> QueryOutcome:
+    # A failed run still read something: its read set decides when to re-run
+    # it (a query failing on a missing document recovers when it appears).
+    outcome = QueryOutcome(ts=ts, error=(message, data, has_data),
+                           log_lines=list(getattr(txn, "log_lines", None) or []),
+                           journal=getattr(txn, "page_end_cursor", None))
+    if txn is not None:
+        outcome.read_set = txn.read_set
+    return outcome

@@ -1,0 +1,313 @@
+"""The subscription actor: keeps every live query of a node current.
+
+Theory of operation. One `SubscriptionActor` per node (`node.subscriptions`)
+owns the registry of shared subscriptions and every session's query set
+(engine/subscriptions.py). It is fed from two sides:
+
+- The sequencer's `on_publish` hook hands it each durable group of commits.
+  The hook never blocks: it queues the group and wakes the actor.
+- Sessions (`SessionQueries`, one per connection) change their query set or
+  identity, or ask for an Update at a ts; these are plain calls that record
+  the change and wake the actor.
+
+The actor's loop, one task, so the registry has one writer:
+
+1. Take every queued group; with T the last ts, stab the interval indexes
+   with the groups' write keys, re-run only the subscriptions hit at T,
+   re-index their reads, raise the registry to T, and deliver to each
+   session holding a changed one (or waiting for ts <= T) one Update at T.
+2. Serve the sessions with changes: bind added queries (a new subscription
+   runs at the registry's ts, which is the durable ts once the queue is
+   empty; a shared one is already current there), release removed ones, and
+   deliver the Update that answers them.
+
+Every Update of a session is at the registry's ts when it is delivered, and
+that ts only rises, so a session never goes back in time, and every query it
+holds is current at its Update's ts (docs/internals.md, "Subscriptions").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+import trio
+
+from engine.commits import Commit
+from engine.readsets import WriteKeys
+from engine.subscriptions import (REMOVED, SessionState, Subscription,
+                                  SubscriptionRegistry, Update, commit_write_keys)
+
+from actors.live import run_query_at
+
+__all__ = ["REMOVED", "SessionQueries", "SubscriptionActor", "SubscriptionStatistics", "Update"]
+
+# Durable groups that may wait for the actor in its channel. The hook runs
+# inside the sequencer's durability loop and must not block it, so when the
+# channel is full further commits go to `_backlog`, which the actor takes as
+# one group: work per group does not grow with lag (write keys are
+# deduplicated by the stab, and each hit subscription runs once at the last
+# ts), and the commits held there are already held by the shards' MVCC
+# versions. 64 groups is about 64 fsyncs of lag, a few hundred milliseconds.
+published_groups_max = 64
+
+
+@dataclasses.dataclass
+class SubscriptionStatistics:
+    subscription_count: int
+    session_count: int
+    evaluation_count: int  # query runs, first runs included
+    hit_count: int  # subscriptions returned by interval-index stabs
+    current_ts: int
+    published_groups_waiting: int
+
+
+class SessionQueries:
+    """One connection's live queries. Made by `SubscriptionActor.open_session`.
+
+    The calls that change the query set never block; the Update that answers
+    them comes from `wait_update`.
+    """
+
+    def __init__(self, hub: SubscriptionActor, state: SessionState) -> None:
+        self._hub = hub
+        self.state = state
+        self._ready = trio.lowlevel.ParkingLot()
+
+    def set_identity(self, identity: Any) -> None:
+        """Runs every query again as `identity` (a dict or None); answered by an Update."""
+        self.state.set_identity(identity)
+        self._hub._wake(self)
+
+    def modify(self, adds: Iterable[tuple[int, str, Any, str | None]] = (),
+               removes: Iterable[int] = ()) -> None:
+        """Removes, then adds, queries; answered by an Update even if nothing changed.
+
+        Args:
+            adds: (query id, path, args, journal) each.
+            removes: query ids.
+
+        Raises:
+            EddyError(PROTOCOL_ERROR): a duplicate add, an unknown remove or a
+                closed session; nothing was changed.
+        """
+        self.state.modify(adds, removes)
+        self._hub._wake(self)
+
+    def request_update(self, min_ts: int) -> None:
+        """Promises an Update at ts >= `min_ts`, empty if nothing changed."""
+        self.state.request_update(min_ts)
+        self._hub._wake(self)
+
+    @property
+    def pending_updates(self) -> int:
+        """How many Updates are merged into the one `wait_update` would return now."""
+        return self.state.pending_count
+
+    async def wait_update(self) -> Update:
+        """The next Update (all merged Updates not yet taken). A checkpoint.
+
+        Blocks until there is one. Cancellation takes nothing: the Update stays
+        for the next call.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.state.pending is None:
+            await self._ready.park()
+        update = self.state.take_update()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return update
+
+    def close(self) -> None:
+        """Releases the session's subscriptions (soon, in the actor). Idempotent."""
+        if not self.state.closed:
+            self.state.close()
+            self._hub._wake(self)
+
+
+class SubscriptionActor:
+    """See the module docstring.
+
+    Fields:
+        registry: the shared subscriptions (engine core).
+        _sessions: session id -> SessionQueries; added by open_session,
+            removed once a closed session is served.
+        _dirty: ids of sessions with changes to serve.
+        _waiting: ids of sessions waiting for a requested ts above the registry's.
+        _send, _receive: the channel of published groups; `_backlog` holds
+            commits that arrived while it was full (see published_groups_max).
+        _rerun_all: set by `rerun_all` (new app code); the next loop re-runs
+            every subscription.
+    """
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.registry = SubscriptionRegistry(node.sequencer.durable_ts)
+        self._sessions: dict[int, SessionQueries] = {}
+        self._next_session_id = 1
+        self._dirty: dict[int, None] = {}
+        self._waiting: dict[int, None] = {}
+        self._send, self._receive = trio.open_memory_channel[list[Commit]](published_groups_max)
+        self._backlog: list[Commit] = []
+        self._rerun_all = False
+        self._work = trio.lowlevel.ParkingLot()
+        node.sequencer.on_publish.append(self._on_publish)
+
+    # ----- the API ---------------------------------------------------------
+
+    def open_session(self, admin: bool = False) -> SessionQueries:
+        """A new, empty session; `admin` lets its queries be internal functions."""
+        session = SessionQueries(self, SessionState(self._next_session_id, admin))
+        self._next_session_id += 1
+        self._sessions[session.state.id] = session
+        return session
+
+    def rerun_all(self) -> None:
+        """Re-runs every subscription at the registry's ts (the app's code changed)."""
+        self._rerun_all = True
+        self._work.unpark_all()
+
+    def statistics(self) -> SubscriptionStatistics:
+        registry = self.registry
+        return SubscriptionStatistics(
+            subscription_count=len(registry.subscriptions),
+            session_count=sum(1 for s in self._sessions.values() if not s.state.closed),
+            evaluation_count=registry.evaluation_count, hit_count=registry.hit_count,
+            current_ts=registry.current_ts,
+            published_groups_waiting=self._receive.statistics().current_buffer_used
+            + (1 if self._backlog else 0))
+
+    def validate(self) -> None:
+        self.registry.validate()
+        for session in self._sessions.values():
+            session.state.validate()
+
+    # ----- feeding ---------------------------------------------------------
+
+    def _on_publish(self, group: list[Commit]) -> None:
+        # Never blocks (the sequencer calls this from its durability loop).
+        if not self._backlog:
+            try:
+                self._send.send_nowait(group)
+            except trio.WouldBlock:
+                self._backlog.extend(group)
+        else:
+            self._backlog.extend(group)
+        self._work.unpark_all()
+
+    def _wake(self, session: SessionQueries) -> None:
+        state = session.state
+        if state.needs_service() or state.update_due(self.registry.current_ts):
+            self._dirty[state.id] = None
+        elif state.requested_ts is not None:
+            self._waiting[state.id] = None
+        self._work.unpark_all()
+
+    def _take_published(self) -> list[Commit]:
+        commits: list[Commit] = []
+        while True:
+            try:
+                commits.extend(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        commits.extend(self._backlog)
+        self._backlog = []
+        return commits
+
+    # ----- the loop --------------------------------------------------------
+
+    async def run(self) -> None:
+        """The actor's loop (module docstring). Never returns; cancel to stop."""
+        while True:
+            commits = self._take_published()
+            if commits:
+                await self._advance(commits[-1].ts, self._hit_by(commits))
+            elif self._rerun_all:
+                self._rerun_all = False
+                await self._advance(self.registry.current_ts, self.registry.all())
+            if self._dirty:
+                await self._serve_sessions()
+            if not (self._dirty or self._rerun_all or self._backlog
+                    or self._receive.statistics().current_buffer_used):
+                await self._work.park()
+
+    def _hit_by(self, commits: list[Commit]) -> list[Subscription]:
+        write_keys: WriteKeys = {}
+        for commit in commits:
+            commit_write_keys(self.node.catalog, commit, write_keys)
+        return self.registry.stab(write_keys)
+
+    async def _advance(self, ts: int, hits: list[Subscription]) -> None:
+        """Step 1: re-runs `hits` at `ts`, then delivers what changed."""
+        registry = self.registry
+        changed = []
+        for subscription in hits:
+            if registry.record(subscription, await self._evaluate(subscription, ts)):
+                changed.append(subscription)
+        registry.advance(ts)
+        results: dict[int, dict[int, Any]] = {}
+        for subscription in changed:
+            for session_id, query_id in subscription.holders:
+                results.setdefault(session_id, {})[query_id] = subscription.outcome
+        for session_id in list(self._waiting):
+            session = self._sessions.get(session_id)
+            requested_ts = None if session is None else session.state.requested_ts
+            if requested_ts is None or requested_ts <= ts:
+                del self._waiting[session_id]
+                if requested_ts is not None:
+                    results.setdefault(session_id, {})
+        for session_id, session_results in results.items():
+            self._deliver(self._sessions[session_id], ts, session_results)
+
+    async def _evaluate(self, subscription: Subscription, ts: int):
+        spec = subscription.spec
+        return await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
+                                  subscription.run_journal, admin=subscription.admin)
+
+    async def _serve_sessions(self) -> None:
+        """Step 2, for every session with changes, at the registry's ts."""
+        while self._dirty:
+            session_id = next(iter(self._dirty))
+            del self._dirty[session_id]
+            session = self._sessions.get(session_id)
+            if session is not None:
+                await self._serve(session)
+
+    async def _serve(self, session: SessionQueries) -> None:
+        state = session.state
+        ts = self.registry.current_ts
+        if state.closed:
+            for query_id, subscription in state.bound.items():
+                self.registry.release(subscription, (state.id, query_id))
+            state.bound.clear()
+            del self._sessions[state.id]
+            self._waiting.pop(state.id, None)
+            return
+        results: dict[int, Any] = {}
+        for query_id, change in state.take_inbox().items():
+            results[query_id] = await self._bind(state, query_id, change, ts)
+        if results or state.update_due(ts):
+            self._deliver(session, ts, results)
+        if state.requested_ts is not None:
+            self._waiting[state.id] = None
+
+    async def _bind(self, state: SessionState, query_id: int, change, ts: int):
+        """Points `query_id` at its new subscription (running it if new);
+        returns the outcome to send, or REMOVED."""
+        holder = (state.id, query_id)
+        old = state.bound.pop(query_id, None)
+        new = None
+        if change is not REMOVED:
+            new = self.registry.acquire(change, state.identity, holder, state.admin)
+            state.bound[query_id] = new
+        if old is not None and old is not new:
+            self.registry.release(old, holder)
+        if new is None:
+            return REMOVED
+        if new.outcome is None:
+            self.registry.record(new, await self._evaluate(new, ts))
+        return new.outcome
+
+    def _deliver(self, session: SessionQueries, ts: int, results: dict[int, Any]) -> None:
+        session.state.deliver(ts, results)
+        session._ready.unpark_all()
+
