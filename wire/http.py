@@ -3,6 +3,9 @@
 `make_app(node_provider)` returns an ASGI 3 callable; hypercorn's trio worker
 serves it, so every request runs as a trio task beside the node's actors.
 
+A WebSocket on `/api/sync` or `/api/<client version>/sync` is the sync
+protocol (wire/sync.py); any other WebSocket is refused.
+
 How a request becomes a response:
 
 1. An OPTIONS request carrying `Access-Control-Request-Method` is a CORS
@@ -58,6 +61,7 @@ from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashe
 from engine.functions import canonical_path
 from wire import codecs
 from wire.codecs import Format
+from wire.sync import SyncServer, sync_path_version
 
 logger = logging.getLogger("eddy.http")
 
@@ -411,13 +415,19 @@ def make_app(node_provider: NodeProvider) -> Callable[..., Awaitable[None]]:
             requests to a node that reloaded its app.
     """
 
+    # One per app, so the mutation results it keeps outlive every socket.
+    sync_server = SyncServer(node_provider)
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await _serve_lifespan(receive, send)
         elif scope["type"] == "websocket":
-            # The sync protocol arrives with a later issue; until then a
-            # refused handshake (hypercorn answers 403).
-            await send({"type": "websocket.close", "code": 1008})
+            if sync_path_version(scope["path"])[0]:
+                await sync_server.serve(scope, receive, send)
+            else:
+                # Only the sync protocol speaks WebSocket: a refused
+                # handshake (hypercorn answers 403).
+                await send({"type": "websocket.close", "code": 1008})
         elif scope["type"] == "http":
             await _serve_http(Request.from_scope(scope, receive), node_provider, send)
 

@@ -1,0 +1,383 @@
+"""The sync protocol over real WebSockets: hypercorn on a loopback port serving
+wire/http.make_app on a real node, and trio-websocket as a raw client sending
+JSON frames exactly as the npm client does.
+
+Until actors/subscriptions.py lands, a node without `subscriptions` gets
+`StandInHub`: the documented SessionQueries API on engine/subscriptions.py's
+SessionState, re-running a session's queries whenever the node's ts moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import textwrap
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from actors.node import open_node
+from engine.errors import AppError, EddyError, FunctionCrashed
+from engine.subscriptions import REMOVED, QueryOutcome, SessionState
+from wire import codecs, session
+from wire.http import make_app
+from wire.sync import sync_message_bytes_max
+
+APP = '''
+from engine import AppError, action, mutation, query, v
+
+
+@query(args={})
+async def list(ctx):
+    return [doc["body"] for doc in await ctx.db.query("messages").collect()]
+
+
+@query(args={"n": v.number()})
+async def echo(ctx, n):
+    return n
+
+
+@mutation(args={"body": v.string()})
+async def send(ctx, body):
+    await ctx.db.insert("messages", {"body": body})
+    return body
+
+
+@mutation(args={})
+async def refuse(ctx):
+    raise AppError({"code": 7})
+
+
+@action(args={"x": v.number()})
+async def double(ctx, x):
+    return x * 2
+'''
+
+TIMEOUT_S = 20
+
+
+class StandInHub:
+    """node.subscriptions until the real actor lands (see the module docstring)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.count = 0
+
+    def open_session(self) -> StandInSession:
+        self.count += 1
+        return StandInSession(self.node, self.count)
+
+
+class StandInSession:
+    def __init__(self, node: Any, id: int) -> None:
+        self.node = node
+        self.state = SessionState(id)
+        self.run_ts = -1
+
+    def modify(self, adds, removes) -> None:
+        self.state.modify(adds, removes)
+
+    def set_identity(self, identity) -> None:
+        self.state.set_identity(identity)
+
+    def request_update(self, min_ts: int) -> None:
+        self.state.request_update(min_ts)
+
+    def close(self) -> None:
+        self.state.close()
+
+    async def wait_update(self):
+        while True:
+            ts = self.node.latest_ts
+            if self.state.needs_service() or ts > self.run_ts or self.state.update_due(ts):
+                changes = self.state.take_inbox()
+                if ts > self.run_ts:
+                    changes = {**self.state.desired, **changes}
+                results = {}
+                for query_id, spec in changes.items():
+                    results[query_id] = (REMOVED if spec is REMOVED
+                                         else await self._run(spec, ts))
+                self.run_ts = ts
+                if results or self.state.update_due(ts):
+                    self.state.deliver(ts, results)
+                    return self.state.take_update()
+            await trio.sleep(0.005)
+
+    async def _run(self, spec, ts: int) -> QueryOutcome:
+        try:
+            result = await self.node.call("query", spec.path, spec.args,
+                                          identity=self.state.identity, admin=False, at_ts=ts)
+        except AppError as error:
+            return QueryOutcome(ts, None, (str(error), error.data, True))
+        except FunctionCrashed as error:
+            return QueryOutcome(ts, None, (error.message, None, False))
+        except EddyError as error:
+            return QueryOutcome(ts, None, (error.message, None, False))
+        return QueryOutcome(ts, result.value, None, list(result.log_lines))
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, **server_options: Any):
+    """A node on the test app behind hypercorn on a free loopback port; yields (node, ws base)."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir(exist_ok=True)
+    (app_dir / "messages.py").write_text(textwrap.dedent(APP))
+    async with open_node(str(app_dir), str(tmp_path / "data")) as node:
+        if not hasattr(node, "subscriptions"):
+            node.subscriptions = StandInHub(node)
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.websocket_max_message_size = sync_message_bytes_max + 4096
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, make_app(lambda: node), config))
+            yield node, binds[0].replace("http://", "ws://")
+            nursery.cancel_scope.cancel()
+
+
+class RawClient:
+    """A WebSocket speaking JSON frames like npm, with version bookkeeping checks."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.version = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+        self.query_set = 0
+
+    async def send(self, obj: dict) -> None:
+        await self.ws.send_message(json.dumps(obj))
+
+    async def receive(self) -> dict:
+        with trio.fail_after(TIMEOUT_S):
+            message = json.loads(await self.ws.get_message())
+        if message["type"] == "Transition":
+            # The check npm makes (PROTOCOL.md 3.2): start equals our version.
+            assert message["startVersion"] == self.version, (message, self.version)
+            self.version = message["endVersion"]
+        return message
+
+    async def receive_type(self, kind: str) -> dict:
+        while True:
+            message = await self.receive()
+            if message["type"] == kind:
+                return message
+            assert message["type"] in ("Transition", "Ping"), message
+
+    async def connect(self, session_id: str = "s-1", **fields: Any) -> None:
+        await self.send({"type": "Connect", "sessionId": session_id, "connectionCount": 0,
+                         "lastCloseReason": "InitialConnect", "clientTs": 0, **fields})
+
+    async def modify(self, *modifications: dict) -> dict:
+        """Sends a ModifyQuerySet and returns the Transition that reflects it."""
+        base = self.query_set
+        self.query_set += 1
+        await self.send({"type": "ModifyQuerySet", "baseVersion": base,
+                         "newVersion": self.query_set, "modifications": list(modifications)})
+        while True:
+            message = await self.receive_type("Transition")
+            if message["endVersion"]["querySet"] == self.query_set:
+                return message
+
+    async def wait_for_value(self, query_id: int, predicate) -> Any:
+        while True:
+            message = await self.receive_type("Transition")
+            for item in message["modifications"]:
+                if item.get("queryId") == query_id and item["type"] == "QueryUpdated" \
+                        and predicate(item["value"]):
+                    return item["value"]
+
+
+def add(query_id: int, path: str, args: dict | None = None) -> dict:
+    return {"type": "Add", "queryId": query_id, "udfPath": path, "args": [args or {}]}
+
+
+@contextlib.asynccontextmanager
+async def raw_client(base: str, path: str = "/api/1.48.0/sync", **options: Any):
+    async with open_websocket_url(base + path, **options) as ws:
+        yield RawClient(ws)
+
+
+def run(tmp_path: Path, scenario, **server_options: Any) -> Any:
+    async def main():
+        async with serving(tmp_path, **server_options) as (node, base):
+            with trio.fail_after(60):
+                return await scenario(node, base)
+    return trio.run(main)
+
+
+def test_subscribe_mutate_and_versions_like_npm(tmp_path):
+    """Connect, ModifyQuerySet, Mutation: Transitions chain from {0,0,0}, the
+    MutationResponse precedes a Transition at or after its ts showing the write."""
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            await client.connect()
+            first = await client.modify(add(0, "messages:list"))
+            assert first["startVersion"] == {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+            assert first["modifications"] == [{"type": "QueryUpdated", "queryId": 0, "value": [],
+                                               "logLines": [], "journal": None}]
+            assert isinstance(first["serverTs"], int)
+            await client.send({"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                               "args": [{"body": "hi"}]})
+            response = await client.receive_type("MutationResponse")
+            assert response["success"] and response["result"] == "hi"
+            assert response["logLines"] == []
+            mutation_ts = codecs.decode_ts(response["ts"])
+            value = await client.wait_for_value(0, lambda v: v == ["hi"])
+            assert codecs.decode_ts(client.version["ts"]) >= mutation_ts
+            return value
+    assert run(tmp_path, scenario) == ["hi"]
+
+
+def test_live_update_between_two_sockets(tmp_path):
+    """A mutation on one socket shows up in another socket's subscription."""
+    async def scenario(node, base):
+        async with raw_client(base) as watcher, raw_client(base, "/api/sync") as writer:
+            await watcher.connect("watcher")
+            await watcher.modify(add(0, "messages:list"))
+            await writer.connect("writer")
+            await writer.send({"type": "Mutation", "requestId": 0, "udfPath": "messages.js:send",
+                               "args": [{"body": "live"}]})
+            assert (await writer.receive_type("MutationResponse"))["success"]
+            return await watcher.wait_for_value(0, lambda v: v == ["live"])
+    assert run(tmp_path, scenario) == ["live"]
+
+
+def test_errors_queries_actions_and_python_numbers(tmp_path):
+    """ConvexError data on a failed mutation, a failing query, an action, and
+    ids sent as 1.0 the way the Python client does."""
+    async def scenario(node, base):
+        async with raw_client(base, "/api/sync",
+                              extra_headers=[("Convex-Client", "python-0.8.1")]) as client:
+            await client.connect()
+            transition = await client.modify(add(0, "messages:echo", {"n": 2.0}),
+                                             add(1, "messages:nope"))
+            echo, missing = transition["modifications"]
+            assert echo["value"] == 2.0 and missing["type"] == "QueryFailed"
+            assert "errorData" not in missing
+            await client.send({"type": "Mutation", "requestId": 1.0, "udfPath": "messages:refuse",
+                               "args": [{}]})
+            refused = await client.receive_type("MutationResponse")
+            assert not refused["success"] and refused["errorData"] == {"code": {"$integer": "BwAAAAAAAAA="}}
+            assert refused["ts"] is None
+            await client.receive_type("Transition")  # the Python client waits for one
+            await client.send({"type": "Action", "requestId": 2, "udfPath": "messages:double",
+                               "args": [{"x": 4}]})
+            action = await client.receive_type("ActionResponse")
+            assert action["success"] and action["result"] == 8.0
+    run(tmp_path, scenario)
+
+
+def test_reconnect_with_same_session_does_not_repeat_a_mutation(tmp_path):
+    """npm re-sends an answered mutation on a new socket with the same
+    (sessionId, requestId): the same result and ts come back and it ran once."""
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            await client.connect("npm-session")
+            await client.send({"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                               "args": [{"body": "once"}]})
+            first = await client.receive_type("MutationResponse")
+        async with raw_client(base) as client:
+            await client.connect("npm-session", connectionCount=1,
+                                 maxObservedTimestamp=first["ts"])
+            await client.modify(add(0, "messages:list"))
+            await client.send({"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                               "args": [{"body": "once"}]})
+            again = await client.receive_type("MutationResponse")
+        assert again == first
+        return await node.query("messages:list")
+    assert run(tmp_path, scenario) == ["once"]
+
+
+async def expect_fatal_then_close(client: RawClient, words: str) -> None:
+    message = await client.receive_type("FatalError")
+    assert words in message["error"], message
+    with pytest.raises(ConnectionClosed):
+        with trio.fail_after(TIMEOUT_S):
+            await client.ws.get_message()
+
+
+@pytest.mark.parametrize("frame, words", [
+    ("{not json", "not valid JSON"),
+    ('{"type": "Teleport"}', "Unknown message type"),
+    ('{"type": "ModifyQuerySet", "baseVersion": 5, "newVersion": 6, "modifications": []}',
+     "BaseVersionMismatch"),
+    ('{"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, '
+     '"modifications": [{"type": "Remove", "queryId": 9}]}', "QueryIdNotFound"),
+])
+def test_a_misbehaving_socket_does_not_disturb_another(tmp_path, frame, words):
+    """A bad frame gets FatalError and a close; a second socket keeps getting live updates."""
+    async def scenario(node, base):
+        async with raw_client(base) as good, raw_client(base) as bad:
+            await good.connect("good")
+            await good.modify(add(0, "messages:list"))
+            await bad.connect("bad")
+            await bad.ws.send_message(frame)
+            await expect_fatal_then_close(bad, words)
+            await node.mutation("messages:send", {"body": "still here"})
+            return await good.wait_for_value(0, lambda v: v == ["still here"])
+    assert run(tmp_path, scenario) == ["still here"]
+
+
+def test_duplicate_add_and_oversize_message(tmp_path):
+    """A duplicate Add and an oversize frame each get FatalError and a close."""
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            await client.connect()
+            await client.modify(add(0, "messages:list"))
+            await client.send({"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2,
+                               "modifications": [add(0, "messages:list")]})
+            await expect_fatal_then_close(client, "DuplicateQueryId")
+        async with raw_client(base, max_message_size=2**26) as client:
+            await client.connect()
+            await client.ws.send_message(json.dumps(
+                {"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                 "args": [{"body": "x" * (sync_message_bytes_max + 1)}]}))
+            await expect_fatal_then_close(client, "MessageTooLarge")
+    run(tmp_path, scenario)
+
+
+def test_max_observed_timestamp_ahead_of_the_node_is_refused(tmp_path):
+    """A client that saw a later ts than the node has is closed with a reason."""
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            ahead = codecs.encode_ts(node.latest_ts + 10**12)
+            await client.connect(maxObservedTimestamp=ahead)
+            with pytest.raises(ConnectionClosed) as info:
+                with trio.fail_after(TIMEOUT_S):
+                    await client.ws.get_message()
+            assert "InvalidMaxObservedTimestamp" in (info.value.reason.reason or "")
+    run(tmp_path, scenario)
+
+
+def test_ping_after_silence(tmp_path, monkeypatch):
+    """A silent session gets a JSON Ping once the ping interval passes."""
+    monkeypatch.setattr(session, "ping_interval_ms", 200)
+
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            await client.connect()
+            return await client.receive()
+    assert run(tmp_path, scenario) == {"type": "Ping"}
+
+
+@pytest.mark.slow
+def test_ten_thousand_subscriptions_from_one_client(tmp_path):
+    """One ModifyQuerySet adding 10,000 queries is answered with all of them,
+    and another socket is served meanwhile."""
+    count = 10_000
+
+    async def scenario(node, base):
+        async with raw_client(base, max_message_size=2**26) as many, raw_client(base) as other:
+            await many.connect("many")
+            transition = await many.modify(*[add(i, "messages:echo", {"n": i})
+                                             for i in range(count)])
+            values = {item["queryId"]: item["value"] for item in transition["modifications"]}
+            await other.connect("other")
+            await other.modify(add(0, "messages:list"))
+            return len(values), values[count - 1]
+    assert run(tmp_path, scenario) == (count, float(count - 1))

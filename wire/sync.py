@@ -1,0 +1,432 @@
+"""The sync protocol's shell: one `SyncSession` per WebSocket on the ASGI app.
+
+`SyncServer.serve(scope, receive, send)` runs one connection as a handful of
+trio tasks in one nursery, all feeding the same sans-I/O core
+(wire/session.py) and carrying out its effects:
+
+- the reader decodes frames (JSON text frames for Convex's clients, msgpack
+  binary frames for Eddy's; the first frame picks the codec for replies) and
+  feeds messages;
+- the writer drains the bounded outgoing queue into the socket;
+- the pump takes Updates from the connection's `SessionQueries`
+  (node.subscriptions) once fewer than `unsent_transitions_max` Transitions
+  wait to be written; until then the subscription layer merges Updates, so a
+  slow reader costs one pending Update, not a backlog;
+- the pinger wakes when the core's next Ping is due;
+- one task per running mutation (or batch) and per action.
+
+Feeding the core and carrying out its effects never awaits, so effects of
+one input are applied before the next input is fed.
+
+Limits and slow clients. A frame over `sync_message_bytes_max` is answered
+with FatalError and a close. The outgoing queue holds at most
+`outgoing_frames_max` frames, and a single send may take at most
+`send_stall_s_max`; a client that overflows the first or stalls the second is
+closed with reason `ClientTooSlow` (close code 1013, "try again later"): it
+reconnects and resynchronises from scratch, and no other session waits for
+it.
+
+Mutation results outlive sockets: `SyncServer.results` is node-wide (npm
+re-sends answered mutations after a reconnect, PROTOCOL.md 5.1), and a
+mutation whose socket closes still runs to the end (shielded) so that its
+result is recorded. `in_flight` makes a re-send that arrives while the
+first attempt still runs wait for it instead of running twice.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from typing import Any
+
+import trio
+
+from engine import limits
+from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
+from wire import codecs, session as core
+from wire.codecs import JSON_STYLE, NATIVE_STYLE
+
+logger = logging.getLogger("eddy.sync")
+
+# `/api/sync` (Rust and Python clients) and `/api/<client version>/sync` (npm).
+SYNC_PATH = re.compile(r"^/api/(?:(?P<version>[^/]+)/)?sync/?$")
+
+# A frame carries at most one 16 MiB argument object plus its envelope, the
+# same bound as an HTTP request body. JSON text may inflate bytes by a third
+# (base64), so Convex JSON clients sending large bytes values hit the value
+# limit first, as they would over HTTP.
+sync_message_bytes_max = limits.http_body_bytes_max
+# Frames waiting to be written: enough for every response the core can owe at
+# once (a full mutation queue, the running actions) plus the Transitions and
+# Pings; past that the client is not reading.
+unsent_transitions_max = 2  # as Convex's backend (SYNC_MAX_SEND_TRANSITION_COUNT)
+outgoing_frames_max = (core.queued_mutations_max * 2 + core.running_actions_max
+                       + unsent_transitions_max + 16)
+# A send that cannot finish in 30 s means the client stopped reading; the
+# Python client itself gives up on a silent server after 30 s.
+send_stall_s_max = 30.0
+# Closing politely to a client that does not read must not hang the task.
+close_timeout_s = 1.0
+
+
+def sync_path_version(path: str) -> tuple[bool, str | None]:
+    """Whether `path` is a sync endpoint, and the client version it names."""
+    match = SYNC_PATH.match(path)
+    if match is None:
+        return False, None
+    return True, match.group("version")
+
+
+def now_ms() -> float:
+    """Wall-clock milliseconds: the core's only time (Ping spacing, clock skew)."""
+    return time.time() * 1000.0
+
+
+class Caller:
+    """Who runs a session's functions: the admin, or an outside caller with an identity."""
+
+    __slots__ = ("admin", "identity")
+
+    def __init__(self, admin: bool = False, identity: Any = None) -> None:
+        self.admin = admin
+        self.identity = identity
+
+
+ANONYMOUS = Caller()
+
+
+async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Caller
+                       ) -> core.CallOutcome:
+    """Runs a function and turns its outcome into the core's terms.
+
+    A checkpoint. Retryable and internal errors are not a function's outcome:
+    they raise `_CloseConnection` so the client reconnects and re-sends.
+    """
+    identity = None if caller is None else caller.identity
+    admin = False if caller is None else caller.admin
+    try:
+        result = await node.call(kind, path, args, identity=identity, admin=admin)
+    except AppError as error:
+        return core.CallFailed(str(error), _log_lines(error), True, error.data)
+    except FunctionCrashed as error:
+        return core.CallFailed(error.message, _log_lines(error))
+    except EddyError as error:
+        if error.family is Family.CALLER:
+            return core.CallFailed(error.message, _log_lines(error))
+        if error.family is Family.RETRYABLE:
+            raise _CloseConnection(f"{error.code.value}: {error.message}",
+                                   core.CLOSE_TRY_AGAIN) from error
+        logger.warning("%s %s failed: %r", kind, path, error)
+        raise _CloseConnection(f"{error.code.value}: {error.message}",
+                               core.CLOSE_INTERNAL) from error
+    return core.CallSucceeded(result.value, result.ts, list(result.log_lines))
+
+
+def _log_lines(error: Exception) -> list[str]:
+    return list(getattr(error, "log_lines", None) or [])
+
+
+class _CloseConnection(Exception):
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class SyncServer:
+    """The sync endpoint of one ASGI app: node-wide state shared by its connections.
+
+    Args:
+        node_provider: returns the node (called once per connection).
+        send_stall_s: how long one send may block before the client is
+            closed as too slow (tests shorten it).
+    """
+
+    def __init__(self, node_provider: Any, *, send_stall_s: float = send_stall_s_max) -> None:
+        self.node_provider = node_provider
+        self.send_stall_s = send_stall_s
+        self.results = core.MutationResults()
+        self.in_flight: dict[tuple[str, int], trio.Event] = {}
+        self.connection_count = 0
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serves one WebSocket until either side closes it.
+
+        A checkpoint; returns when the connection is over. Cancelling it
+        drops the connection (running mutations still finish, shielded).
+        """
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        _, version = sync_path_version(scope["path"])
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+                   for name, value in scope.get("headers", [])}
+        # No subprotocol: neither official client asks for one (PROTOCOL.md 1.2).
+        await send({"type": "websocket.accept"})
+        connection = Connection(self, self.node_provider(), receive, send,
+                                client=headers.get("convex-client"), client_version=version)
+        self.connection_count += 1
+        try:
+            await connection.run()
+        finally:
+            self.connection_count -= 1
+
+
+class Connection:
+    """One WebSocket's tasks around its `SyncSession` (see the module docstring)."""
+
+    def __init__(self, server: SyncServer, node: Any, receive: Any, send: Any, *,
+                 client: str | None, client_version: str | None) -> None:
+        self.server = server
+        self.node = node
+        self.receive = receive
+        self.send = send
+        # Recorded for logs: "python-0.8.1" from the header, or npm's URL version.
+        self.client = client or (f"npm-{client_version}" if client_version else None)
+        self.session = core.SyncSession(server.results, now_ms=now_ms())
+        self.queries = node.subscriptions.open_session()
+        self.style: codecs._Style | None = None  # chosen by the first frame
+        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel(outgoing_frames_max)
+        self.unsent_transitions = 0
+        self.transition_written = trio.Event()
+        self.ping_due_changed = trio.Event()
+        self.close_frame: tuple[int, str] | None = None
+        self.token_to_resolve: core.ResolveToken | None = None
+        self.nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._read)
+                nursery.start_soon(self._write)
+                nursery.start_soon(self._pump)
+                nursery.start_soon(self._ping)
+        finally:
+            self.queries.close()
+            if self.close_frame is not None:
+                await self._send_close(*self.close_frame)
+
+    # ----- feeding the core
+
+    def _feed(self, effects: list[core.Effect]) -> None:
+        """Carries out effects; never awaits."""
+        for effect in effects:
+            if isinstance(effect, core.Send):
+                self._queue(effect.message)
+            elif isinstance(effect, core.ModifyQueries):
+                self.queries.modify(effect.adds, effect.removes)
+            elif isinstance(effect, core.RequestUpdate):
+                self.queries.request_update(effect.min_ts)
+            elif isinstance(effect, core.SetIdentity):
+                self.queries.set_identity(effect.identity)
+            elif isinstance(effect, core.RunMutation):
+                self.nursery.start_soon(self._run_mutation, effect)
+            elif isinstance(effect, core.RunMutations):
+                self.nursery.start_soon(self._run_batch, effect)
+            elif isinstance(effect, core.RunAction):
+                self.nursery.start_soon(self._run_action, effect)
+            elif isinstance(effect, core.ResolveToken):
+                # The reader resolves it before it feeds the next message.
+                self.token_to_resolve = effect
+            elif isinstance(effect, core.Close):
+                self._close(effect.code, effect.reason)
+            else:  # pragma: no cover
+                raise AssertionError(f"unknown effect {effect!r}")
+
+    def _queue(self, message: Any) -> None:
+        if self.close_frame is not None:
+            return
+        style = self.style or JSON_STYLE
+        obj = codecs.encode_server_message(message, style)
+        frame = (codecs.dump_json_frame(obj) if style is JSON_STYLE
+                 else codecs.dump_msgpack_frame(obj))
+        is_transition = isinstance(message, core.Transition)
+        try:
+            self.outgoing_send.send_nowait((frame, is_transition))
+        except trio.WouldBlock:
+            self._too_slow(f"more than {outgoing_frames_max} messages unsent")
+            return
+        if is_transition:
+            self.unsent_transitions += 1
+        self.ping_due_changed.set()
+
+    def _close(self, code: int, reason: str) -> None:
+        """Stops the connection after the frames already queued are written."""
+        if self.close_frame is not None:
+            return
+        self.close_frame = (code, reason)
+        if code != core.CLOSE_NORMAL:
+            logger.info("closing sync session %s (%s): %s", self.session.session_id,
+                        self.client, reason)
+        # The writer writes what is queued, then cancels the connection.
+        self.outgoing_send.close()
+
+    def _too_slow(self, why: str) -> None:
+        reason = f"ClientTooSlow: {why}; reconnect to resynchronise"
+        self.session.close(reason, core.CLOSE_TRY_AGAIN)
+        self.close_frame = (core.CLOSE_TRY_AGAIN, reason)
+        logger.warning("closing sync session %s (%s): %s", self.session.session_id,
+                       self.client, reason)
+        self.nursery.cancel_scope.cancel()
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        # Close reasons are at most 123 bytes (RFC 6455).
+        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+        with trio.move_on_after(close_timeout_s) as scope:
+            scope.shield = True
+            try:
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
+            except Exception:  # The peer is gone; nothing to tell it.
+                logger.debug("close frame not sent", exc_info=True)
+
+    # ----- tasks
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "websocket.disconnect":
+                self.session.closed = True
+                self.nursery.cancel_scope.cancel()
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            self._feed(self._decode_and_receive(message))
+            if self.token_to_resolve is not None:
+                # Messages after an Authenticate run as the identity it sets.
+                effect, self.token_to_resolve = self.token_to_resolve, None
+                await self._resolve_token(effect)
+
+    def _decode_and_receive(self, message: dict[str, Any]) -> list[core.Effect]:
+        text, data = message.get("text"), message.get("bytes")
+        style = JSON_STYLE if text is not None else NATIVE_STYLE
+        if self.style is None:
+            self.style = style
+        size = len(text) if text is not None else len(data or b"")
+        try:
+            if size > sync_message_bytes_max:
+                raise EddyError(ErrorCode.PROTOCOL_ERROR,
+                                f"MessageTooLarge: a message is at most "
+                                f"{sync_message_bytes_max} bytes, this one is {size}.")
+            obj = (codecs.load_json_frame(text) if text is not None
+                   else codecs.load_msgpack_frame(data or b""))
+            parsed = codecs.decode_client_message(obj, style)
+        except EddyError as error:
+            return self.session.fail(error.message, now_ms=now_ms())
+        return self.session.receive(parsed, now_ms=now_ms(), latest_ts=self.node.latest_ts)
+
+    async def _write(self) -> None:
+        async for frame, is_transition in self.outgoing_receive:
+            key = "text" if isinstance(frame, str) else "bytes"
+            with trio.move_on_after(self.server.send_stall_s) as scope:
+                await self.send({"type": "websocket.send", key: frame})
+            if scope.cancelled_caught:
+                self._too_slow(f"one message took over {self.server.send_stall_s:g} s to send")
+                return
+            if is_transition:
+                self.unsent_transitions -= 1
+                self.transition_written.set()
+        # The channel was closed by _close: everything queued is written.
+        self.nursery.cancel_scope.cancel()
+
+    async def _pump(self) -> None:
+        while True:
+            while self.unsent_transitions >= unsent_transitions_max:
+                self.transition_written = trio.Event()
+                await self.transition_written.wait()
+            update = await self.queries.wait_update()
+            self._feed(self.session.update_received(update, now_ms=now_ms()))
+
+    async def _ping(self) -> None:
+        while True:
+            self.ping_due_changed = trio.Event()
+            delay_s = max(0.0, (self.session.next_ping_ms() - now_ms()) / 1000.0)
+            with trio.move_on_after(delay_s):
+                await self.ping_due_changed.wait()
+            self._feed(self.session.tick(now_ms=now_ms()))
+
+    async def _resolve_token(self, effect: core.ResolveToken) -> None:
+        try:
+            caller = await self._caller_for(effect)
+        except EddyError as error:
+            self._feed(self.session.token_rejected(error.message, now_ms=now_ms()))
+        else:
+            self._feed(self.session.token_resolved(caller, caller.identity, now_ms=now_ms()))
+
+    async def _caller_for(self, effect: core.ResolveToken) -> Caller:
+        """The caller a token proves (PROTOCOL.md 12); raises EddyError(UNAUTHENTICATED)."""
+        if effect.token_type == "None":
+            return ANONYMOUS
+        if effect.token_type == "Admin":
+            if not _same_key(effect.value or "", self.node.admin_key):
+                raise EddyError(ErrorCode.BAD_ADMIN_KEY,
+                                "The admin key is not valid for this deployment.")
+            identity = None
+            if effect.impersonating is not None:
+                from actors.auth import identity_from_impersonation
+                identity = identity_from_impersonation(effect.impersonating)
+            return Caller(admin=True, identity=identity)
+        return Caller(admin=False, identity=await self.node.auth.verify_async(effect.value))
+
+    async def _run_mutation(self, effect: core.RunMutation) -> None:
+        outcome = await self._mutate(effect.request_id, effect.path, effect.args, effect.caller)
+        if outcome is not None:
+            self._feed(self.session.mutation_done(effect.request_id, outcome, now_ms=now_ms()))
+
+    async def _run_batch(self, effect: core.RunMutations) -> None:
+        # The items are independent (the client asked for them together), so
+        # they run concurrently and share group commits; answers keep order.
+        outcomes: list[Any] = [None] * len(effect.items)
+
+        async def one(index: int, request_id: int, path: str, args: dict) -> None:
+            outcomes[index] = await self._mutate(request_id, path, args, effect.caller)
+
+        async with trio.open_nursery() as nursery:
+            for index, (request_id, path, args) in enumerate(effect.items):
+                nursery.start_soon(one, index, request_id, path, args)
+        if all(outcome is not None for outcome in outcomes):
+            self._feed(self.session.mutations_done(outcomes, now_ms=now_ms()))
+
+    async def _mutate(self, request_id: int, path: str, args: dict,
+                      caller: Any) -> core.CallOutcome | None:
+        """Runs one mutation at most once per (sessionId, requestId), node-wide.
+
+        Shielded: a mutation whose socket goes away still finishes (within
+        its own time limit) and its result is recorded for a re-send.
+        Returns None when the connection must close instead (already arranged).
+        """
+        key = (self.session.session_id, request_id)
+        with trio.CancelScope(shield=True):
+            while key in self.server.in_flight:
+                await self.server.in_flight[key].wait()
+            stored = self.server.results.get(*key)
+            if stored is not None:
+                return stored
+            done = self.server.in_flight[key] = trio.Event()
+            try:
+                outcome = await call_outcome(self.node, "mutation", path, args,
+                                             caller or ANONYMOUS)
+            except _CloseConnection as error:
+                self._close(error.code, error.reason)
+                return None
+            finally:
+                del self.server.in_flight[key]
+                done.set()
+            if isinstance(outcome, core.CallSucceeded):
+                self.server.results.put(*key, outcome)
+            return outcome
+
+    async def _run_action(self, effect: core.RunAction) -> None:
+        try:
+            outcome = await call_outcome(self.node, "action", effect.path, effect.args,
+                                         effect.caller or ANONYMOUS)
+        except _CloseConnection as error:
+            self._close(error.code, error.reason)
+            return
+        self._feed(self.session.action_done(effect.request_id, outcome, now_ms=now_ms()))
+
+
+def _same_key(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
