@@ -1,10 +1,7 @@
 """The sync protocol over real WebSockets: hypercorn on a loopback port serving
 wire/http.make_app on a real node, and trio-websocket as a raw client sending
-JSON frames exactly as the npm client does.
-
-Until actors/subscriptions.py lands, a node without `subscriptions` gets
-`StandInHub`: the documented SessionQueries API on engine/subscriptions.py's
-SessionState, re-running a session's queries whenever the node's ts moves.
+JSON frames exactly as the npm client does. Live queries come from the
+node's own SubscriptionActor (actors/subscriptions.py).
 """
 
 from __future__ import annotations
@@ -23,8 +20,6 @@ from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from actors.node import open_node
-from engine.errors import AppError, EddyError, FunctionCrashed
-from engine.subscriptions import REMOVED, QueryOutcome, SessionState
 from wire import codecs, session
 from wire.http import make_app
 from wire.sync import sync_message_bytes_max
@@ -62,66 +57,6 @@ async def double(ctx, x):
 TIMEOUT_S = 20
 
 
-class StandInHub:
-    """node.subscriptions until the real actor lands (see the module docstring)."""
-
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.count = 0
-
-    def open_session(self) -> StandInSession:
-        self.count += 1
-        return StandInSession(self.node, self.count)
-
-
-class StandInSession:
-    def __init__(self, node: Any, id: int) -> None:
-        self.node = node
-        self.state = SessionState(id)
-        self.run_ts = -1
-
-    def modify(self, adds, removes) -> None:
-        self.state.modify(adds, removes)
-
-    def set_identity(self, identity) -> None:
-        self.state.set_identity(identity)
-
-    def request_update(self, min_ts: int) -> None:
-        self.state.request_update(min_ts)
-
-    def close(self) -> None:
-        self.state.close()
-
-    async def wait_update(self):
-        while True:
-            ts = self.node.latest_ts
-            if self.state.needs_service() or ts > self.run_ts or self.state.update_due(ts):
-                changes = self.state.take_inbox()
-                if ts > self.run_ts:
-                    changes = {**self.state.desired, **changes}
-                results = {}
-                for query_id, spec in changes.items():
-                    results[query_id] = (REMOVED if spec is REMOVED
-                                         else await self._run(spec, ts))
-                self.run_ts = ts
-                if results or self.state.update_due(ts):
-                    self.state.deliver(ts, results)
-                    return self.state.take_update()
-            await trio.sleep(0.005)
-
-    async def _run(self, spec, ts: int) -> QueryOutcome:
-        try:
-            result = await self.node.call("query", spec.path, spec.args,
-                                          identity=self.state.identity, admin=False, at_ts=ts)
-        except AppError as error:
-            return QueryOutcome(ts, None, (str(error), error.data, True))
-        except FunctionCrashed as error:
-            return QueryOutcome(ts, None, (error.message, None, False))
-        except EddyError as error:
-            return QueryOutcome(ts, None, (error.message, None, False))
-        return QueryOutcome(ts, result.value, None, list(result.log_lines))
-
-
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, **server_options: Any):
     """A node on the test app behind hypercorn on a free loopback port; yields (node, ws base)."""
@@ -129,8 +64,6 @@ async def serving(tmp_path: Path, **server_options: Any):
     app_dir.mkdir(exist_ok=True)
     (app_dir / "messages.py").write_text(textwrap.dedent(APP))
     async with open_node(str(app_dir), str(tmp_path / "data")) as node:
-        if not hasattr(node, "subscriptions"):
-            node.subscriptions = StandInHub(node)
         config = Config()
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
