@@ -178,6 +178,8 @@ class AuthConfig:
             raise _unauthenticated("wrong_audience",
                                    f"The token's audience {audience!r} does not include the "
                                    f"application id {expected}.")
+        if not isinstance(header.get("kid", ""), str):
+            raise _unauthenticated("malformed", "The token's `kid` header must be a string.")
         algorithm = header.get("alg")
         if algorithm not in provider.algorithms:
             raise _unauthenticated("bad_algorithm",

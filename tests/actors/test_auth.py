@@ -291,6 +291,17 @@ def test_token_missing_a_required_claim_is_refused(file_app, rsa_key, missing):
     assert missing in error.message
 
 
+@pytest.mark.parametrize("kid", [["key-1"], {"k": 1}, 7])
+def test_token_with_a_non_string_kid_is_refused(file_app, rsa_key, kid):
+    """A kid header that is not a string is malformed, not a server error."""
+    def part(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    signature = make_token(rsa_key).split(".")[2]
+    claims = {"iss": ISSUER, "sub": "u", "aud": AUDIENCE, "exp": int(time.time()) + 600}
+    token = f"{part({'alg': 'RS256', 'kid': kid})}.{part(claims)}.{signature}"
+    expect_refused(load_auth_config(file_app), token, "malformed")
+
+
 def test_unsigned_and_hmac_tokens_are_refused(file_app, rsa_key):
     """alg none and HMAC tokens (even keyed with the public key) never pass."""
     config = load_auth_config(file_app)
