@@ -11,6 +11,7 @@
 // A script never hangs: `run` arms a deadline that reports what the script
 // was waiting for and exits.
 
+import { writeSync } from "node:fs";
 import WebSocket from "ws";
 
 const FRAMES_MAX = 400; // Enough for a reconnect or two; the report shows the tail.
@@ -36,7 +37,7 @@ export class RecordingWebSocket extends WebSocket {
   constructor(url, protocols, options) {
     super(url, protocols, options);
     const socket = ++socketCount;
-    this._socket = socket;
+    this._recordingId = socket; // Not `_socket`: ws keeps its net.Socket there.
     record({ socket, dir: "connect", data: String(url) });
     this.on("message", (data, isBinary) =>
       record({ socket, dir: "in", data: isBinary ? `<binary ${data.length} bytes>` : clip(data.toString()) }));
@@ -46,7 +47,7 @@ export class RecordingWebSocket extends WebSocket {
   }
 
   send(data, ...rest) {
-    record({ socket: this._socket, dir: "out", data: clip(String(data)) });
+    record({ socket: this._recordingId, dir: "out", data: clip(String(data)) });
     return super.send(data, ...rest);
   }
 }
@@ -143,8 +144,10 @@ export async function settle(promise, what, timeoutMs = 10000) {
   }
 }
 
+// Written synchronously: the script exits right after, and an asynchronous
+// write to a pipe would be cut at the pipe's buffer size.
 function emit(payload) {
-  process.stdout.write("\nRESULT " + toJson({ ...payload, frames }) + "\n");
+  writeSync(1, "\nRESULT " + toJson({ ...payload, frames }) + "\n");
 }
 
 // Runs `body(url, params, partial)` and reports. `partial` is an object the
