@@ -1,0 +1,434 @@
+"""Eddy's Python client: the sync protocol with msgpack binary frames.
+
+    from wire import connect
+
+    async with connect("http://127.0.0.1:3210") as client:
+        await client.mutation("messages:send", {"body": "hi"})
+        print(await client.query("messages:list"))
+        async with client.subscribe("messages:list") as sub:
+            async for messages in sub:
+                print(messages)
+        await client.mutations([("messages:send", {"body": str(i)}) for i in range(1000)])
+
+How it works. One background task owns the socket. On every (re)connect it
+sends `Connect` (the same sessionId for the client's whole life, so the
+server de-duplicates re-sent mutations as it does for npm), `Authenticate`
+if a token is set, one `ModifyQuerySet` re-adding every live subscription,
+then every mutation and action not yet answered, in their original order.
+If the socket breaks, or nothing arrives for `inactivity_s_max`, it
+reconnects with exponential backoff (`backoff_s_min` doubling to
+`backoff_s_max`, with jitter). Values are native (int64 stays `int`, bytes
+stay `bytes`); timestamps are ints.
+
+Resolution rules (as npm's): a successful mutation resolves once a
+Transition at or after its commit ts arrived, so subscriptions already show
+it; a failed one and every action resolve on their response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterable
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from engine.errors import EddyError
+from wire import codecs, messages as m
+from wire.codecs import NATIVE_STYLE
+
+logger = logging.getLogger("eddy.client")
+
+__all__ = ["Client", "ClientError", "Subscription", "connect"]
+
+# Reconnect backoff: 100 ms first, as the Rust client, doubling to 15 s.
+backoff_s_min = 0.1
+backoff_s_max = 15.0
+# The server pings after 15 s of silence; 30 s without a frame means it is gone
+# (the Rust client's rule).
+inactivity_s_max = 30.0
+# Frames this client accepts: one large query result plus envelope.
+message_bytes_max = 64 * 1024 * 1024
+
+
+class ClientError(Exception):
+    """A function failed. `data` is the app's `AppError` data (Convex's
+    ConvexError), None otherwise; `has_data` tells the two apart."""
+
+    def __init__(self, message: str, data: Any = None, has_data: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        self.has_data = has_data
+
+
+def sync_url(url: str) -> str:
+    """`http(s)://host[:port]/...` -> `ws(s)://host[:port]/api/sync` (as the Rust client)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a URL: {url!r}")
+    ws_scheme = {"http": "ws", "ws": "ws", "https": "wss", "wss": "wss"}.get(scheme.lower())
+    if ws_scheme is None:
+        raise ValueError(f"unsupported scheme {scheme!r} in {url!r}")
+    host = rest.split("/", 1)[0]
+    return f"{ws_scheme}://{host}/api/sync"
+
+
+@dataclass
+class _Request:
+    message: Any  # Mutation or Action, re-sent after a reconnect until answered
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Any = None  # ("ok", value) or ("error", ClientError)
+    commit_ts: int | None = None  # a successful mutation, waiting for its Transition
+
+
+@dataclass
+class _Query:
+    path: str
+    args: dict
+    journal: str | None = None
+    version: int = 0  # bumped on every new result
+    value: Any = None
+    error: ClientError | None = None
+    changed: trio.Event = field(default_factory=trio.Event)
+
+
+class Subscription:
+    """A live query; iterate it for each new value (intermediate values may be
+    skipped if the reader is slower than the updates)."""
+
+    def __init__(self, query: _Query) -> None:
+        self._query = query
+        self._seen = 0
+
+    @property
+    def value(self) -> Any:
+        """The latest value (raises ClientError if the latest result is an error)."""
+        if self._query.error is not None:
+            raise self._query.error
+        return self._query.value
+
+    async def next(self) -> Any:
+        """Waits for a value newer than the last one returned. A checkpoint."""
+        while self._query.version <= self._seen:
+            await self._query.changed.wait()
+        self._seen = self._query.version
+        return self.value
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.next()
+
+
+class Client:
+    """A connection to an Eddy server; made by `connect` (module docstring)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = sync_url(url)
+        self.session_id = str(uuid.uuid4())
+        self.token = token
+        self._next_request_id = 0
+        self._next_query_id = 0
+        self._queries: dict[int, _Query] = {}
+        self._requests: dict[int, _Request] = {}
+        self._ws: Any = None
+        self._send_lock = trio.Lock()
+        self._connection_count = 0
+        self._last_close_reason = "InitialConnect"
+        self._max_observed_ts: int | None = None
+        self._query_set_version = 0
+        self._identity_version = 0
+        self._version_ts = 0
+        self.connected = trio.Event()
+        self.reconnect_count = 0
+
+    # ----- calls
+
+    async def query(self, path: str, args: dict | None = None) -> Any:
+        """Runs a query once (subscribe, take the first result, unsubscribe)."""
+        async with self.subscribe(path, args) as sub:
+            return await sub.next()
+
+    async def mutation(self, path: str, args: dict | None = None) -> Any:
+        """Runs a mutation; returns once subscriptions reflect it. Raises ClientError."""
+        request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
+        await self._send(request.message)
+        return await self._wait(request)
+
+    async def action(self, path: str, args: dict | None = None) -> Any:
+        """Runs an action. Raises ClientError."""
+        request = self._request(m.Action(self._take_request_id(), path, [args or {}]))
+        await self._send(request.message)
+        return await self._wait(request)
+
+    async def mutations(self, calls: Iterable[tuple[str, dict | None]], *,
+                        return_exceptions: bool = False) -> list[Any]:
+        """Sends many independent mutations in one frame (Eddy's MutationBatch).
+
+        They run concurrently on the server (sharing group commits); results
+        come back in order. With `return_exceptions`, failures are returned
+        as ClientError items; otherwise the first failure is raised after all
+        are done.
+        """
+        items = [m.Mutation(self._take_request_id(), path, [args or {}]) for path, args in calls]
+        if not items:
+            return []
+        requests = [self._request(item) for item in items]
+        await self._send(m.MutationBatch(items))
+        results: list[Any] = []
+        for request in requests:
+            try:
+                results.append(await self._wait(request))
+            except ClientError as error:
+                if not return_exceptions:
+                    raise
+                results.append(error)
+        return results
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, path: str, args: dict | None = None
+                        ) -> AsyncIterator[Subscription]:
+        """A live query for the duration of the block."""
+        query_id = self._next_query_id
+        self._next_query_id += 1
+        query = self._queries[query_id] = _Query(path, args or {})
+        await self._modify([m.QueryAdd(query_id, path, [query.args])])
+        try:
+            yield Subscription(query)
+        finally:
+            del self._queries[query_id]
+            with trio.CancelScope(shield=True):
+                await self._modify([m.QueryRemove(query_id)])
+
+    async def set_auth(self, token: str) -> None:
+        """Authenticates as the user the JWT proves (kept across reconnects)."""
+        self.token = token
+        await self._authenticate()
+
+    async def clear_auth(self) -> None:
+        """Goes back to no identity."""
+        self.token = None
+        await self._authenticate()
+
+    # ----- plumbing
+
+    def _take_request_id(self) -> int:
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        return request_id
+
+    def _request(self, message: Any) -> _Request:
+        request = self._requests[message.request_id] = _Request(message)
+        return request
+
+    async def _wait(self, request: _Request) -> Any:
+        await request.done.wait()
+        kind, payload = request.outcome
+        if kind == "error":
+            raise payload
+        return payload
+
+    async def _send(self, message: Any) -> None:
+        """Sends now if connected; otherwise the reconnect sends what is needed.
+
+        Frames go out in the order callers reached this method (trio's Lock
+        is fair, and nothing awaits before taking it), which keeps query-set
+        versions in order.
+        """
+        ws = self._ws
+        if ws is None:
+            return
+        frame = codecs.dump_msgpack_frame(codecs.encode_client_message(message, NATIVE_STYLE))
+        async with self._send_lock:
+            if self._ws is not ws:
+                return  # Reconnected meanwhile: the new socket's burst covers it.
+            try:
+                await ws.send_message(frame)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # The connection task notices and reconnects.
+
+    async def _modify(self, modifications: list[Any]) -> None:
+        if self._ws is None:
+            return  # The reconnect re-adds every live query.
+        base = self._query_set_version
+        self._query_set_version += 1
+        await self._send(m.ModifyQuerySet(base, base + 1, modifications))
+
+    async def _authenticate(self) -> None:
+        if self._ws is None:
+            return
+        base = self._identity_version
+        self._identity_version += 1
+        if self.token is None:
+            message = m.Authenticate(base, "None")
+        else:
+            message = m.Authenticate(base, "User", self.token)
+        await self._send(message)
+
+    # ----- the connection task
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keeps a connection open, reconnecting with backoff; runs until cancelled."""
+        backoff_s = backoff_s_min
+        started = False
+        while True:
+            try:
+                async with open_websocket_url(self.url, max_message_size=message_bytes_max,
+                                              extra_headers=[("Convex-Client", "eddy-0.1.0")]
+                                              ) as ws:
+                    await self._open(ws)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    backoff_s = backoff_s_min
+                    await self._read(ws)
+            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
+                    _Reconnect) as error:
+                self._last_close_reason = _describe(error)
+                logger.info("sync connection lost (%s); reconnecting in %.1f s",
+                            self._last_close_reason, backoff_s)
+            finally:
+                self._ws = None
+                self.connected = trio.Event()
+            await trio.sleep(backoff_s * random.uniform(0.5, 1.0))
+            backoff_s = min(backoff_s * 2, backoff_s_max)
+            self.reconnect_count += 1
+
+    async def _open(self, ws: Any) -> None:
+        """Sends the reconnect burst (module docstring), holding the send lock
+        so that no other frame slips in between."""
+        async with self._send_lock:
+            # Everything up to the first send happens at once: a subscribe or
+            # a call made after this point goes out after the burst.
+            burst = [m.Connect(self.session_id, self._connection_count,
+                               self._last_close_reason, self._max_observed_ts, 0.0)]
+            self._connection_count += 1
+            self._identity_version = 0
+            if self.token is not None:
+                burst.append(m.Authenticate(0, "User", self.token))
+                self._identity_version = 1
+            burst.append(m.ModifyQuerySet(0, 1, [
+                m.QueryAdd(query_id, query.path, [query.args], query.journal)
+                for query_id, query in self._queries.items()]))
+            self._query_set_version = 1
+            self._version_ts = 0
+            burst += [request.message for request in self._requests.values()
+                      if request.outcome is None or request.commit_ts is not None]
+            self._ws = ws
+            for message in burst:
+                await ws.send_message(codecs.dump_msgpack_frame(
+                    codecs.encode_client_message(message, NATIVE_STYLE)))
+        self.connected.set()
+
+    async def _read(self, ws: Any) -> None:
+        while True:
+            frame = None
+            with trio.move_on_after(inactivity_s_max):
+                frame = await ws.get_message()
+            if frame is None:
+                raise _Reconnect(f"InactiveServer: nothing for {inactivity_s_max:g} s")
+            if isinstance(frame, str):
+                raise _Reconnect("the server sent a text frame to a msgpack client")
+            try:
+                obj = codecs.load_msgpack_frame(frame)
+                message = codecs.decode_server_message(obj, NATIVE_STYLE)
+            except EddyError as error:
+                raise _Reconnect(f"bad frame from the server: {error.message}") from None
+            self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, m.Transition):
+            self._transition(message)
+        elif isinstance(message, (m.MutationResponse, m.ActionResponse)):
+            self._response(message)
+        elif isinstance(message, m.FatalError):
+            raise _Reconnect(f"FatalError: {message.error}")
+        elif isinstance(message, m.AuthError):
+            raise _Reconnect(f"AuthError: {message.error}")
+
+    def _transition(self, transition: Any) -> None:
+        for item in transition.modifications:
+            query = self._queries.get(item.query_id)
+            if query is None or isinstance(item, m.QueryRemoved):
+                continue
+            query.journal = item.journal
+            if isinstance(item, m.QueryUpdated):
+                query.value, query.error = item.value, None
+            else:
+                query.value = None
+                query.error = ClientError(item.error_message, item.error_data,
+                                          item.has_error_data)
+            query.version += 1
+            query.changed.set()
+            query.changed = trio.Event()
+        ts = transition.end_version.ts
+        self._version_ts = ts
+        self._max_observed_ts = max(self._max_observed_ts or 0, ts)
+        for request_id, request in list(self._requests.items()):
+            if request.commit_ts is not None and request.commit_ts <= ts:
+                self._finish(request_id, ("ok", request.outcome[1]))
+
+    def _response(self, response: Any) -> None:
+        request = self._requests.get(response.request_id)
+        if request is None or request.done.is_set():
+            return  # A duplicate answer to a re-sent request.
+        if not response.success:
+            error = ClientError(str(response.result), response.error_data,
+                                response.has_error_data)
+            self._finish(response.request_id, ("error", error))
+        elif isinstance(response, m.ActionResponse):
+            self._finish(response.request_id, ("ok", response.result))
+        else:
+            request.outcome = ("ok", response.result)
+            request.commit_ts = response.ts
+            self._max_observed_ts = max(self._max_observed_ts or 0, response.ts)
+            if response.ts <= self._version_ts:
+                self._finish(response.request_id, request.outcome)
+
+    def _finish(self, request_id: int, outcome: Any) -> None:
+        request = self._requests.pop(request_id)
+        request.outcome = outcome
+        request.commit_ts = None
+        request.done.set()
+
+
+class _Reconnect(Exception):
+    """The connection must be dropped and opened again."""
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionClosed):
+        reason = error.reason
+        return f"closed with code {reason.code}: {reason.reason or ''}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, *, token: str | None = None) -> AsyncIterator[Client]:
+    """Opens a client on `url` (the deployment's http(s) URL) for the block.
+
+    Waits until the first connection is open (raising OSError/HandshakeError
+    if the server cannot be reached at all); later losses reconnect in the
+    background. Leaving the block closes the connection and abandons
+    unanswered calls.
+    """
+    client = Client(url, token)
+    async with trio.open_nursery() as nursery:
+        await _first_connection(client, nursery)
+        try:
+            yield client
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _first_connection(client: Client, nursery: trio.Nursery) -> None:
+    # Fail fast if the server is not there at all; after that, reconnect forever.
+    async with open_websocket_url(client.url) as probe:
+        await probe.aclose()
+    await nursery.start(client.run)
