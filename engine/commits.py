@@ -110,7 +110,7 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
     }
     ops: list[WriteOp] = [("commits", ts_key(commit.ts), msgpack.packb(record, use_bin_type=True))]
     for number, writes in commit.writes.items():
-        entry = msgpack.packb([[i, p] for i, p in writes], use_bin_type=True)
+        entry = msgpack.packb(writes, use_bin_type=True)  # Tuples pack as arrays.
         ops.append(("log", log_key(number, commit.ts), entry))
     if commit.created_tables:
         ops.append(("meta", b"catalog", catalog_record(catalog)))

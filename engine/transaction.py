@@ -77,6 +77,8 @@ class Transaction:
         self.read_set = ReadSet()
         self.writes: dict[tuple[int, bytes], dict | None] = {}
         self.created_tables: list[str] = []
+        # Table names `insert` has found valid (only str names get in).
+        self._checked_table_names: set[str] = set()
         self.scanned_count = 0
         self.read_bytes = 0
         self.written_bytes = 0
@@ -254,7 +256,10 @@ class Transaction:
         """Buffers a new document and returns its id."""
         self._require_writable()
         self.check_deadline()
-        _check_table_name(table)
+        if type(table) is not str or table not in self._checked_table_names:
+            # A function writes to a few tables many times: check each name once.
+            _check_table_name(table)
+            self._checked_table_names.add(table)
         fields, size = self._check_fields(table, fields)
         shard = self.catalog.shard(table)
         if shard is None:
