@@ -28,6 +28,7 @@ from actors.app import AppLoadError, app_fingerprint, load_app
 from actors.node import open_node
 from engine.errors import EddyError
 from wire.http import make_app
+from wire.sync import sync_message_bytes_max
 
 # Half a second feels immediate after saving a file, and a fingerprint of a
 # small app folder costs well under a millisecond of stat calls.
@@ -60,6 +61,9 @@ async def serve_dev(app_dir: Path, *, host: str, port: int, data_dir: Path,
         config.bind = [f"{host}:{port}"]
         config.accesslog = None
         config.graceful_timeout = GRACEFUL_TIMEOUT_S
+        # Let frames up to the sync limit (and a little over) reach wire/sync.py,
+        # which answers an oversize one with FatalError instead of a bare 1009.
+        config.websocket_max_message_size = sync_message_bytes_max + 64 * 1024
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_shut_down_on_signal, shutdown)
