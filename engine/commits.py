@@ -53,6 +53,11 @@ class Commit:
     # table number -> [(internal id, packed document or None)]
     writes: dict[int, list[tuple[bytes, bytes | None]]]
     created_tables: list[tuple[str, int]]
+    # The index keys the commit removed or added, as `admit` computed them
+    # for the conflict window; None for a Commit not made by `admit`. Kept
+    # so that later readers (subscription invalidation) need not unpack
+    # every document again to recompute them. Never changed after admit.
+    write_keys: WriteKeys | None = None
 
 
 def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: CallInfo,
@@ -82,7 +87,7 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
         ts=ts, snapshot_ts=txn.snapshot_ts, call=call, seed=txn.seed, now_ms=txn.now_ms,
         read_set=txn.read_set,
         writes={n: [(i, p) for i, _, p in w] for n, w in by_table.items()},
-        created_tables=created)
+        created_tables=created, write_keys=write_keys)
 
 
 def ts_key(ts: int) -> bytes:

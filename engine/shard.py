@@ -203,12 +203,14 @@ class ShardState:
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
-                previous = None
                 self.versions[internal_id] = [(ts, packed)]
-            else:
-                previous_packed = versions[-1][1]
-                previous = None if previous_packed is None else values.unpack(previous_packed)
-                versions.append((ts, packed))
+                if document is not None:
+                    self.live_count += 1
+                    self._add_keys(internal_id, document, ts, touched)
+                continue
+            previous_packed = versions[-1][1]
+            previous = None if previous_packed is None else values.unpack(previous_packed)
+            versions.append((ts, packed))
             self.live_count += (document is not None) - (previous is not None)
             self._move_keys(internal_id, previous, document, ts, touched)
 
@@ -229,6 +231,16 @@ class ShardState:
                 result.append(b"".join([keys.encode_key(field_value(document, field))
                                         for field in fields]) + suffix)
         return result
+
+    def _add_keys(self, internal_id: bytes, document: dict, ts: int,
+                  touched: list[list[bytes]] | None) -> None:
+        """`_move_keys` for a new document (an insert), which has no old keys."""
+        new_keys = self._keys_of(document)
+        if touched is not None:
+            for written, new_key in zip(touched, new_keys):
+                written.append(new_key)
+        for index, new_key in zip(self._index_states, new_keys):
+            index.add(new_key, internal_id, ts)
 
     def _move_keys(self, internal_id: bytes, previous: dict | None, document: dict | None,
                    ts: int, touched: list[list[bytes]] | None) -> None:
