@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.official import protocol
 from tests.e2e.official.tap import FrameTap
 from tests.e2e.server import EddyServer
 
@@ -116,6 +117,7 @@ def run_script(command: list[str], server: EddyServer | None, params: dict[str, 
     result["_output"] = (done.stdout + done.stderr)[-3000:]
     if tap is not None:
         result["frames"] = list(tap.frames)
+        result["messages"] = list(tap.messages)
     return result
 
 
@@ -186,14 +188,25 @@ def run_node_interactive(script: str, server: EddyServer, params: dict[str, Any]
 
 
 def expect_ok(result: dict[str, Any], server: EddyServer | None) -> dict[str, Any]:
+    """Fails the test if the script failed or the server broke a protocol rule
+    (tests/e2e/official/protocol.py) in any message the client saw."""
+    broken = protocol.violations(result.get("messages", []))
+    result["violations"] = broken
     if not result.get("ok"):
         pytest.fail(describe_failure(result, server), pytrace=False)
+    if broken:
+        pytest.fail("the server broke the sync protocol:\n  " + "\n  ".join(broken[:20])
+                    + "\n" + format_frames(result.get("frames", [])) + "\n"
+                    + server_log_tail(server), pytrace=False)
     return result
 
 
 def describe_failure(result: dict[str, Any], server: EddyServer | None) -> str:
     error = result.get("error", {})
     parts = [f"client script failed: {error.get('name')}: {error.get('message')}"]
+    if result.get("violations"):
+        parts.append("sync protocol rules broken (protocol.py):\n  "
+                     + "\n  ".join(result["violations"][:20]))
     if error.get("waitingFor"):
         parts.append(f"while: {error['waitingFor']}")
     if result.get("partial"):

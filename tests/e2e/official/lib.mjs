@@ -19,12 +19,37 @@ const FRAME_CHARS_MAX = 600; // A frame's text is cut here; values in these test
 
 const startedMs = Date.now();
 const frames = [];
+// The version-carrying fields of every sync message, unclipped, for
+// harness.py's protocol checks (check_sync_messages).
+const messages = [];
 let socketCount = 0;
 let waitingFor = "start";
 
 function record(entry) {
   frames.push({ ms: Date.now() - startedMs, ...entry });
   if (frames.length > FRAMES_MAX) frames.splice(0, frames.length - FRAMES_MAX);
+}
+
+// What protocol checks need of one sync message (see harness.summarize).
+export function summarize(socket, dir, text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    messages.push({ socket, dir, type: "<not JSON>" });
+    return;
+  }
+  const summary = { socket, dir, type: message.type };
+  for (const key of ["startVersion", "endVersion", "requestId", "success", "ts", "baseVersion", "newVersion"]) {
+    if (key in message) summary[key] = message[key];
+  }
+  if ("logLines" in message) summary.logLines = Array.isArray(message.logLines);
+  if (Array.isArray(message.modifications) && message.type === "Transition") {
+    summary.modifications = message.modifications.map((m) => ({
+      type: m.type, queryId: m.queryId, logLines: Array.isArray(m.logLines), journal: "journal" in m,
+    }));
+  }
+  messages.push(summary);
 }
 
 function clip(text) {
@@ -39,15 +64,20 @@ export class RecordingWebSocket extends WebSocket {
     const socket = ++socketCount;
     this._recordingId = socket; // Not `_socket`: ws keeps its net.Socket there.
     record({ socket, dir: "connect", data: String(url) });
-    this.on("message", (data, isBinary) =>
-      record({ socket, dir: "in", data: isBinary ? `<binary ${data.length} bytes>` : clip(data.toString()) }));
-    this.on("close", (code, reason) =>
-      record({ socket, dir: "close", data: `code ${code} reason ${JSON.stringify(reason.toString())}` }));
+    this.on("message", (data, isBinary) => {
+      record({ socket, dir: "in", data: isBinary ? `<binary ${data.length} bytes>` : clip(data.toString()) });
+      if (!isBinary) summarize(socket, "in", data.toString());
+    });
+    this.on("close", (code, reason) => {
+      record({ socket, dir: "close", data: `code ${code} reason ${JSON.stringify(reason.toString())}` });
+      messages.push({ socket, dir: "end", type: "<end>" });
+    });
     this.on("error", (error) => record({ socket, dir: "error", data: String(error && error.message) }));
   }
 
   send(data, ...rest) {
     record({ socket: this._recordingId, dir: "out", data: clip(String(data)) });
+    summarize(this._recordingId, "out", String(data));
     return super.send(data, ...rest);
   }
 }
@@ -147,7 +177,7 @@ export async function settle(promise, what, timeoutMs = 10000) {
 // Written synchronously: the script exits right after, and an asynchronous
 // write to a pipe would be cut at the pipe's buffer size.
 function emit(payload) {
-  writeSync(1, "\nRESULT " + toJson({ ...payload, frames }) + "\n");
+  writeSync(1, "\nRESULT " + toJson({ ...payload, frames, messages }) + "\n");
 }
 
 // Runs `body(url, params, partial)` and reports. `partial` is an object the
