@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import re
 
@@ -165,6 +166,12 @@ def _footer(body: bytes) -> bytes:
     return checksum.to_bytes(2, "little")
 
 
+# Table numbers whose vint is remembered: a node has a few tables, each
+# inserted into over and over (the default table numbers need two bytes).
+vint_cache_max = 1024
+
+
+@functools.lru_cache(maxsize=vint_cache_max)
 def _vint(number: int) -> bytes:
     """LEB128: 7 bits at a time, least significant first, high bit = more."""
     out = bytearray()

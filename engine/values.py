@@ -204,7 +204,7 @@ def check_document_fields(fields: Any) -> int:
                 path=f".{key}",
             )
     try:
-        size = _check(fields, 0, limits.document_depth_max)
+        size = _check_object(fields, 1, limits.document_depth_max)  # What _check does for a dict.
     except _ValueProblem as problem:
         raise _to_error(problem, "") from None
     if size > limits.document_bytes_max:
@@ -289,7 +289,11 @@ def _check_array(value: list, depth: int, depth_max: int) -> int:
     index = 0
     try:
         for item in value:
-            size += _check(item, depth, depth_max)
+            # An array of objects (a batch of documents) skips the dispatch.
+            if type(item) is dict:
+                size += _check_object(item, depth + 1, depth_max)
+            else:
+                size += _check(item, depth, depth_max)
             index += 1
     except _ValueProblem as problem:
         problem.segments.append(f"[{index}]")
