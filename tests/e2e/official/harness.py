@@ -115,18 +115,19 @@ def run_script(command: list[str], server: EddyServer | None, params: dict[str, 
                     f"{server_log_tail(server)}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["_output"] = (done.stdout + done.stderr)[-3000:]
-    if tap is not None:
+    if tap is not None and "frames" not in result:  # The PyPI client records none itself.
         result["frames"] = list(tap.frames)
         result["messages"] = list(tap.messages)
     return result
 
 
-def run_node(script: str, server: EddyServer | None, params: dict[str, Any] | None = None,
-             timeout_s: float = SCRIPT_TIMEOUT_S) -> dict[str, Any]:
-    """Runs `node tests/e2e/official/SCRIPT` against the server; fails the test if
-    the script reported `ok: false`."""
-    return expect_ok(run_script(["node", str(HERE / script)], server, params or {}, timeout_s),
-                     server)
+def run_node(script: str, server: EddyServer, params: dict[str, Any] | None = None,
+             timeout_s: float = SCRIPT_TIMEOUT_S, tap: FrameTap | None = None) -> dict[str, Any]:
+    """Runs `node tests/e2e/official/SCRIPT` against the server (through `tap`
+    if given); fails the test if the script reported `ok: false` or the server
+    broke a protocol rule."""
+    return expect_ok(run_script(["node", str(HERE / script)], server, params or {}, timeout_s,
+                                tap), server)
 
 
 def run_python(script: str, server: EddyServer, params: dict[str, Any] | None = None,
@@ -145,7 +146,24 @@ def run_node_interactive(script: str, server: EddyServer, params: dict[str, Any]
     """Runs a Node script that takes turns with the test: each `READY <name>`
     line it prints makes the test call `turns[name]()` and write the returned
     word back on the script's stdin. Fails the test on `ok: false`."""
-    process = subprocess.Popen(["node", str(HERE / script), server.url, json.dumps(params)],
+    return run_interactive(["node", str(HERE / script)], server, params, turns, timeout_s)
+
+
+def run_python_interactive(script: str, server: EddyServer, params: dict[str, Any],
+                           turns: dict[str, Callable[[], str]],
+                           timeout_s: float = SCRIPT_TIMEOUT_S) -> dict[str, Any]:
+    """As run_node_interactive, for a PyPI-client script, through a FrameTap."""
+    with FrameTap(server.port) as tap:
+        return run_interactive([sys.executable, str(HERE / script)], server, params, turns,
+                               timeout_s, tap)
+
+
+def run_interactive(command: list[str], server: EddyServer, params: dict[str, Any],
+                    turns: dict[str, Callable[[], str]], timeout_s: float,
+                    tap: FrameTap | None = None) -> dict[str, Any]:
+    script = Path(command[-1]).name
+    url = tap.url if tap is not None else server.url
+    process = subprocess.Popen([*command, url, json.dumps(params)],
                                cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
     output: queue.Queue[str | None] = queue.Queue()
@@ -164,8 +182,10 @@ def run_node_interactive(script: str, server: EddyServer, params: dict[str, Any]
             try:
                 line = output.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                frames = format_frames(tap.frames) if tap is not None else ""
                 pytest.fail(f"{script} did not finish within {timeout_s} s\n"
-                            + "".join(seen[-40:]) + server_log_tail(server))
+                            + "".join(seen[-40:]) + frames + "\n" + server_log_tail(server),
+                            pytrace=False)
             if line is None:
                 pytest.fail(f"{script} printed no RESULT\n" + "".join(seen[-60:])
                             + server_log_tail(server))
@@ -184,6 +204,9 @@ def run_node_interactive(script: str, server: EddyServer, params: dict[str, Any]
                 process.kill()
                 process.wait()
     result["_output"] = "".join(seen)[-3000:]
+    if tap is not None and "frames" not in result:
+        result["frames"] = list(tap.frames)
+        result["messages"] = list(tap.messages)
     return expect_ok(result, server)
 
 

@@ -1,14 +1,15 @@
 // Pagination under concurrent inserts with the npm ConvexClient's
 // onPaginatedUpdate_experimental (the same PaginatedQueryClient logic as
 // usePaginatedQuery): client A loads pages of items:page with loadMore while
-// client B inserts items at random ranks, so inserts land inside pages A
-// already holds as well as past them. When B is done and A has loaded every
+// client B inserts (and, with `deleteEvery`, deletes) items at random
+// ranks, so writes land inside pages A already holds as well as past them. When B is done and A has loaded every
 // page, A's concatenated pages must equal the whole ordered group exactly
 // once each. Every intermediate result is also recorded: it must never hold
 // an item twice and must stay in rank order.
 //
-// Params: {"group", "pageSize", "insertCount", "seed"}; the group is seeded
-// beforehand (over HTTP) with items at random ranks.
+// Params: {"group", "pageSize", "insertCount", "deleteEvery", "seed"}; the
+// group is seeded beforehand (over HTTP) with items at random ranks. With
+// deleteEvery N > 0, every Nth write of B deletes the item nearest a random rank.
 
 import { ConvexClient } from "convex/browser";
 import { anyApi as api } from "convex/server";
@@ -36,7 +37,7 @@ function problems(results) {
   return found;
 }
 
-run(async (url, { group, pageSize, insertCount, seed }, partial) => {
+run(async (url, { group, pageSize, insertCount, deleteEvery = 0, seed }, partial) => {
   const a = new ConvexClient(url, clientOptions);
   const b = new ConvexClient(url, clientOptions);
   const next = random(seed);
@@ -53,13 +54,19 @@ run(async (url, { group, pageSize, insertCount, seed }, partial) => {
     },
     updates.fail);
 
-  // B inserts one item at a time, with short pauses, while A pages.
+  // B writes one item at a time, with short pauses, while A pages.
   let inserted = 0;
+  let deleted = 0;
   const inserting = (async () => {
     for (let i = 0; i < insertCount; i++) {
       const rank = Math.floor(next() * 1000);
-      await within(b.mutation(api.items.add, { group, rank, label: `live-${i}` }), `B's insert ${i}`);
-      inserted++;
+      if (deleteEvery > 0 && i % deleteEvery === deleteEvery - 1) {
+        const label = await within(b.mutation(api.items.remove_near, { group, rank }), `B's delete ${i}`);
+        if (label !== null) deleted++;
+      } else {
+        await within(b.mutation(api.items.add, { group, rank, label: `live-${i}` }), `B's insert ${i}`);
+        inserted++;
+      }
       await sleep(15);
     }
   })();
@@ -98,6 +105,7 @@ run(async (url, { group, pageSize, insertCount, seed }, partial) => {
   return {
     loadMoreCalls,
     inserted,
+    deleted,
     expectedCount: expectedIds.length,
     finalCount: finalIds.length,
     finalStatus: final.status,

@@ -186,7 +186,58 @@ def scenario_http(url: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def turn(say: str, expect: str) -> None:
+    """Prints `READY <say>` and blocks until the test answers `expect`."""
+    print(f"\nREADY {say}", flush=True)
+    note(f"the test to answer {expect}")
+    answer = sys.stdin.readline().strip()
+    if answer != expect:
+        raise RuntimeError(f"expected {expect} from the test, got {answer!r}")
+
+
+def scenario_reconnect(url: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A subscription across a kill -9 and restart (see test_pypi_client.py)."""
+    import asyncio
+
+    from convex import ConvexClient
+
+    channel = params["channel"]
+    reader = ConvexClient(url)
+    out: dict[str, Any] = _state["partial"]
+    out["updates"] = updates = []
+
+    async def read() -> None:
+        loop = asyncio.get_running_loop()
+        subscription = reader.subscribe("messages:list", {"channel": channel})
+        wanted = [["seed"], ["seed", "after-restart"], ["seed", "after-restart", "own"]]
+        note("the seeded list")
+        async for value in subscription:
+            updates.append([message["body"] for message in value])
+            print("UPDATE " + json.dumps(updates[-1]), flush=True)
+            if updates[-1] == wanted[0]:
+                await loop.run_in_executor(None, turn, "subscribed", "killed")
+                await loop.run_in_executor(None, turn, "down", "restarted")
+                # A fresh client writes once the server is back.
+                writer = ConvexClient(url)
+                out["from_other"] = settle(writer.mutation, "messages:send",
+                                           {"channel": channel, "author": "w",
+                                            "body": "after-restart"}, what="other client's write")
+                note("the other client's write in the subscription")
+            elif updates[-1] == wanted[1]:
+                out["own"] = settle(reader.mutation, "messages:send",
+                                    {"channel": channel, "author": "r", "body": "own"},
+                                    what="the subscriber's own write after the restart")
+                note("the subscriber's own write in the subscription")
+            elif updates[-1] == wanted[2]:
+                break
+        subscription.unsubscribe()
+
+    asyncio.run(read())
+    return out
+
+
 SCENARIOS = {
+    "reconnect": scenario_reconnect,
     "websocket": scenario_websocket,
     "subscribe": scenario_subscribe,
     "auth": scenario_auth,

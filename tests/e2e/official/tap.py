@@ -5,8 +5,8 @@ The PyPI client runs Rust code that holds the GIL while it blocks, so the
 relay must live in another process than the client: it runs in the test
 process, in threads. Each connection's first bytes in each direction are an
 HTTP head (its first line is recorded); after a `101` the bytes are parsed as
-WebSocket frames (RFC 6455 section 5.2; client frames are masked) and text
-frames are recorded, so a failure report shows the exact sync messages.
+WebSocket frames (RFC 6455 section 5.2; client frames are masked; compressed
+ones are inflated) and text frames are recorded, so a failure report shows the exact sync messages.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -153,6 +154,9 @@ class StreamParser:
         self.buffer = b""
         self.in_head = True
         self.passthrough = False  # Plain HTTP (no upgrade): relayed as it comes.
+        # permessage-deflate (RFC 7692), which the npm client offers: one
+        # decompressor per direction, since each side may keep its window.
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
 
     def feed(self, data: bytes) -> list[tuple[bytes, str, bool]]:
         if self.passthrough:
@@ -182,6 +186,7 @@ class StreamParser:
         data = self.buffer
         if len(data) < 2:
             return None
+        compressed = data[0] & 0x40
         opcode, masked, length = data[0] & 0x0F, data[1] & 0x80, data[1] & 0x7F
         offset = 2
         if length == 126:
@@ -201,6 +206,8 @@ class StreamParser:
         if masked:
             payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
         self.buffer = data[offset + length:]
+        if compressed:
+            payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
         if opcode in (0x0, 0x1):
             return raw, payload.decode(errors="replace"), True
         if opcode == 0x8:

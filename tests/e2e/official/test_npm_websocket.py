@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.official.harness import requires_node, run_node
+from tests.e2e.official.tap import FrameTap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, requires_node]
 
@@ -59,3 +60,15 @@ def test_optimistic_update_rolled_back_when_mutation_fails(server):
     assert result["rightAfterSendCall"] == ["seed@server", "kept@optimistic"]
     assert result["sent"]["ok"], result["sent"]
     assert result["afterSend"] == ["seed@server", "kept@server"]
+
+
+def test_mutation_with_lost_response_is_applied_once(server):
+    """A mutation whose response is lost to a dropped connection is re-sent on reconnect and applied exactly once."""
+    cut_before = (lambda message: message.get("type") == "MutationResponse")
+    with FrameTap(server.port, cut_before=cut_before) as tap:
+        result = run_node("dedupe.mjs", server, {"channel": "once"}, tap=tap)
+        assert tap.cut_count == 1
+    assert result["sent"]["ok"], result["sent"]
+    assert [m["body"] for m in result["final"]] == ["once"]
+    assert result["final"][0]["id"] == result["sent"]["value"]
+    assert result["connectionCount"] >= 2

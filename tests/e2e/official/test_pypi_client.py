@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.official.harness import run_python
+from tests.e2e.official.harness import run_python, run_python_interactive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -58,3 +58,26 @@ def test_websocket_subscription_sees_other_clients_writes(server):
     for earlier, later in zip(updates, updates[1:]):
         assert later[:len(earlier)] == earlier
     assert not result["writer_errors"]
+
+
+def test_websocket_subscription_survives_kill_9_and_restart(server):
+    """A PyPI client's subscription carries on after kill -9 and a restart on the same port, and shows later writes."""
+    server.call("mutation", "messages:send", {"channel": "pr", "author": "seed", "body": "seed"})
+
+    def kill() -> str:
+        server.kill()
+        return "killed"
+
+    def restart() -> str:
+        server.start()
+        return "restarted"
+
+    result = run_python_interactive("pypi_client.py", server,
+                                    {"scenario": "reconnect", "channel": "pr"},
+                                    {"subscribed": kill, "down": restart})
+    assert result["from_other"]["ok"] and result["own"]["ok"]
+    assert result["updates"][-1] == ["seed", "after-restart", "own"]
+    # The client re-subscribed on a new socket after the restart.
+    sockets = {message["socket"] for message in result["messages"]
+               if message.get("type") == "Connect"}
+    assert len(sockets) >= 2
