@@ -137,6 +137,9 @@ class SubscriptionActor:
             commits that arrived while it was full (see published_groups_max).
         _rerun_all: set by `rerun_all` (new app code); the next loop re-runs
             every subscription.
+        validate_each_step: tests set it to check every invariant at the top
+            of each loop iteration (STYLE.md); off in production, where it
+            would cost a walk over every subscription.
     """
 
     def __init__(self, node) -> None:
@@ -150,6 +153,7 @@ class SubscriptionActor:
         self._backlog: list[Commit] = []
         self._rerun_all = False
         self._work = trio.lowlevel.ParkingLot()
+        self.validate_each_step = False
         node.sequencer.on_publish.append(self._on_publish)
 
     # ----- the API ---------------------------------------------------------
@@ -216,8 +220,14 @@ class SubscriptionActor:
     # ----- the loop --------------------------------------------------------
 
     async def run(self) -> None:
-        """The actor's loop (module docstring). Never returns; cancel to stop."""
+        """The actor's loop (module docstring). Never returns; cancel to stop.
+
+        Cancellation may stop it in the middle of re-running a group: the
+        node is closing then, and nothing it holds is durable state.
+        """
         while True:
+            if self.validate_each_step:
+                self.validate()
             commits = self._take_published()
             if commits:
                 await self._advance(commits[-1].ts, self._hit_by(commits))

@@ -18,6 +18,7 @@ APP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "apps", "live")
 def run(tmp_path, fn):
     async def main():
         async with open_node(APP, str(tmp_path)) as node:
+            node.subscriptions.validate_each_step = True
             result = await fn(node)
             node.subscriptions.validate()
             return result
@@ -302,3 +303,36 @@ def test_a_full_mailbox_coalesces_groups_without_losing_any(tmp_path, monkeypatc
         return await next_update(session), node.latest_ts
     update, latest_ts = run(tmp_path, fn)
     assert update.ts == latest_ts and values_of(update) == {0: sum(range(1, 41))}
+
+
+def test_reloaded_code_reruns_every_subscription(tmp_path):
+    """node.reload re-runs every live query at the current ts; unchanged results send nothing."""
+    from actors.app import load_app
+
+    async def fn(node):
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "messages:list", {"channel": "a"}, None),
+                             (1, "messages:whoami", {}, None)])
+        await next_update(session)
+        before = node.subscriptions.statistics().evaluation_count
+        node.reload(load_app(APP))
+        await settled(node)
+        return node.subscriptions.statistics().evaluation_count - before, session.pending_updates
+    evaluated, pending = run(tmp_path, fn)
+    assert evaluated == 2 and pending == 0
+
+
+def test_a_cancelled_wait_update_loses_nothing(tmp_path):
+    """Cancelling wait_update leaves the pending Update for the next call."""
+    async def fn(node):
+        session = node.subscriptions.open_session()
+        with trio.move_on_after(0.05):
+            await session.wait_update()
+        session.modify(adds=[(0, "messages:total", {"channel": "a"}, None)])
+        await settled(node)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await session.wait_update()
+        return session.pending_updates, await next_update(session)
+    pending, update = run(tmp_path, fn)
+    assert pending == 1 and values_of(update) == {0: 0}

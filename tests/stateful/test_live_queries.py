@@ -60,6 +60,7 @@ class NodeThread:
     async def _main(self, data_dir):
         async with open_node(APP, data_dir) as node:
             self.node = node
+            node.subscriptions.validate_each_step = True
             self.stop = trio.Event()
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
