@@ -116,11 +116,13 @@ class FrameTap:
                     if self._should_cut(direction, summary):
                         self.record(connection, "cut", f"dropped the connection instead of: {text}")
                         return
-                    sink.sendall(raw)
+                    # Recorded before it is forwarded, so an answer (seen by the
+                    # other direction's thread) never appears before its request.
                     self.record(connection, direction, text)
                     if summary is not None:
                         with self.lock:
                             self.messages.append(summary)
+                    sink.sendall(raw)
         except OSError:
             pass
         finally:
