@@ -74,9 +74,10 @@ class SessionQueries:
         self.state = state
         self._ready = trio.lowlevel.ParkingLot()
 
-    def set_identity(self, identity: Any) -> None:
-        """Runs every query again as `identity` (a dict or None); answered by an Update."""
-        self.state.set_identity(identity)
+    def set_identity(self, identity: Any, admin: bool | None = None) -> None:
+        """Runs every query again as `identity` (a dict or None), and as an
+        admin caller if `admin` says so; answered by an Update."""
+        self.state.set_identity(identity, admin)
         self._hub._wake(self)
 
     def modify(self, adds: Iterable[tuple[int, str, Any, str | None]] = (),

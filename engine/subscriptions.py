@@ -375,8 +375,10 @@ class SessionState:
                                 "which is already present.", query_id=query_id)
             present.add(query_id)
 
-    def set_identity(self, identity: Any) -> None:
+    def set_identity(self, identity: Any, admin: bool | None = None) -> None:
         self.identity = identity
+        if admin is not None:
+            self.admin = admin
         self.identity_count += 1
         self.rebind_all = True
 

@@ -144,6 +144,8 @@ class ResolveToken:
 @dataclass(frozen=True)
 class SetIdentity:
     identity: Any
+    # Whether live queries may be internal functions (an admin key was given).
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,7 +462,7 @@ class SyncSession:
         self.identity_calls += 1
         self.pending_identities.append(_PendingVersion(self.received_identity,
                                                        self.identity_calls))
-        return [SetIdentity(identity)]
+        return [SetIdentity(identity, bool(getattr(caller, "admin", False)))]
 
     def token_rejected(self, message: str, *, now_ms: float) -> list[Effect]:
         """The token of the last Authenticate is not valid: AuthError, then close."""

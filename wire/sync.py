@@ -221,7 +221,7 @@ class Connection:
             elif isinstance(effect, core.RequestUpdate):
                 self.queries.request_update(effect.min_ts)
             elif isinstance(effect, core.SetIdentity):
-                self.queries.set_identity(effect.identity)
+                self.queries.set_identity(effect.identity, admin=effect.admin)
             elif isinstance(effect, core.RunMutation):
                 self.nursery.start_soon(self._run_mutation, effect)
             elif isinstance(effect, core.RunMutations):

@@ -25,7 +25,12 @@ from wire.http import make_app
 from wire.sync import sync_message_bytes_max
 
 APP = '''
-from engine import AppError, action, mutation, query, v
+from engine import AppError, action, internal_query, mutation, query, v
+
+
+@internal_query(args={})
+async def hidden(ctx):
+    return "hidden"
 
 
 @query(args={})
@@ -314,3 +319,21 @@ def test_ten_thousand_subscriptions_from_one_client(tmp_path):
             await other.modify(add(0, "messages:list"))
             return len(values), values[count - 1]
     assert run(tmp_path, scenario) == (count, float(count - 1))
+
+
+def test_admin_key_lets_live_queries_be_internal(tmp_path):
+    """An Admin Authenticate makes internal queries subscribable on that socket only."""
+    async def scenario(node, base):
+        async with raw_client(base) as admin, raw_client(base) as outsider:
+            await admin.connect("admin")
+            await admin.send({"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin",
+                              "value": node.admin_key})
+            transition = await admin.receive_type("Transition")
+            assert transition["endVersion"]["identity"] == 1
+            allowed = await admin.modify(add(0, "messages:hidden"))
+            await outsider.connect("outsider")
+            refused = await outsider.modify(add(0, "messages:hidden"))
+            return allowed["modifications"][0], refused["modifications"][0]
+    allowed, refused = run(tmp_path, scenario)
+    assert allowed["type"] == "QueryUpdated" and allowed["value"] == "hidden"
+    assert refused["type"] == "QueryFailed"
