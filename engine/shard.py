@@ -10,8 +10,9 @@ own. State, per table:
 - one `IndexState` per index, built-ins included (`by_id` on [_id],
   `by_creation_time` on [_creationTime, _id], then each schema index with
   _creationTime and _id appended). Each holds every key that was ever live, in
-  a sorted list, and for each key the ts intervals [begin, end) during which
-  it was live (end is LIVE while it still is).
+  a sorted list, and for each key the document it belongs to and the ts
+  intervals [begin, end) during which it was live (end is LIVE while it
+  still is).
 
 Rules:
 1. Applying a write at ts T moves each index from the document's previous key
@@ -61,25 +62,24 @@ def index_key(document: dict, fields: Sequence[str]) -> bytes:
 class IndexState:
     """One index of one shard. See the module docstring for the rules."""
 
-    __slots__ = ("fields", "keys", "life", "owner")
+    __slots__ = ("fields", "keys", "life")
 
     def __init__(self, fields: Sequence[str]) -> None:
         self.fields = list(fields)
         self.keys = SortedList()
-        # key -> (begin, end, begin, end, ...) intervals, newest last. A tuple,
-        # replaced on change, not a list: the garbage collector stops
-        # tracking a tuple of ints, so a big index does not slow every
-        # full collection down (a list per key cost about a fifth of the
+        # key -> (internal id, begin, end, begin, end, ...): the document the
+        # key belongs to (a key ends with its _id, so it has one owner), then
+        # its intervals, newest last. One tuple, replaced on change: one dict
+        # entry per key rather than two, and the garbage collector stops
+        # tracking a tuple of ints and bytes, so a big index does not slow
+        # every full collection down (lists here cost about a fifth of the
         # batch-insert benchmark's time).
-        self.life: dict[bytes, tuple[int, ...]] = {}
-        # key -> internal id of the document the key belongs to.
-        self.owner: dict[bytes, bytes] = {}
+        self.life: dict[bytes, tuple] = {}
 
     def add(self, key: bytes, internal_id: bytes, ts: int) -> None:
         life = self.life.get(key)
         if life is None:
-            self.life[key] = (ts, LIVE)
-            self.owner[key] = internal_id
+            self.life[key] = (internal_id, ts, LIVE)
             self.keys.add(key)
         else:
             self.life[key] = life + (ts, LIVE)
@@ -100,13 +100,14 @@ class IndexState:
         for key in keys_in_range:
             life = life_of[key]
             if life[-1] == LIVE and life[-2] <= at_ts:
-                yield key, self.owner[key]
+                yield key, life[0]
             elif _live_at(life, at_ts):
-                yield key, self.owner[key]
+                yield key, life[0]
 
 
-def _live_at(life: tuple[int, ...], ts: int) -> bool:
-    for i in range(len(life) - 2, -1, -2):
+def _live_at(life: tuple, ts: int) -> bool:
+    """Whether one of the intervals in `life` (after its owner) holds `ts`."""
+    for i in range(len(life) - 2, 0, -2):
         if life[i] <= ts:
             return ts < life[i + 1]
     return False
