@@ -474,6 +474,16 @@ class SyncSession:
         return self._stamp([Send(error), *self._close(f"AuthError: {message}", CLOSE_NORMAL)],
                            now_ms)
 
+    def token_expired(self, *, now_ms: float) -> list[Effect]:
+        """The identity in force expired mid-session: AuthError with
+        authUpdateAttempted false, then close (PROTOCOL.md 12)."""
+        if self.closed:
+            return []
+        error = AuthError("The authentication token has expired.", self.current.identity,
+                          auth_update_attempted=False)
+        return self._stamp([Send(error), *self._close("AuthError: token expired", CLOSE_NORMAL)],
+                           now_ms)
+
     def mutation_done(self, request_id: int, outcome: CallOutcome, *,
                       now_ms: float) -> list[Effect]:
         """The running mutation finished (the shell ran a RunMutation)."""

@@ -69,6 +69,9 @@ outgoing_frames_max = (core.queued_mutations_max * 2 + core.running_actions_max
 send_stall_s_max = 30.0
 # Closing politely to a client that does not read must not hang the task.
 close_timeout_s = 1.0
+# How long after a token's `exp` the session re-checks it: past the verifier's
+# clock-skew leeway (actors.auth.clock_skew_ms_max), plus a little.
+expiry_check_delay_ms = 6_000
 
 
 def sync_path_version(path: str) -> tuple[bool, str | None]:
@@ -87,11 +90,14 @@ def now_ms() -> float:
 class Caller:
     """Who runs a session's functions: the admin, or an outside caller with an identity."""
 
-    __slots__ = ("admin", "identity")
+    __slots__ = ("admin", "identity", "expires_at_ms")
 
-    def __init__(self, admin: bool = False, identity: Any = None) -> None:
+    def __init__(self, admin: bool = False, identity: Any = None,
+                 expires_at_ms: int | None = None) -> None:
         self.admin = admin
         self.identity = identity
+        # When a user token stops being valid (ms since the epoch), or None.
+        self.expires_at_ms = expires_at_ms
 
 
 ANONYMOUS = Caller()
@@ -194,6 +200,9 @@ class Connection:
         self.ping_due_changed = trio.Event()
         self.close_frame: tuple[int, str] | None = None
         self.token_to_resolve: core.ResolveToken | None = None
+        # Expiry of the user token in force (ms since the epoch); set when a
+        # token is accepted, cleared once the session is ended for it.
+        self.expires_at_ms: int | None = None
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
@@ -340,11 +349,19 @@ class Connection:
             self._feed(self.session.update_received(update, now_ms=now_ms()))
 
     async def _ping(self) -> None:
+        """Sends Pings when the core says so, and ends a session whose token expired."""
         while True:
             self.ping_due_changed = trio.Event()
-            delay_s = max(0.0, (self.session.next_ping_ms() - now_ms()) / 1000.0)
+            due_ms = self.session.next_ping_ms()
+            if self.expires_at_ms is not None:
+                # Checked a little after expiry: the verifier allows for clock skew.
+                due_ms = min(due_ms, self.expires_at_ms + expiry_check_delay_ms)
+            delay_s = max(0.0, (due_ms - now_ms()) / 1000.0)
             with trio.move_on_after(delay_s):
                 await self.ping_due_changed.wait()
+            if self.expires_at_ms is not None and self.node.auth.is_expired(self.expires_at_ms):
+                self.expires_at_ms = None
+                self._feed(self.session.token_expired(now_ms=now_ms()))
             self._feed(self.session.tick(now_ms=now_ms()))
 
     async def _resolve_token(self, effect: core.ResolveToken) -> None:
@@ -353,6 +370,8 @@ class Connection:
         except EddyError as error:
             self._feed(self.session.token_rejected(error.message, now_ms=now_ms()))
         else:
+            self.expires_at_ms = caller.expires_at_ms
+            self.ping_due_changed.set()  # the expiry check may be due sooner now
             self._feed(self.session.token_resolved(caller, caller.identity, now_ms=now_ms()))
 
     async def _caller_for(self, effect: core.ResolveToken) -> Caller:
@@ -368,7 +387,9 @@ class Connection:
                 from actors.auth import identity_from_impersonation
                 identity = identity_from_impersonation(effect.impersonating)
             return Caller(admin=True, identity=identity)
-        return Caller(admin=False, identity=await self.node.auth.verify_async(effect.value))
+        verified = await self.node.auth.verify_token_async(effect.value)
+        return Caller(admin=False, identity=verified.identity,
+                      expires_at_ms=verified.expires_at_ms)
 
     async def _run_mutation(self, effect: core.RunMutation) -> None:
         outcome = await self._mutate(effect.request_id, effect.path, effect.args, effect.caller)

@@ -337,3 +337,43 @@ def test_admin_key_lets_live_queries_be_internal(tmp_path):
     allowed, refused = run(tmp_path, scenario)
     assert allowed["type"] == "QueryUpdated" and allowed["value"] == "hidden"
     assert refused["type"] == "QueryFailed"
+
+
+def test_token_expiring_mid_session_ends_it_with_auth_error(tmp_path, monkeypatch):
+    """A user token that expires while connected gets AuthError{authUpdateAttempted: false}, then close."""
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import actors.auth
+    import wire.sync
+    monkeypatch.setattr(actors.auth, "clock_skew_ms_max", 0)
+    monkeypatch.setattr(wire.sync, "expiry_check_delay_ms", 0)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k", alg="RS256", use="sig")
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "keys.json").write_text(json.dumps({"keys": [jwk]}))
+    (app_dir / "auth_config.py").write_text(
+        "providers = [{'type': 'custom_jwt', 'issuer': 'https://issuer.test', "
+        "'application_id': 'app', 'jwks': 'file:keys.json', 'algorithm': 'RS256'}]\n")
+    now = time.time()
+    token = jwt.encode({"iss": "https://issuer.test", "sub": "u", "aud": "app", "iat": int(now),
+                        "exp": int(now) + 2}, key, algorithm="RS256", headers={"kid": "k"})
+
+    async def scenario(node, base):
+        async with raw_client(base) as client:
+            await client.connect()
+            await client.send({"type": "Authenticate", "baseVersion": 0, "tokenType": "User",
+                               "value": token})
+            accepted = await client.receive_type("Transition")
+            error = await client.receive_type("AuthError")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await client.receive()
+            return accepted["endVersion"]["identity"], error
+    identity_version, error = run(tmp_path, scenario)
+    assert identity_version == 1
+    assert error["authUpdateAttempted"] is False and error["baseVersion"] == 1
