@@ -174,10 +174,18 @@ export async function settle(promise, what, timeoutMs = 10000) {
   }
 }
 
-// Written synchronously: the script exits right after, and an asynchronous
-// write to a pipe would be cut at the pipe's buffer size.
+// Written synchronously, to the last byte: the script exits right after,
+// and stdout may be a non-blocking pipe that takes a large line in parts.
 function emit(payload) {
-  writeSync(1, "\nRESULT " + toJson({ ...payload, frames, messages }) + "\n");
+  const bytes = Buffer.from("\nRESULT " + toJson({ ...payload, frames, messages }) + "\n");
+  let offset = 0;
+  while (offset < bytes.length) {
+    try {
+      offset += writeSync(1, bytes, offset);
+    } catch (error) {
+      if (error.code !== "EAGAIN") throw error;
+    }
+  }
 }
 
 // Runs `body(url, params, partial)` and reports. `partial` is an object the

@@ -62,3 +62,14 @@ def test_legacy_http_client_bearer_tokens(auth_server):
     assert not result["auth_forged"]["ok"]
     assert "Unauthenticated" in result["auth_forged"]["error"]["message"]
     assert result["auth_cleared"] == {"ok": True, "value": None}
+
+
+@requires_node
+def test_server_survives_many_refused_tokens_at_once(auth_server):
+    """Twenty clients refused with AuthError at the same moment all end unauthenticated, and the server keeps serving."""
+    server, tokens = auth_server
+    result = run_node("auth_storm.mjs", server, {"token": tokens.forged, "clients": 20},
+                      timeout_s=90)
+    assert all(changes == [False] for changes in result["outcomes"])
+    assert result["alive"]["ok"], result["alive"]
+    assert server.process.poll() is None, server.stderr()[-3000:]
