@@ -120,6 +120,8 @@ class ShardState:
         table_number, name: fixed at creation.
         versions: see the module docstring; appended by `apply`.
         indexes: index name -> IndexState; replaced whole by `set_indexes`.
+        _index_states, _user_key_fields: the IndexStates in order and each
+            schema index's own fields, for `_keys_of`; replaced with `indexes`.
         last_ts: ts of the newest commit applied.
         live_count: number of documents live at `last_ts`.
     """
