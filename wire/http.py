@@ -59,6 +59,7 @@ from actors.auth import decode_impersonation
 from engine import limits
 from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
 from engine.functions import canonical_path
+from wire import hypercorn_patch  # noqa: F401  (fixes applied at import)
 from wire import codecs
 from wire.codecs import Format
 from wire.sync import SyncServer, sync_path_version

@@ -34,6 +34,12 @@ async def hidden(ctx):
 
 
 @query(args={})
+async def huge(ctx):
+    count = len(await ctx.db.query("messages").collect())
+    return "x" * 4_000_000 + str(count)
+
+
+@query(args={})
 async def list(ctx):
     return [doc["body"] for doc in await ctx.db.query("messages").collect()]
 
@@ -377,3 +383,34 @@ def test_token_expiring_mid_session_ends_it_with_auth_error(tmp_path, monkeypatc
     identity_version, error = run(tmp_path, scenario)
     assert identity_version == 1
     assert error["authUpdateAttempted"] is False and error["baseVersion"] == 1
+
+
+def test_a_client_that_stops_reading_is_closed_and_others_carry_on(tmp_path, monkeypatch):
+    """A socket that does not drain is closed as ClientTooSlow; another keeps being served."""
+    import wire.http
+    from wire.sync import SyncServer
+    monkeypatch.setattr(wire.http, "SyncServer", partial(SyncServer, send_stall_s=1.0))
+
+    async def scenario(node, base):
+        async with raw_client(base, max_message_size=64 * 2**20, disconnect_timeout=2) as sleeper, \
+                raw_client(base) as writer:
+            await sleeper.connect("sleeper")
+            await sleeper.modify(add(0, "messages:huge"))
+            await writer.connect("writer")
+            for i in range(12):  # each change is a 4 MB Transition the sleeper never reads
+                await writer.send({"type": "Mutation", "requestId": i, "udfPath": "messages:send",
+                                   "args": [{"body": str(i)}]})
+                assert (await writer.receive_type("MutationResponse"))["success"]
+            await trio.sleep(2.5)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await sleeper.ws.get_message()
+            await writer.send({"type": "Mutation", "requestId": 99, "udfPath": "messages:send",
+                               "args": [{"body": "after"}]})
+            still_served = (await writer.receive_type("MutationResponse"))["success"]
+            return closed.value.reason, still_served
+    reason, still_served = run(tmp_path, scenario)
+    # A client that reads nothing cannot be sent a close frame either: it sees
+    # the connection drop (1006), or the 1013 ClientTooSlow frame if it drained.
+    assert reason.code == 1006 or (reason.code == 1013 and "ClientTooSlow" in reason.reason)
+    assert still_served

@@ -11,25 +11,14 @@ from tests.e2e.official.tokens import ISSUER, SUBJECT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# Seen in about one run in three of the storm test below (and rarely in the
-# three-token test): a client's Close frame arrives while wire/sync.py closes
-# the socket after an AuthError; hypercorn 0.18's trio server then raises
-# trio.BusyResourceError ("another task is currently sending data on this
-# SocketStream") from ws_stream._handle_events -> event.response() ->
-# tcp_server.protocol_send, and the exception escapes hypercorn's connection
-# nursery, so the whole `eddy dev` process exits (every later connect gets
-# ECONNREFUSED). Remove the mark when the server survives it.
-CLOSE_RACE = pytest.mark.xfail(
-    strict=False,
-    reason="server crash: BusyResourceError in hypercorn when the client's Close frame "
-           "crosses the server's close after AuthError (see comment above)")
-
+# The storm test guards a crash seen before wire/hypercorn_patch.py: a
+# client's Close frame crossing the server's close after an AuthError made
+# hypercorn raise trio.BusyResourceError and end the whole `eddy dev` process.
 IDENTITY = {"subject": SUBJECT, "issuer": ISSUER, "tokenIdentifier": f"{ISSUER}|{SUBJECT}",
             "name": "Ada Lovelace"}
 
 
 @requires_node
-@CLOSE_RACE
 def test_npm_clients_valid_expired_and_forged_tokens(auth_server):
     """With setAuth a valid token gives the identity everywhere; an expired or forged one ends in onChange(false) and a null identity."""
     server, tokens = auth_server
@@ -79,7 +68,6 @@ def test_legacy_http_client_bearer_tokens(auth_server):
 
 
 @requires_node
-@CLOSE_RACE
 def test_server_survives_many_refused_tokens_at_once(auth_server):
     """Twenty clients refused with AuthError at the same moment all end unauthenticated, and the server keeps serving."""
     server, tokens = auth_server
