@@ -1,0 +1,315 @@
+"""Incrementally maintained read views: each read of a live query, kept current.
+
+Theory of operation. A live query's reads are index ranges (DESIGN.md
+sections 2 and 4). Each read becomes a `View`: the rows (index key, internal
+id, packed document) of one scan `(index, lo, hi, descending, limit)` as of
+the views' ts, where `limit` is how many rows the query consumed before it
+closed the scan, or None when it read the range to its end. A view means
+"the first `limit` rows of the range in scan order" (all rows when None) and
+is kept meaning that, at every ts, from the commits' deltas alone. Rules:
+
+1. A view covers a part of its range: ascending `[lo, edge)`, descending
+   `[edge, hi)`; `edge` None covers all of it. Its rows are exactly the live
+   rows in its coverage. This is the range a from-scratch scan that consumed
+   the same rows records in its read set (engine/transaction.py rule 1), so a
+   commit changes a view only if one of its write keys falls in that range,
+   which is how the interval index finds it.
+2. A change is (internal id, new key or None, packed document or None). It
+   removes the document's old row, found by id (no old key is needed), and
+   inserts its new row if the new key is in the coverage. The coverage does not
+   move while a group of changes is applied.
+3. `settle` then restores "first `limit` rows": extra rows fall out at the far
+   end (a new row landed before the limit) and the edge follows the last row
+   kept; missing rows (one was deleted, or moved out) are read from the shard
+   at the new ts beyond the edge, only as many as are missing (`refill`). If
+   fewer exist, the view now covers the whole range (`edge` None).
+4. Views are shared: a `ViewSet` holds one view per key for every
+   subscription whose read it is (counted in `users`), so a commit updates
+   each distinct read once however many subscriptions made it. All views of a
+   set are current at `ViewSet.ts`.
+5. Packed documents are immutable bytes, so app code never holds a view's
+   row: readers unpack a fresh copy for each row they hand out.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterable, Iterator
+
+from engine import values
+from engine.readsets import IndexName
+from engine.shard import IndexState, ShardState, index_key
+
+# (index, lo, hi, descending, limit): one read of a query.
+ViewKey = tuple[IndexName, bytes, "bytes | None", bool, "int | None"]
+# (index, lo, hi, descending): the range of a read, whatever it consumed.
+RangeKey = tuple[IndexName, bytes, "bytes | None", bool]
+# (internal id, new index key or None, packed new document or None)
+Change = tuple[bytes, "bytes | None", "bytes | None"]
+# (index key, internal id, packed document)
+Row = tuple[bytes, bytes, bytes]
+
+
+def after(key: bytes) -> bytes:
+    """The smallest key above `key` (keys are prefix-free)."""
+    return key + b"\x00"
+
+
+class View:
+    """One read of one or more live queries (rules 1-3).
+
+    Fields:
+        key, index, lo, hi, descending, limit: fixed at creation.
+        keys: the row keys, ascending; changed by apply, settle and refill.
+        rows: key -> (internal id, packed document), the same rows.
+        key_of: internal id -> key, so a change finds a document's old row.
+        edge: the end of the coverage (rule 1); None covers the whole range.
+        users: subscriptions holding this view; the ViewSet drops it at 0.
+        version: raised on every change of the rows, so results computed
+            from them can be cached per version.
+    """
+
+    __slots__ = ("key", "index", "lo", "hi", "descending", "limit", "keys", "rows", "key_of",
+                 "edge", "users", "version")
+
+    def __init__(self, key: ViewKey, rows: Iterable[Row], exhausted: bool) -> None:
+        self.key = key
+        self.index, self.lo, self.hi, self.descending, self.limit = key
+        self.keys: list[bytes] = []
+        self.rows: dict[bytes, tuple[bytes, bytes]] = {}
+        self.key_of: dict[bytes, bytes] = {}
+        for row_key, internal_id, packed in rows:
+            self.keys.append(row_key)
+            self.rows[row_key] = (internal_id, packed)
+            self.key_of[internal_id] = row_key
+        self.keys.sort()
+        self.edge: bytes | None = None
+        self.users = 0
+        self.version = 0
+        if not exhausted:
+            assert self.limit is not None and len(self.keys) == self.limit, \
+                "a view that stopped early holds exactly `limit` rows"
+            self._set_edge()
+
+    def validate(self) -> None:
+        assert self.keys == sorted(self.rows) and len(self.keys) == len(self.key_of)
+        assert all(self.key_of[i] == k for k, (i, _) in self.rows.items())
+        assert all(self._in_range(k) for k in self.keys)
+        if self.limit is None:
+            assert self.edge is None
+        else:
+            assert len(self.keys) <= self.limit
+            assert self.edge is None or len(self.keys) == self.limit
+        if self.edge is not None:
+            assert all(self.covers(k) for k in self.keys)
+
+    # ----- reading ---------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Whether the view covers its whole range (nothing lies beyond it)."""
+        return self.edge is None
+
+    def scan_rows(self) -> Iterator[Row]:
+        """The rows in scan order."""
+        rows = self.rows
+        ordered = reversed(self.keys) if self.descending else self.keys
+        for key in ordered:
+            internal_id, packed = rows[key]
+            yield key, internal_id, packed
+
+    def rest_range(self) -> tuple[bytes, bytes | None]:
+        """The part of the range beyond the coverage (empty when complete)."""
+        if self.edge is None:
+            return self.lo, self.lo
+        return (self.edge, self.hi) if not self.descending else (self.lo, self.edge)
+
+    def covers(self, key: bytes) -> bool:
+        if not self._in_range(key):
+            return False
+        edge = self.edge
+        if edge is None:
+            return True
+        return key < edge if not self.descending else key >= edge
+
+    def _in_range(self, key: bytes) -> bool:
+        return self.lo <= key and (self.hi is None or key < self.hi)
+
+    # ----- maintenance -----------------------------------------------------
+
+    def apply(self, changes: Iterable[Change]) -> bool:
+        """Rule 2: applies one group's changes in this view's index. Returns
+        whether a row changed; call `settle` after the whole group."""
+        changed = False
+        for internal_id, new_key, packed in changes:
+            old_key = self.key_of.pop(internal_id, None)
+            if old_key is not None:
+                del self.rows[old_key]
+                del self.keys[bisect.bisect_left(self.keys, old_key)]
+                changed = True
+            if new_key is not None and self.covers(new_key):
+                self.rows[new_key] = (internal_id, packed)
+                self.key_of[internal_id] = new_key
+                bisect.insort(self.keys, new_key)
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def settle(self) -> int:
+        """Rule 3, first half: drops rows past the limit. Returns how many rows
+        are missing below the limit (0: none, or the view is complete)."""
+        limit = self.limit
+        if limit is None:
+            return 0
+        extra = len(self.keys) - limit
+        if extra > 0:
+            dropped = self.keys[limit:] if not self.descending else self.keys[:extra]
+            for key in dropped:
+                internal_id, _ = self.rows.pop(key)
+                del self.key_of[internal_id]
+            self.keys = self.keys[:limit] if not self.descending else self.keys[extra:]
+            self._set_edge()
+            return 0
+        if extra < 0 and self.edge is not None:
+            return -extra
+        if extra == 0:
+            self._set_edge()  # rows that landed inside may have moved the edge in
+        return 0
+
+    def refill(self, index: IndexState, ts: int, shard: ShardState) -> int:
+        """Rule 3, second half: reads the missing rows beyond the edge at `ts`.
+        Returns how many rows it read."""
+        missing = self.limit - len(self.keys)
+        lo, hi = self.rest_range()
+        found = 0
+        for key, internal_id in index.scan(lo, hi, ts, self.descending):
+            self.rows[key] = (internal_id, shard.get(internal_id, ts))
+            self.key_of[internal_id] = key
+            bisect.insort(self.keys, key)
+            found += 1
+            if found == missing:
+                break
+        if found < missing:
+            self.edge = None
+        else:
+            self._set_edge()
+        self.version += 1
+        return found
+
+    def _set_edge(self) -> None:
+        if self.limit is None or len(self.keys) < self.limit:
+            self.edge = None
+        else:
+            self.edge = after(self.keys[-1]) if not self.descending else self.keys[0]
+
+
+class ViewSet:
+    """Every view of a node's live queries (rule 4).
+
+    Fields:
+        ts: the ts every view is current at; raised by `advance`.
+        views: key -> View; changed by acquire/release.
+        by_range: range key -> {limit: View}, to serve a read of a range
+            whatever it consumes.
+        refill_count: rows read from shards by `refill` (rule 3).
+    """
+
+    def __init__(self, ts: int) -> None:
+        self.ts = ts
+        self.views: dict[ViewKey, View] = {}
+        self.by_range: dict[RangeKey, dict[int | None, View]] = {}
+        self.refill_count = 0
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def validate(self) -> None:
+        for key, view in self.views.items():
+            assert view.key == key and view.users > 0, "a view no one holds"
+            assert self.by_range[key[:4]][key[4]] is view
+            view.validate()
+        assert sum(len(v) for v in self.by_range.values()) == len(self.views)
+
+    def find(self, range_key: RangeKey) -> View | None:
+        """A view of `range_key` (the one covering most), or None."""
+        found = self.by_range.get(range_key)
+        if not found:
+            return None
+        if None in found:
+            return found[None]
+        return found[max(found)]
+
+    def acquire(self, key: ViewKey, rows: Iterable[Row], exhausted: bool) -> View:
+        """The view `key`, made from `rows` (the rows a scan at `ts` consumed) if new."""
+        view = self.views.get(key)
+        if view is None:
+            view = self.views[key] = View(key, rows, exhausted)
+            self.by_range.setdefault(key[:4], {})[key[4]] = view
+        view.users += 1
+        return view
+
+    def release(self, key: ViewKey) -> None:
+        view = self.views[key]
+        view.users -= 1
+        if view.users:
+            return
+        del self.views[key]
+        same_range = self.by_range[key[:4]]
+        del same_range[key[4]]
+        if not same_range:
+            del self.by_range[key[:4]]
+
+    def update(self, views: Iterable[View], changes: dict[IndexName, list[Change]],
+               catalog, ts: int) -> list[View]:
+        """Brings `views` to `ts` with one group's changes (rules 2, 3);
+        returns the views whose rows changed."""
+        changed = []
+        for view in views:
+            index_changes = changes.get(view.index)
+            if not index_changes:
+                continue
+            touched = view.apply(index_changes)
+            missing = view.settle()
+            if missing:
+                shard = catalog.shards[view.index[0]]
+                self.refill_count += view.refill(shard.indexes[view.index[1]], ts, shard)
+                touched = True
+            if touched:
+                changed.append(view)
+        return changed
+
+    def advance(self, ts: int) -> None:
+        assert ts >= self.ts, "views went back in time"
+        self.ts = ts
+
+    def clear(self) -> None:
+        """Forgets every view (the app's indexes may have changed)."""
+        self.views.clear()
+        self.by_range.clear()
+
+
+def commit_changes(catalog, commits, indexes: Iterable[IndexName]) -> dict[IndexName, list[Change]]:
+    """Each commit's writes as changes (rule 2) in each of `indexes`, in commit order.
+
+    Only documents of the tables those indexes belong to are unpacked, once
+    each, to compute their new keys.
+    """
+    wanted: dict[int, list[tuple[IndexName, list[str]]]] = {}
+    for index in indexes:
+        shard = catalog.shards.get(index[0])
+        if shard is not None and index[1] in shard.indexes:
+            wanted.setdefault(index[0], []).append((index, shard.indexes[index[1]].fields))
+    changes: dict[IndexName, list[Change]] = {index: [] for fields in wanted.values()
+                                               for index, _ in fields}
+    for commit in commits:
+        for number, writes in commit.writes.items():
+            targets = wanted.get(number)
+            if not targets:
+                continue
+            for internal_id, packed in writes:
+                document = None if packed is None else values.unpack(packed)
+                for index, fields in targets:
+                    new_key = None if document is None else index_key(document, fields)
+                    changes[index].append((internal_id, new_key, packed))
+    return changes
