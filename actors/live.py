@@ -12,6 +12,12 @@ so the page ends where it ended last time and grows or shrinks with the rows
 inside it instead of shifting. The outcome's journal is the continueCursor
 of the query's one paginated read (engine/queries.py records it on the
 transaction as `page_end_cursor`), or None if it did not paginate.
+
+Views. Given the subscription actor's `ViewSet`, the query runs against a
+`ViewReader` (engine/view_reads.py): reads of ranges a view holds come from
+the view, others from the shards, and the outcome carries the reader
+(`outcome.reader`, with its reads and, if the run qualifies, its fast path
+as `reader.fast`) for the actor to turn into the subscription's views.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import trio
 from engine.context import QueryCtx
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 from engine.subscriptions import QueryOutcome
+from engine.view_reads import ViewReader, fast_path_of
 
 __all__ = ["QueryOutcome", "run_query_at"]
 
@@ -43,7 +50,8 @@ def with_journal(args: Any, journal: str | None) -> Any:
 
 
 async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
-                       journal: str | None = None, *, admin: bool = False) -> QueryOutcome:
+                       journal: str | None = None, *, admin: bool = False,
+                       views=None, previous=None) -> QueryOutcome:
     """Runs the query `path` at `ts` and returns its outcome; see the module docstring.
 
     A checkpoint if the query awaits something that yields; cancellation
@@ -57,6 +65,9 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
         ts: a durable, retained ts to read at.
         journal: the end cursor of the previous run, or None.
         admin: True lets internal functions run (admin-key callers).
+        views: the subscription actor's ViewSet, current at `ts`, to serve
+            reads from (see "Views" above); None reads the shards only.
+        previous: range key -> View of the query's own last run (served first).
 
     Returns:
         The QueryOutcome. Never raises for the query's own failure or bad input.
@@ -68,6 +79,9 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
         function = runner.resolve("query", path, admin)
         checked = runner.check_args(function, with_journal(args, journal))
         txn = runner._transaction(ts, writable=False)
+        if views is not None:
+            assert views.ts == ts, "views are not current at the ts of the run"
+            txn = ViewReader(txn, views, previous)
         value = await runner._invoke(function, QueryCtx(txn, identity), checked)
     except trio.Cancelled:
         raise
@@ -75,8 +89,14 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
         return _failed(ts, txn, str(error), error.data, True)
     except (EddyError, FunctionCrashed) as error:
         return _failed(ts, txn, error.message, None, False)
-    return QueryOutcome(ts=ts, value=value, log_lines=list(getattr(txn, "log_lines", None) or []),
-                        journal=getattr(txn, "page_end_cursor", None), read_set=txn.read_set)
+    outcome = QueryOutcome(ts=ts, value=value,
+                           log_lines=list(getattr(txn, "log_lines", None) or []),
+                           journal=getattr(txn, "page_end_cursor", None), read_set=txn.read_set)
+    if isinstance(txn, ViewReader):
+        txn.fast = None if outcome.log_lines else fast_path_of(
+            txn, value, returns_checked=function.returns is not None)
+        outcome.reader = txn
+    return outcome
 
 
 def _check_ts(node, ts: int) -> None:
@@ -95,4 +115,7 @@ def _failed(ts: int, txn, message: str, data: Any, has_data: bool) -> QueryOutco
                            journal=getattr(txn, "page_end_cursor", None))
     if txn is not None:
         outcome.read_set = txn.read_set
+        if isinstance(txn, ViewReader):
+            txn.fast = None
+            outcome.reader = txn
     return outcome

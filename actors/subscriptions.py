@@ -13,9 +13,14 @@ owns the registry of shared subscriptions and every session's query set
 The actor's loop, one task, so the registry has one writer:
 
 1. Take every queued group; with T the last ts, stab the interval indexes
-   with the groups' write keys, re-run only the subscriptions hit at T,
-   re-index their reads, raise the registry to T, and deliver to each
-   session holding a changed one (or waiting for ts <= T) one Update at T.
+   with the groups' write keys, apply the group's changes to the views of
+   the subscriptions hit (engine/views.py: each distinct view once, refilled
+   from the shards at T where a limited one lost rows), bring those
+   subscriptions to T (a fast-path one straight from its view, shared by
+   every subscription with the same view and terminal; any other by running
+   its function against its views), re-index their reads, raise the
+   registry to T, and deliver to each session holding a changed one (or
+   waiting for ts <= T) one Update at T.
 2. Serve the sessions with changes: bind added queries (a new subscription
    runs at the registry's ts, which is the durable ts once the queue is
    empty; a shared one is already current there), release removed ones, and
@@ -33,10 +38,13 @@ from typing import Any, Iterable
 
 import trio
 
+from engine import limits, values
 from engine.commits import Commit
-from engine.readsets import WriteKeys
-from engine.subscriptions import (REMOVED, SessionState, Subscription,
+from engine.readsets import ReadSet, WriteKeys
+from engine.subscriptions import (REMOVED, QueryOutcome, SessionState, Subscription,
                                   SubscriptionRegistry, Update, commit_write_keys)
+from engine.view_reads import Read, fast_result
+from engine.views import after, commit_changes
 
 from actors.live import run_query_at
 
@@ -60,6 +68,11 @@ class SubscriptionStatistics:
     hit_count: int  # subscriptions returned by interval-index stabs
     current_ts: int
     published_groups_waiting: int
+    view_count: int = 0  # distinct views held by live queries
+    view_evaluation_count: int = 0  # re-evaluations that ran the function against views
+    fast_path_count: int = 0  # updates made from a view without running the function
+    refill_count: int = 0  # limited views refilled from a shard after losing rows
+    fallback_count: int = 0  # reads of re-evaluations that no view served
 
 
 class SessionQueries:
@@ -179,7 +192,10 @@ class SubscriptionActor:
             evaluation_count=registry.evaluation_count, hit_count=registry.hit_count,
             current_ts=registry.current_ts,
             published_groups_waiting=self._receive.statistics().current_buffer_used
-            + (1 if self._backlog else 0))
+            + (1 if self._backlog else 0),
+            view_count=len(registry.views), view_evaluation_count=registry.view_evaluation_count,
+            fast_path_count=registry.fast_path_count, refill_count=registry.views.refill_count,
+            fallback_count=registry.fallback_count)
 
     def validate(self) -> None:
         self.registry.validate()
@@ -231,9 +247,12 @@ class SubscriptionActor:
                 self.validate()
             commits = self._take_published()
             if commits:
-                await self._advance(commits[-1].ts, self._hit_by(commits))
+                hits = self._hit_by(commits)
+                self._update_views(commits, hits)
+                await self._advance(commits[-1].ts, hits)
             elif self._rerun_all:
                 self._rerun_all = False
+                self.registry.drop_views()  # new code, perhaps new indexes
                 await self._advance(self.registry.current_ts, self.registry.all())
             if self._dirty:
                 await self._serve_sessions()
@@ -244,15 +263,41 @@ class SubscriptionActor:
     def _hit_by(self, commits: list[Commit]) -> list[Subscription]:
         write_keys: WriteKeys = {}
         for commit in commits:
-            commit_write_keys(self.node.catalog, commit, write_keys)
+            if commit.write_keys is None:
+                commit_write_keys(self.node.catalog, commit, write_keys)
+            else:  # admit's own keys: no need to unpack the documents again
+                for index, keys in commit.write_keys.items():
+                    write_keys.setdefault(index, []).extend(keys)
         return self.registry.stab(write_keys)
 
+    def _update_views(self, commits: list[Commit], hits: list[Subscription]) -> None:
+        """Step 1: brings the views of `hits` to the group's last ts."""
+        registry = self.registry
+        ts = commits[-1].ts
+        tables = {number for commit in commits for number in commit.writes}
+        views = {}
+        for subscription in hits:
+            for key in subscription.views:
+                if key[0][0] in tables:
+                    views[key] = registry.views.views[key]
+        if views:
+            catalog = self.node.catalog
+            changes = commit_changes(catalog, commits, {key[0] for key in views})
+            registry.views.update(views.values(), changes, catalog, ts)
+        registry.views.advance(ts)
+
     async def _advance(self, ts: int, hits: list[Subscription]) -> None:
-        """Step 1: re-runs `hits` at `ts`, then delivers what changed."""
+        """Step 1: brings `hits` to `ts` from their views, then delivers what changed."""
         registry = self.registry
         changed = []
+        shared: dict[tuple, Any] = {}
         for subscription in hits:
-            if registry.record(subscription, await self._evaluate(subscription, ts)):
+            outcome = None
+            if subscription.fast is not None:
+                outcome = self._fast_outcome(subscription, ts, shared)
+            if outcome is None:
+                outcome = await self._evaluate(subscription, ts)
+            if registry.record(subscription, outcome):
                 changed.append(subscription)
         registry.advance(ts)
         results: dict[int, dict[int, Any]] = {}
@@ -269,10 +314,42 @@ class SubscriptionActor:
         for session_id, session_results in results.items():
             self._deliver(self._sessions[session_id], ts, session_results)
 
-    async def _evaluate(self, subscription: Subscription, ts: int):
+    async def _evaluate(self, subscription: Subscription, ts: int) -> QueryOutcome:
+        """Runs the subscription's function at `ts` against its views (or any
+        view of a range it reads), and makes its reads its new views."""
+        registry = self.registry
         spec = subscription.spec
-        return await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
-                                  subscription.run_journal, admin=subscription.admin)
+        previous = registry.previous_views(subscription)
+        outcome = await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
+                                     subscription.run_journal, admin=subscription.admin,
+                                     views=registry.views, previous=previous)
+        reader, outcome.reader = outcome.reader, None
+        if previous:
+            registry.view_evaluation_count += 1
+            registry.fallback_count += 0 if reader is None else reader.fallback_count
+        registry.hold_views(subscription, [] if reader is None else reader.reads)
+        subscription.fast = None if reader is None or len(subscription.views) != 1 else reader.fast
+        return outcome
+
+    def _fast_outcome(self, subscription: Subscription, ts: int,
+                      shared: dict[tuple, Any]) -> QueryOutcome | None:
+        """The fast path (engine/view_reads.py rule 4): the subscription's
+        terminal applied to its view, computed once per (view, terminal) and
+        shared; None when the function must run instead."""
+        registry = self.registry
+        view_key = subscription.views[0]
+        cache_key = subscription.fast.cache_key(view_key, subscription.id)
+        found = shared.get(cache_key)
+        if found is None:
+            found = shared[cache_key] = _fast_evaluation(
+                registry.views.views[view_key], subscription.fast, ts)
+        if found is False:
+            return None
+        outcome, read = found
+        if read.key != view_key:
+            registry.hold_views(subscription, [read])
+        registry.fast_path_count += 1
+        return outcome
 
     async def _serve_sessions(self) -> None:
         """Step 2, for every session with changes, at the registry's ts."""
@@ -321,4 +398,25 @@ class SubscriptionActor:
     def _deliver(self, session: SessionQueries, ts: int, results: dict[int, Any]) -> None:
         session.state.deliver(ts, results)
         session._ready.unpark_all()
+
+
+def _fast_evaluation(view, fast, ts: int):
+    """(outcome, the read it makes) for a fast path over `view`, or False."""
+    result = fast_result(fast, view.scan_rows(), view.complete)
+    if result is None:
+        return False
+    documents, consumed, last_key = result
+    if values.check_value(documents) > limits.value_bytes_max:
+        return False  # the function's run reports the limit
+    (index, lo, hi, descending, _) = view.key
+    read_set = ReadSet()
+    if consumed is None:
+        read_set.add(index, lo, hi)
+    elif descending:
+        read_set.add(index, last_key, hi)
+    else:
+        read_set.add(index, lo, after(last_key))
+    rows = list(view.scan_rows()) if consumed is None else list(view.scan_rows())[:consumed]
+    read = Read(view.key[:4] + (consumed,), rows, consumed is None, True)
+    return QueryOutcome(ts=ts, value=documents, read_set=read_set), read
 

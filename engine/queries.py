@@ -276,6 +276,7 @@ class QueryBuilder:
                 documents.append(document)
                 if len(documents) == count:
                     break
+        _note_terminal(self._reader, self.plan, count, documents)
         return documents
 
     async def first(self) -> dict | None:
@@ -301,7 +302,9 @@ class QueryBuilder:
     async def collect(self) -> list[dict]:
         """Every document of the query. Not a checkpoint."""
         with contextlib.closing(self._documents()) as rows:
-            return list(rows)
+            documents = list(rows)
+        _note_terminal(self._reader, self.plan, None, documents)
+        return documents
 
     async def paginate(self, options: dict) -> dict:
         """One page of the query, as Convex's PaginationResult (PROTOCOL.md 10.3).
@@ -355,6 +358,15 @@ class QueryBuilder:
 
     def _replace(self, **changes: Any) -> QueryBuilder:
         return QueryBuilder(self._reader, self.plan.table, dataclasses.replace(self.plan, **changes))
+
+
+def _note_terminal(reader: Reader, plan: QueryPlan, count: int | None, documents: list) -> None:
+    """Tells a live query's reader which list a take/collect returned, so it
+    can tell whether the function returned it unchanged (engine/view_reads.py
+    rule 4). A plain transaction has no such method and is not told."""
+    note = getattr(reader, "note_terminal", None)
+    if note is not None:
+        note(plan, count, documents)
 
 
 @contextlib.contextmanager

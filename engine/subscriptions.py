@@ -17,6 +17,11 @@ once however many sessions hold it. The registry is pure; the actor around it
 4. A paginated subscription is re-run with the journal of its previous run
    (PROTOCOL.md 10.3), so its page stays pinned. Two sessions that add the same
    query with the same journal share the pinned page.
+4a. Every read of a subscription's last run is a view (engine/views.py) held
+   in the registry's `ViewSet` and listed in `Subscription.views`; identical
+   reads of several subscriptions share one view. A subscription whose last
+   full run qualified keeps a `FastPath` (engine/view_reads.py rule 4): its
+   next results come from its view without running the function.
 
 A session (`SessionState`) holds what the connection asked for and what it
 was sent:
@@ -42,6 +47,8 @@ from engine.keys import encode_key
 from engine.readsets import IndexName, ReadSet, WriteKeys, merge_ranges
 from engine.shard import index_key
 from engine.transaction import TABLES_INDEX
+from engine.view_reads import FastPath, Read
+from engine.views import View, ViewKey, ViewSet
 
 
 class _Removed:
@@ -72,6 +79,10 @@ class QueryOutcome:
     journal: str | None = None
     read_set: ReadSet = dataclasses.field(default_factory=ReadSet, repr=False, compare=False)
     _fingerprint: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The run's ViewReader (engine/view_reads.py) when it ran against views;
+    # the subscription actor takes its reads and clears it.
+    reader: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _ranges: list | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> bytes:
         """Bytes equal for two outcomes exactly when a client would see the same thing."""
@@ -82,7 +93,14 @@ class QueryOutcome:
         return self._fingerprint
 
     def same_result(self, other: "QueryOutcome | None") -> bool:
-        return other is not None and self.fingerprint() == other.fingerprint()
+        return other is not None and (other is self or self.fingerprint() == other.fingerprint())
+
+    def ranges(self) -> list[tuple[IndexName, bytes, bytes | None]]:
+        """The read set as merged ranges, computed once (an outcome the fast
+        path shares between subscriptions is indexed for each)."""
+        if self._ranges is None:
+            self._ranges = _ranges_of(self.read_set)
+        return self._ranges
 
 
 @dataclasses.dataclass
@@ -157,10 +175,14 @@ class Subscription:
             each run's own journal (rule 4).
         ranges: (index, lo, hi) entered in the interval indexes; replaced by
             every `record`.
+        views: keys of the views its last run read (rule 4a), in the
+            registry's ViewSet; replaced by `hold_views`, emptied on release.
+        fast: its FastPath, or None; set by each full run, cleared when a
+            full run does not qualify or the app's code changes.
     """
 
     __slots__ = ("id", "key", "spec", "identity", "admin", "holders", "outcome", "run_journal",
-                 "ranges")
+                 "ranges", "views", "fast")
 
     def __init__(self, id: int, key: SubscriptionKey, spec: QuerySpec, identity: Any,
                  admin: bool = False) -> None:
@@ -173,6 +195,8 @@ class Subscription:
         self.outcome: QueryOutcome | None = None
         self.run_journal = spec.journal
         self.ranges: list[tuple[IndexName, bytes, bytes | None]] = []
+        self.views: list[ViewKey] = []
+        self.fast: FastPath | None = None
 
 
 class SubscriptionRegistry:
@@ -182,8 +206,14 @@ class SubscriptionRegistry:
         current_ts: rule 1; raised by `advance`.
         subscriptions: key -> Subscription; changed by acquire/release.
         indexes: database index -> IntervalIndex of subscription ids.
-        evaluation_count: outcomes recorded (every query run).
+        evaluation_count: outcomes recorded (every query run and fast-path update).
         hit_count: subscriptions a stab returned.
+        views: every subscription's views (rule 4a), current at `current_ts`
+            once a group's changes are applied.
+        view_evaluation_count: re-evaluations that ran the function against
+            its views; fast_path_count: updates made without running it;
+            fallback_count: reads of re-evaluations no view served (counted
+            by the actor).
     """
 
     def __init__(self, current_ts: int) -> None:
@@ -194,12 +224,23 @@ class SubscriptionRegistry:
         self._next_id = 1
         self.evaluation_count = 0
         self.hit_count = 0
+        self.views = ViewSet(current_ts)
+        self.view_evaluation_count = 0
+        self.fast_path_count = 0
+        self.fallback_count = 0
 
     def validate(self) -> None:
+        users: dict[ViewKey, int] = {}
         for key, subscription in self.subscriptions.items():
             assert subscription.key == key and self._by_id[subscription.id] is subscription
             assert subscription.holders, "a subscription no one holds"
             assert subscription.outcome is None or subscription.outcome.ts <= self.current_ts
+            assert len(set(subscription.views)) == len(subscription.views)
+            for view_key in subscription.views:
+                users[view_key] = users.get(view_key, 0) + 1
+            assert subscription.fast is None or len(subscription.views) == 1
+        assert users == {k: v.users for k, v in self.views.views.items()}, "view users out of step"
+        self.views.validate()
         assert len(self._by_id) == len(self.subscriptions)
         for index in self.indexes.values():
             index.validate()
@@ -225,6 +266,7 @@ class SubscriptionRegistry:
         if subscription.holders or self.subscriptions.get(subscription.key) is not subscription:
             return
         self._set_ranges(subscription, [])
+        self.hold_views(subscription, [])
         del self.subscriptions[subscription.key]
         del self._by_id[subscription.id]
 
@@ -238,8 +280,36 @@ class SubscriptionRegistry:
         if outcome.journal is not None:
             subscription.run_journal = outcome.journal
         if self.subscriptions.get(subscription.key) is subscription:
-            self._set_ranges(subscription, _ranges_of(outcome.read_set))
+            self._set_ranges(subscription, outcome.ranges())
         return changed
+
+    def hold_views(self, subscription: Subscription, reads: list[Read]) -> None:
+        """Makes `reads` (a run's, at `views.ts`) the subscription's views
+        (rule 4a): acquires the new ones, then releases the old."""
+        if self.subscriptions.get(subscription.key) is not subscription:
+            reads = []  # released meanwhile: holds nothing
+        keys: dict[ViewKey, None] = {}
+        for read in reads:
+            if read.key not in keys:
+                keys[read.key] = None
+                self.views.acquire(read.key, read.rows, read.exhausted)
+        for key in subscription.views:
+            self.views.release(key)
+        subscription.views = list(keys)
+        if len(keys) != 1:
+            subscription.fast = None
+
+    def previous_views(self, subscription: Subscription) -> dict:
+        """range key -> View for the subscription's views, to serve its next run."""
+        views = self.views.views
+        return {key[:4]: views[key] for key in subscription.views}
+
+    def drop_views(self) -> None:
+        """Forgets every view and fast path (the app's code or indexes changed)."""
+        for subscription in self._by_id.values():
+            subscription.views = []
+            subscription.fast = None
+        self.views.clear()
 
     def stab(self, write_keys: WriteKeys) -> list[Subscription]:
         """Subscriptions whose reads hold one of `write_keys`, by id (rule 2)."""
@@ -255,12 +325,16 @@ class SubscriptionRegistry:
         """Rule 1: every subscription is now current at `ts`."""
         assert ts >= self.current_ts, "the registry's ts went back"
         self.current_ts = ts
+        self.views.advance(ts)
 
     def all(self) -> list[Subscription]:
         return list(self._by_id.values())
 
     def _set_ranges(self, subscription: Subscription,
                     ranges: list[tuple[IndexName, bytes, bytes | None]]) -> None:
+        if ranges is subscription.ranges or ranges == subscription.ranges:
+            subscription.ranges = ranges
+            return
         old, new = set(subscription.ranges), set(ranges)
         for index, lo, hi in subscription.ranges:
             if (index, lo, hi) not in new:
