@@ -13,6 +13,7 @@ admitted commit durable first.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from typing import Any, AsyncIterator
@@ -165,6 +166,23 @@ def _load_auth(app: App, world) -> AuthConfig:
             or AuthConfig([], world.clock))
 
 
+# Young-generation collections between full ones. A node allocates millions of
+# small long-lived objects (versions, index entries); Python's default (700)
+# makes the collector re-scan them constantly, costing 10-15% of write
+# throughput. 50,000 keeps collections rare while still bounding cycles.
+gc_young_threshold_max = 50_000
+
+
+def _settle_garbage_collector() -> None:
+    """Moves the state replayed at start-up out of the collector's sight and
+    makes young collections rarer (see gc_young_threshold_max). Process-wide:
+    a node is usually the process's main tenant."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(max(gc.get_threshold()[0], gc_young_threshold_max), middle, old)
+
+
 def _index_definitions(schema) -> dict:
     if schema is None:
         return {}
@@ -207,6 +225,7 @@ async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
     try:
         node = Node(world, store, app, data_dir)
         node.recover()
+        _settle_garbage_collector()
         node.subscriptions = SubscriptionActor(node)
         node._ensure_admin_key()
         if store.get("meta", b"admin_key") is None:
