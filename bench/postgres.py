@@ -116,7 +116,7 @@ def open_postgres(parent: str | Path, *, quiet: bool = False) -> Iterator[Postgr
     the `postgres` user (bench/out is; a `tempfile.TemporaryDirectory` is not).
     """
     bin_dir = ensure_installed()
-    root = Path(tempfile.mkdtemp(dir=parent, prefix="postgres-"))
+    root = Path(tempfile.mkdtemp(dir=Path(parent).resolve(), prefix="postgres-"))
     root.chmod(0o755)  # The server user must reach its data folder.
     data_dir, socket_dir = root / "data", root / "socket"
     socket_dir.mkdir()

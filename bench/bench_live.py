@@ -1,0 +1,814 @@
+"""Live queries (issue 3): latency, precision, incremental cost and fan-out.
+
+Every scenario starts a fresh `eddy dev bench/app_live` as a real process
+and drives it with Eddy's Python client (`from wire import connect`, msgpack)
+from this process; server CPU is read from /proc/<pid>/stat (utime + stime,
+all threads, 10 ms resolution). Each prints `workload | baseline | eddy |
+ratio | target` with its baseline measured in the same run.
+
+Scenarios (`--scenario`, default all):
+
+- observe-insert (Convex's ObserveInsert): `--subscriptions` (1,000) live
+  "last 10 messages in a channel" queries over `--channels` (100) channels
+  and `--connections` (4) connections, each subscription distinct (a
+  `viewer` argument; `--shared` drops it); a writer on its own connection
+  sends `--rate` (1,000) inserts/s open-loop, round-robin over the channels
+  and over `--writers` (16) connections (one connection's mutations run one
+  after another, as in Convex), each carrying its send time (CLOCK_MONOTONIC). Latency: insert sent ->
+  the new message seen in a subscriber's value, one sample per subscriber of
+  the written channel. Baseline: PostgreSQL INSERT + pg_notify in one
+  transaction (`--writers` threads), 10 listener connections LISTENing on
+  every channel (1,000 LISTEN registrations, 10 notified per insert),
+  latency insert sent -> notification received.
+  Targets: p50 <= 3 ms, p99 <= 20 ms.
+- many-intersections (Convex's ManyIntersections): `--ranges` (20,000)
+  subscriptions on distinct ranges [10 i, 10 i + 10) of the `by_k` index,
+  then `--writes` (50) writes of 100 documents each, every write inside 10
+  of the ranges. Server CPU per write with the subscriptions vs the same
+  writes before any subscription existed; the subscriptions whose values
+  changed (counted by what the clients receive) vs those the writes touch.
+  An embedded node (open_node) repeats one write and reads
+  `node.subscriptions.statistics().evaluation_count`, which counts
+  re-evaluations that changed nothing too. Target: <= 1.5x CPU, no
+  untouched subscription re-evaluated.
+- incremental: "top 10 by score" over `--rows` (100,000) rows,
+  `--top-subscriptions` (100) distinct subscriptions, `--changes` (100)
+  score changes that each change every subscription's result. Server CPU
+  per affected subscription per change (CPU per change with the
+  subscriptions, less CPU per change with none, divided by their number)
+  vs re-running the query from scratch (server CPU per `POST /api/query`
+  of the query, less that of a query that reads nothing). Target >= 50x lower.
+- fan-out: one document read by `--fanout` (10,000) distinct subscriptions
+  over 100 connections; time from sending the write to the last
+  subscription holding the new value, over `--fanout-writes` (5) writes
+  (median, max). Also with the subscriptions identical (shared: evaluated
+  once). Baseline: PostgreSQL, 100 connections LISTENing; on the
+  notification each re-reads the row once per subscription it stands for
+  (100), so 10,000 re-reads; time from sending UPDATE + NOTIFY to the last
+  re-read. Target <= 500 ms.
+
+Usage:
+    python bench/bench_live.py                       # every scenario, defaults
+    python bench/bench_live.py --scenario observe-insert --seconds 10
+    python bench/bench_live.py --scenario many-intersections --ranges 20000
+    python bench/bench_live.py --scenario incremental --rows 100000
+    python bench/bench_live.py --scenario fan-out --fanout 10000
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from bench_ws import add_common_arguments, open_clients, open_eddy  # noqa: E402
+from common import Row, Unavailable  # noqa: E402
+
+APP_LIVE_DIR = Path(__file__).resolve().parent / "app_live"
+SCENARIOS = ["observe-insert", "many-intersections", "incremental", "fan-out"]
+SUBSCRIBE_S_MAX = 600  # Setting up 20,000 subscriptions one ModifyQuerySet at a time.
+UPDATE_S_MAX = 60  # How long a write's updates may take before the run gives up.
+SETTLE_S = 0.3  # Quiet time after a write's expected updates, to catch stray ones.
+RANGE_WIDTH = 10  # many-intersections: keys per subscribed range
+WRITE_DOCUMENTS_COUNT = 100  # many-intersections: documents per write
+SEED_BATCH_COUNT = 1000  # incremental: rows inserted per seeding mutation
+SCORE_MAX = 1_000_000_000  # incremental: seeded scores are below this
+
+
+@dataclass
+class Figure:
+    """One measured number for the table (latency, CPU, a count)."""
+
+    value: float
+    unit: str
+    digits: int = 2
+
+    def __str__(self) -> str:
+        if self.unit == "":
+            return f"{self.value:,.0f}"
+        return f"{self.value:,.{self.digits}f} {self.unit}"
+
+
+def now_ns() -> int:
+    # CLOCK_MONOTONIC: the same clock in every process of this machine.
+    return time.monotonic_ns()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Subscribers:
+    """Holds many subscriptions of one client pool; each value goes to `on_value`.
+
+    `on_value(index, value)` runs in the subscription's own task each time a
+    new value arrives (intermediate values may be skipped: the client keeps
+    the latest).
+    """
+
+    def __init__(self, clients, on_value) -> None:
+        self.clients = clients
+        self.on_value = on_value
+        self.ready_count = 0
+        self.target_count = 0
+
+    async def add_all(self, nursery, specs) -> None:
+        """Subscribes (client index, path, args) each; returns once all have a
+        first value (which also goes to `on_value`)."""
+        import trio
+
+        specs = list(specs)
+        self.target_count += len(specs)
+        all_ready = trio.Event()
+
+        async def hold(index: int, client, path: str, args: dict) -> None:
+            async with client.subscribe(path, args) as sub:
+                self.on_value(index, await sub.next())
+                self.ready_count += 1
+                if self.ready_count == self.target_count:
+                    all_ready.set()
+                while True:
+                    self.on_value(index, await sub.next())
+
+        for index, (client_index, path, args) in enumerate(specs):
+            nursery.start_soon(hold, index, self.clients[client_index], path, args)
+        with trio.fail_after(SUBSCRIBE_S_MAX):
+            await all_ready.wait()
+
+
+# ---------------------------------------------------------------------------
+# observe-insert
+
+
+def observe_insert_eddy(args, server) -> dict:
+    import trio
+
+    latencies_ms: list[float] = []
+    window: list[common.Window] = []
+    sent_count = [0]
+    channel_of = [i % args.channels for i in range(args.subscriptions)]
+    last_seen = [0] * args.subscriptions
+
+    def on_value(index: int, value) -> None:
+        received = now_ns()
+        newest = last_seen[index]
+        for message in value:
+            sent = message["sent_ns"]
+            if sent > last_seen[index]:
+                newest = max(newest, sent)
+                if window and window[0].measure_start * 1e9 <= sent < window[0].end * 1e9:
+                    latencies_ms.append((received - sent) / 1e6)
+        last_seen[index] = newest
+
+    async def main() -> None:
+        async with open_clients(server.url, args.connections) as clients, \
+                open_clients(server.url, args.writers) as writers, \
+                trio.open_nursery() as nursery:
+            subscribers = Subscribers(clients, on_value)
+            await subscribers.add_all(nursery, (
+                ((i // args.channels) % args.connections, "live:last_messages",
+                 {"channel": channel_of[i]} if args.shared
+                 else {"channel": channel_of[i], "viewer": i})
+                for i in range(args.subscriptions)))
+            # Window uses perf_counter; messages carry monotonic_ns: use one clock.
+            start = time.monotonic()
+            window.append(_MonotonicWindow(start + args.warmup,
+                                           start + args.warmup + args.seconds))
+
+            async def send(sequence: int) -> None:
+                sent = now_ns()
+                # A connection's mutations run one after another (as Convex's),
+                # so the inserts go round-robin over --writers connections.
+                await writers[sequence % args.writers].mutation("live:send", {
+                    "channel": sequence % args.channels, "body": f"message {sequence}",
+                    "sent_ns": sent})
+                if window[0].measure_start * 1e9 <= sent < window[0].end * 1e9:
+                    sent_count[0] += 1
+
+            async with trio.open_nursery() as senders:
+                sequence = 0
+                while True:
+                    due = start + sequence / args.rate
+                    if due >= window[0].end:
+                        break
+                    await trio.sleep_until(trio.current_time() + max(0.0, due - time.monotonic()))
+                    senders.start_soon(send, sequence)
+                    sequence += 1
+            await trio.sleep(1.0)  # Stragglers.
+            nursery.cancel_scope.cancel()
+
+    cpu_start, wall_start = server.cpu_s(), time.perf_counter()
+    trio.run(main)
+    load = (server.cpu_s() - cpu_start) / (time.perf_counter() - wall_start)
+    per_insert = args.subscriptions // args.channels
+    return {"latencies_ms": latencies_ms, "inserts": sent_count[0],
+            "expected": sent_count[0] * per_insert, "server_load": load}
+
+
+@dataclass
+class _MonotonicWindow:
+    measure_start: float
+    end: float
+
+
+def observe_insert_postgres(args) -> dict:
+    import psycopg
+
+    import postgres
+
+    listener_count = max(1, args.subscriptions // args.channels)
+    latencies_ms: list[float] = []
+    lock = threading.Lock()
+    with postgres.open_postgres(args.dir, quiet=True) as server:
+        with psycopg.connect(server.conninfo, autocommit=True) as setup:
+            setup.execute("CREATE TABLE messages (id bigserial PRIMARY KEY, channel int NOT NULL,"
+                          " body text NOT NULL, sent_ns bigint NOT NULL)")
+            setup.execute("CREATE INDEX messages_by_channel ON messages (channel, id)")
+        start = time.monotonic() + 2.0  # Listeners connect meanwhile.
+        measure_start, end = start + args.warmup, start + args.warmup + args.seconds
+        stop = threading.Event()
+        listening = threading.Barrier(listener_count + 1)
+
+        def listen() -> None:
+            with psycopg.connect(server.conninfo, autocommit=True) as connection:
+                for channel in range(args.channels):
+                    connection.execute(f"LISTEN ch{channel}")
+                listening.wait()
+                while not stop.is_set():
+                    for notify in connection.notifies(timeout=0.2):
+                        received = now_ns()
+                        sent = int(notify.payload)
+                        if measure_start * 1e9 <= sent < end * 1e9:
+                            with lock:
+                                latencies_ms.append((received - sent) / 1e6)
+
+        writer_count = args.writers
+        sent_counts = [0] * writer_count
+
+        def write(writer: int) -> None:
+            with psycopg.connect(server.conninfo, autocommit=True) as connection:
+                sequence = writer
+                while True:
+                    due = start + sequence / args.rate
+                    if due >= end:
+                        return
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    sent = now_ns()
+                    channel = sequence % args.channels
+                    with connection.transaction():
+                        connection.execute("INSERT INTO messages (channel, body, sent_ns) "
+                                           "VALUES (%s, %s, %s)",
+                                           (channel, f"message {sequence}", sent))
+                        connection.execute("SELECT pg_notify(%s, %s)", (f"ch{channel}", str(sent)))
+                    if measure_start * 1e9 <= sent < end * 1e9:
+                        sent_counts[writer] += 1
+                    sequence += writer_count
+
+        listeners = [threading.Thread(target=listen, daemon=True) for _ in range(listener_count)]
+        for thread in listeners:
+            thread.start()
+        listening.wait()
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(writer_count)]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        time.sleep(1.0)
+        stop.set()
+        for thread in listeners:
+            thread.join()
+    inserts = sum(sent_counts)
+    return {"latencies_ms": latencies_ms, "inserts": inserts,
+            "expected": inserts * listener_count, "listeners": listener_count}
+
+
+def observe_insert(args, scratch: Path) -> None:
+    baseline = observe_insert_postgres(args)
+    eddy = None
+    if not args.skip_eddy:
+        try:
+            with open_eddy(APP_LIVE_DIR, scratch, "observe-insert",
+                           args.profile_server) as server:
+                eddy = observe_insert_eddy(args, server)
+        except Exception as error:
+            eddy = common.eddy_unavailable(error, args.debug)
+
+    def figure(side, fraction):
+        if side is None or isinstance(side, Unavailable):
+            return side
+        if not side["latencies_ms"]:
+            return Unavailable("no samples")
+        return Figure(percentile(side["latencies_ms"], fraction), "ms")
+
+    rows = []
+    for name, fraction, target in (("p50", 0.5, "<= 3 ms"), ("p99", 0.99, "<= 20 ms"),
+                                   ("max", 1.0, "-")):
+        base, mine = figure(baseline, fraction), figure(eddy, fraction)
+        ratio = (f"{mine.value / base.value:.1f}x" if isinstance(base, Figure)
+                 and isinstance(mine, Figure) and base.value else "-")
+        rows.append(Row(f"insert -> update, {name}", base, mine, target=target,
+                        ratio_text=ratio))
+    notes = [f"{args.subscriptions:,} subscriptions over {args.channels} channels and "
+             f"{args.connections} connections ({'shared' if args.shared else 'distinct'}), "
+             f"{args.rate:,} inserts/s for {args.seconds:g} s after {args.warmup:g} s warm-up",
+             f"writers: {args.writers} connections (Eddy) / threads (PostgreSQL), round-robin",
+             f"baseline: PostgreSQL INSERT + pg_notify in one transaction, "
+             f"{baseline['listeners']} listener connections each LISTENing on all "
+             f"{args.channels} channels; {len(baseline['latencies_ms']):,} samples of "
+             f"{baseline['expected']:,} expected ({baseline['inserts']:,} inserts)"]
+    if isinstance(eddy, dict):
+        notes.append(f"eddy: {len(eddy['latencies_ms']):,} samples of {eddy['expected']:,} "
+                     f"expected ({eddy['inserts']:,} inserts); server CPU "
+                     f"{eddy['server_load']:.0%} of one core")
+    common.print_report("ObserveInsert: insert to subscribed 'last 10 messages' updated",
+                        rows, notes)
+
+
+# ---------------------------------------------------------------------------
+# many-intersections
+
+
+def range_args(i: int) -> dict:
+    return {"lo": i * RANGE_WIDTH, "hi": (i + 1) * RANGE_WIDTH}
+
+
+def write_keys(args, write: int) -> list[int]:
+    """The 100 keys of write `write`: inside 10 consecutive ranges, spread over
+    the whole subscribed key space so that every write touches fresh ranges."""
+    ranges_per_write = WRITE_DOCUMENTS_COUNT // RANGE_WIDTH
+    stride = max(ranges_per_write, args.ranges // max(1, args.writes))
+    first_range = (write * stride) % max(1, args.ranges - ranges_per_write)
+    first_key = first_range * RANGE_WIDTH
+    return list(range(first_key, first_key + WRITE_DOCUMENTS_COUNT))
+
+
+def touched_ranges(keys: list[int]) -> set[int]:
+    return {k // RANGE_WIDTH for k in keys}
+
+
+def many_intersections_eddy(args, server) -> dict:
+    import trio
+
+    from wire import connect
+
+    update_counts = [0] * args.ranges
+    changed: set[int] = set()
+
+    def on_value(index: int, value) -> None:
+        update_counts[index] += 1
+        if update_counts[index] > 1:
+            changed.add(index)
+
+    async def timed_writes(writer, keys_of, wait_for=None) -> list[float]:
+        """Server CPU seconds per write (write, expected updates, settle)."""
+        cpu = []
+        for write in range(args.writes):
+            keys = keys_of(write)
+            before = server.cpu_s()
+            await writer.mutation("live:insert_points", {"keys": keys})
+            if wait_for is not None:
+                with trio.fail_after(UPDATE_S_MAX):
+                    while not wait_for(keys):
+                        await trio.sleep(0.005)
+            await trio.sleep(SETTLE_S)
+            cpu.append(server.cpu_s() - before)
+        return cpu
+
+    async def main() -> dict:
+        connection_count = max(1, args.ranges // 1000)
+        async with connect(server.url) as writer:
+            # Without subscriptions: the same writes, far outside the ranges
+            # the subscriptions will read (they are empty now anyway).
+            offset = (args.ranges + 10) * RANGE_WIDTH
+            cpu_without = await timed_writes(
+                writer, lambda w: [k + offset for k in write_keys(args, w)])
+            async with open_clients(server.url, connection_count) as clients, \
+                    trio.open_nursery() as nursery:
+                started = time.perf_counter()
+                subscribers = Subscribers(clients, on_value)
+                await subscribers.add_all(nursery, (
+                    (i % connection_count, "live:point_range", range_args(i))
+                    for i in range(args.ranges)))
+                subscribe_s = time.perf_counter() - started
+                await trio.sleep(1.0)
+                expected: set[int] = set()
+
+                def arrived(keys: list[int]) -> bool:
+                    return touched_ranges(keys) <= changed
+
+                def keys_of(write: int) -> list[int]:
+                    keys = write_keys(args, write)
+                    expected.update(touched_ranges(keys))
+                    return keys
+
+                cpu_with = await timed_writes(writer, keys_of, arrived)
+                nursery.cancel_scope.cancel()
+        return {"cpu_without": cpu_without, "cpu_with": cpu_with, "changed": set(changed),
+                "expected": expected, "subscribe_s": subscribe_s,
+                "connections": connection_count}
+
+    return trio.run(main)
+
+
+def many_intersections_statistics(args, scratch: Path) -> dict:
+    """One write on an embedded node holding the same subscriptions; the
+    re-evaluations that `statistics()` counts."""
+    import trio
+
+    open_node = common.load_open_node()
+
+    async def main() -> dict:
+        async with open_node(str(APP_LIVE_DIR), str(scratch / "embedded")) as node:
+            # Create the table first, as the client run's early writes do: a
+            # query of a missing table reads its name, which creating it writes.
+            await node.mutation("live:insert_points", {"keys": [-1]})
+            hub = node.subscriptions
+            session = hub.open_session()
+            session.modify(adds=[(i, "live:point_range", range_args(i), None)
+                                 for i in range(args.ranges)])
+            with trio.fail_after(SUBSCRIBE_S_MAX):
+                await session.wait_update()
+            before = hub.statistics()
+            keys = write_keys(args, 0)
+            await node.mutation("live:insert_points", {"keys": keys})
+            with trio.fail_after(UPDATE_S_MAX):
+                update = await session.wait_update()
+            after = hub.statistics()
+            session.close()
+            return {"evaluations": after.evaluation_count - before.evaluation_count,
+                    "hits": after.hit_count - before.hit_count,
+                    "changed": len(update.results), "touched": len(touched_ranges(keys))}
+
+    return trio.run(main)
+
+
+def many_intersections(args, scratch: Path) -> None:
+    if args.skip_eddy:
+        print("many-intersections: the baseline is Eddy without subscriptions; skipped")
+        return
+    notes = [f"{args.ranges:,} subscriptions on distinct ranges of {RANGE_WIDTH} keys; "
+             f"{args.writes} writes of {WRITE_DOCUMENTS_COUNT} documents, each inside "
+             f"{WRITE_DOCUMENTS_COUNT // RANGE_WIDTH} ranges; CPU per write includes "
+             f"{SETTLE_S * 1000:.0f} ms of quiet after it (both columns)"]
+    try:
+        with open_eddy(APP_LIVE_DIR, scratch, "many-intersections",
+                       args.profile_server) as server:
+            measured = many_intersections_eddy(args, server)
+        embedded = many_intersections_statistics(args, scratch)
+    except Exception as error:
+        unavailable = common.eddy_unavailable(error, args.debug)
+        common.print_report("ManyIntersections", [Row("CPU per write", unavailable,
+                                                      unavailable)])
+        return
+    without_ms = 1000 * statistics.mean(measured["cpu_without"])
+    with_ms = 1000 * statistics.mean(measured["cpu_with"])
+    untouched = measured["changed"] - measured["expected"]
+    missed = measured["expected"] - measured["changed"]
+    rows = [
+        Row("server CPU per 100-doc write", Figure(without_ms, "ms", 1),
+            Figure(with_ms, "ms", 1), target="<= 1.50x",
+            ratio_text=f"{with_ms / without_ms:.2f}x" if without_ms else "-"),
+        Row("subscriptions updated (clients)", Figure(len(measured["expected"]), ""),
+            Figure(len(measured["changed"]), ""), target="= touched",
+            ratio_text=f"{len(untouched)} untouched, {len(missed)} missed"),
+        Row("re-evaluated per write (statistics())", Figure(embedded["touched"], ""),
+            Figure(embedded["evaluations"], ""), target="= touched",
+            ratio_text=f"{embedded['evaluations'] - embedded['touched']:+d} vs touched"),
+    ]
+    notes += [
+        "baseline column: the same writes before any subscription existed (CPU), "
+        "the subscriptions the writes touch (counts)",
+        f"per-write CPU samples (ms), without: "
+        f"{', '.join(f'{1000 * c:.0f}' for c in measured['cpu_without'])}",
+        f"per-write CPU samples (ms), with: "
+        f"{', '.join(f'{1000 * c:.0f}' for c in measured['cpu_with'])}",
+        f"eddy: subscribing took {measured['subscribe_s']:.1f} s over "
+        f"{measured['connections']} connections",
+        f"statistics(): an embedded node (open_node) with the same {args.ranges:,} "
+        f"subscriptions in one session, one write: evaluation_count rose by "
+        f"{embedded['evaluations']}, hit_count by {embedded['hits']}, the Update held "
+        f"{embedded['changed']} changed queries",
+    ]
+    common.print_report("ManyIntersections: one 100-document write under many subscriptions",
+                        rows, notes)
+
+
+# ---------------------------------------------------------------------------
+# incremental
+
+
+def http_query_cpu_s(server, path: str, count: int) -> float:
+    """Server CPU seconds per `POST /api/query` of `path` (sequential, one connection)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    body = json.dumps({"path": path, "args": {}, "format": "json"})
+
+    def call() -> None:
+        connection.request("POST", "/api/query", body=body,
+                           headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        reply = json.loads(response.read())
+        if reply.get("status") != "success":
+            raise RuntimeError(f"query {path}: {reply}")
+
+    for _ in range(20):
+        call()  # Warm up the connection and the code paths.
+    before = server.cpu_s()
+    for _ in range(count):
+        call()
+    used = server.cpu_s() - before
+    connection.close()
+    return used / count
+
+
+def incremental_eddy(args, server) -> dict:
+    import trio
+
+    from wire import connect
+
+    latest: dict[int, int] = {}  # subscription -> top score it last saw
+
+    def on_value(index: int, value) -> None:
+        latest[index] = value[0]["score"] if value else -1
+
+    async def changes(writer, player, first_score: int, wait_all: bool) -> float:
+        """Server CPU seconds per change over `args.changes` changes."""
+        before = server.cpu_s()
+        for change in range(args.changes):
+            score = first_score + change
+            await writer.mutation("live:set_score", {"player": player, "score": score})
+            if wait_all:
+                with trio.fail_after(UPDATE_S_MAX):
+                    while sum(1 for s in latest.values() if s == score) < args.top_subscriptions:
+                        await trio.sleep(0.001)
+        return (server.cpu_s() - before) / args.changes
+
+    async def main() -> dict:
+        async with connect(server.url) as writer:
+            started = time.perf_counter()
+            seeded = 0
+            while seeded < args.rows:
+                count = min(SEED_BATCH_COUNT, args.rows - seeded)
+                await writer.mutation("live:seed_scores", {"first": seeded, "count": count,
+                                                           "score_max": SCORE_MAX})
+                seeded += count
+            seed_s = time.perf_counter() - started
+            top = await writer.query("live:top_scores", {})
+            player = top[0]["_id"]
+            cpu_alone = await changes(writer, player, SCORE_MAX, wait_all=False)
+            connection_count = max(1, min(10, args.top_subscriptions))
+            async with open_clients(server.url, connection_count) as clients, \
+                    trio.open_nursery() as nursery:
+                subscribers = Subscribers(clients, on_value)
+                await subscribers.add_all(nursery, (
+                    (i % connection_count, "live:top_scores", {"viewer": i})
+                    for i in range(args.top_subscriptions)))
+                await trio.sleep(1.0)
+                cpu_with = await changes(writer, player, 2 * SCORE_MAX, wait_all=True)
+                nursery.cancel_scope.cancel()
+        return {"cpu_alone": cpu_alone, "cpu_with": cpu_with, "seed_s": seed_s}
+
+    measured = trio.run(main)
+    measured["query_cpu"] = http_query_cpu_s(server, "live:top_scores", args.queries)
+    measured["nothing_cpu"] = http_query_cpu_s(server, "live:nothing", args.queries)
+    return measured
+
+
+def incremental(args, scratch: Path) -> None:
+    if args.skip_eddy:
+        print("incremental: both columns are Eddy's; skipped")
+        return
+    try:
+        with open_eddy(APP_LIVE_DIR, scratch, "incremental", args.profile_server) as server:
+            measured = incremental_eddy(args, server)
+    except Exception as error:
+        unavailable = common.eddy_unavailable(error, args.debug)
+        common.print_report("Incremental", [Row("CPU per change", unavailable, unavailable)])
+        return
+    per_subscription_us = 1e6 * (measured["cpu_with"] - measured["cpu_alone"]) \
+        / args.top_subscriptions
+    rerun_us = 1e6 * (measured["query_cpu"] - measured["nothing_cpu"])
+    rerun_http_us = 1e6 * measured["query_cpu"]
+    rows = [Row(f"top 10 of {args.rows:,} rows: CPU per sub per change", Figure(rerun_us, "us", 0),
+                Figure(per_subscription_us, "us", 0), target=">= 50x lower",
+                ratio_text=(f"{rerun_us / per_subscription_us:.2f}x lower"
+                            if per_subscription_us > 0 else "-"))]
+    notes = [
+        f"{args.rows:,} rows (seeded in {measured['seed_s']:.1f} s), "
+        f"{args.top_subscriptions} distinct subscriptions, {args.changes} changes, each "
+        f"changing every subscription's result",
+        f"eddy column: (server CPU per change with the subscriptions "
+        f"{1000 * measured['cpu_with']:.2f} ms - without {1000 * measured['cpu_alone']:.2f} ms)"
+        f" / {args.top_subscriptions}",
+        f"baseline column: re-running the query from scratch: server CPU per POST "
+        f"/api/query of live:top_scores {rerun_http_us:.0f} us - of live:nothing "
+        f"{1e6 * measured['nothing_cpu']:.0f} us ({args.queries} calls each)",
+        "Eddy re-runs every affected query from scratch today (no incremental "
+        "views yet), so this ratio is expected near or below 1x",
+    ]
+    common.print_report("Incremental vs re-running: top 10 by score", rows, notes)
+
+
+# ---------------------------------------------------------------------------
+# fan-out
+
+
+def fan_out_eddy(args, server, shared: bool) -> dict:
+    import trio
+
+    from wire import connect
+
+    expected_n = [-1]
+    holding = [0]
+    done = [None]
+    all_updated: list = [None]
+
+    def on_value(index: int, value) -> None:
+        if value is not None and value["n"] == expected_n[0]:
+            holding[0] += 1
+            if holding[0] == args.fanout:
+                done[0] = now_ns()
+                all_updated[0].set()
+
+    async def main() -> dict:
+        connection_count = args.fanout_connections
+        async with connect(server.url) as writer:
+            doc = await writer.mutation("live:create_doc", {})
+            async with open_clients(server.url, connection_count) as clients, \
+                    trio.open_nursery() as nursery:
+                started = time.perf_counter()
+                subscribers = Subscribers(clients, on_value)
+                await subscribers.add_all(nursery, (
+                    (i % connection_count, "live:get_doc",
+                     {"doc": doc} if shared else {"doc": doc, "viewer": i})
+                    for i in range(args.fanout)))
+                subscribe_s = time.perf_counter() - started
+                await trio.sleep(1.0)
+                times_ms, cpu_ms = [], []
+                for write in range(1, args.fanout_writes + 1):
+                    expected_n[0], holding[0] = write, 0
+                    all_updated[0] = trio.Event()
+                    cpu_before = server.cpu_s()
+                    sent = now_ns()
+                    await writer.mutation("live:set_doc", {"doc": doc, "n": write})
+                    with trio.fail_after(UPDATE_S_MAX):
+                        await all_updated[0].wait()
+                    times_ms.append((done[0] - sent) / 1e6)
+                    cpu_ms.append(1000 * (server.cpu_s() - cpu_before))
+                    await trio.sleep(0.5)
+                nursery.cancel_scope.cancel()
+        return {"times_ms": times_ms, "cpu_ms": cpu_ms, "subscribe_s": subscribe_s}
+
+    return trio.run(main)
+
+
+def fan_out_postgres(args) -> dict:
+    import psycopg
+
+    import postgres
+
+    listener_count = args.fanout_connections
+    reads_per_listener = args.fanout // listener_count
+    times_ms = []
+    with postgres.open_postgres(args.dir, quiet=True) as server:
+        with psycopg.connect(server.conninfo, autocommit=True) as setup:
+            setup.execute("CREATE TABLE docs (id bigint PRIMARY KEY, n bigint NOT NULL)")
+            setup.execute("INSERT INTO docs VALUES (1, 0)")
+        stop = threading.Event()
+        ready = threading.Barrier(listener_count + 1)
+        lock = threading.Lock()
+        state = {"expected": -1, "done": 0, "finished_ns": 0}
+        finished = threading.Event()
+
+        def listen() -> None:
+            with psycopg.connect(server.conninfo, autocommit=True) as connection:
+                connection.execute("LISTEN doc")
+                ready.wait()
+                while not stop.is_set():
+                    # Collect first: the connection cannot run queries while
+                    # its notifies() generator is open.
+                    payloads = [int(notify.payload)
+                                for notify in connection.notifies(timeout=0.2, stop_after=1)]
+                    for expected in payloads:
+                        for _ in range(reads_per_listener):
+                            (n,), = connection.execute("SELECT n FROM docs WHERE id = 1")
+                            assert n >= expected
+                        with lock:
+                            state["done"] += reads_per_listener
+                            if state["done"] == listener_count * reads_per_listener:
+                                state["finished_ns"] = now_ns()
+                                finished.set()
+
+        listeners = [threading.Thread(target=listen, daemon=True) for _ in range(listener_count)]
+        for thread in listeners:
+            thread.start()
+        ready.wait()
+        with psycopg.connect(server.conninfo, autocommit=True) as writer:
+            for write in range(1, args.fanout_writes + 1):
+                with lock:
+                    state["done"] = 0
+                finished.clear()
+                sent = now_ns()
+                with writer.transaction():
+                    writer.execute("UPDATE docs SET n = %s WHERE id = 1", (write,))
+                    writer.execute("SELECT pg_notify('doc', %s)", (str(write),))
+                if not finished.wait(UPDATE_S_MAX):
+                    raise RuntimeError("PostgreSQL listeners did not finish")
+                times_ms.append((state["finished_ns"] - sent) / 1e6)
+                time.sleep(0.5)
+        stop.set()
+        for thread in listeners:
+            thread.join()
+    return {"times_ms": times_ms, "reads": listener_count * reads_per_listener}
+
+
+def fan_out(args, scratch: Path) -> None:
+    baseline = fan_out_postgres(args)
+    outcomes = {}
+    for shared in (False, True):
+        if args.skip_eddy:
+            outcomes[shared] = Unavailable("--skip-eddy")
+            continue
+        try:
+            name = "fan-out-shared" if shared else "fan-out"
+            with open_eddy(APP_LIVE_DIR, scratch, name, args.profile_server) as server:
+                outcomes[shared] = fan_out_eddy(args, server, shared)
+        except Exception as error:
+            outcomes[shared] = common.eddy_unavailable(error, args.debug)
+    base = Figure(statistics.median(baseline["times_ms"]), "ms", 0)
+    rows = []
+    notes = [f"{args.fanout:,} subscriptions to one document over "
+             f"{args.fanout_connections} connections; {args.fanout_writes} writes; "
+             f"median time from sending the write to the last subscription updated",
+             f"baseline: PostgreSQL UPDATE + pg_notify, {args.fanout_connections} listener "
+             f"connections re-reading the row {args.fanout // args.fanout_connections} times "
+             f"each ({baseline['reads']:,} re-reads) per notification; times (ms): "
+             f"{', '.join(f'{t:.0f}' for t in baseline['times_ms'])}"]
+    for shared, label in ((False, "distinct subscriptions"), (True, "identical (shared)")):
+        outcome = outcomes[shared]
+        if isinstance(outcome, dict):
+            mine = Figure(statistics.median(outcome["times_ms"]), "ms", 0)
+            ratio = f"{mine.value / base.value:.1f}x" if base.value else "-"
+            notes.append(f"eddy, {label}: times (ms) "
+                         f"{', '.join(f'{t:.0f}' for t in outcome['times_ms'])}; server CPU "
+                         f"per write (ms) {', '.join(f'{c:.0f}' for c in outcome['cpu_ms'])}; "
+                         f"subscribing took {outcome['subscribe_s']:.1f} s")
+        else:
+            mine, ratio = outcome, "-"
+        rows.append(Row(f"write -> all {args.fanout:,} updated, {label}", base, mine,
+                        target="<= 500 ms", ratio_text=ratio))
+    common.print_report("Fan-out: one document, many subscriptions", rows, notes)
+
+
+# ---------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--scenario", choices=SCENARIOS + ["all"], default="all")
+    parser.add_argument("--subscriptions", type=int, default=1000, help="observe-insert")
+    parser.add_argument("--channels", type=int, default=100, help="observe-insert")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="observe-insert: subscriber connections")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="observe-insert: inserts per second")
+    parser.add_argument("--writers", type=int, default=16,
+                        help="observe-insert: writer connections (Eddy) / threads (PostgreSQL)")
+    parser.add_argument("--shared", action="store_true",
+                        help="observe-insert: identical subscriptions per channel (shared)")
+    parser.add_argument("--ranges", type=int, default=20_000, help="many-intersections")
+    parser.add_argument("--writes", type=int, default=50,
+                        help="many-intersections (CPU is read in 10 ms ticks: many writes)")
+    parser.add_argument("--rows", type=int, default=100_000, help="incremental")
+    parser.add_argument("--top-subscriptions", type=int, default=100, help="incremental")
+    parser.add_argument("--changes", type=int, default=100, help="incremental")
+    parser.add_argument("--queries", type=int, default=1000,
+                        help="incremental: HTTP queries per re-run measurement")
+    parser.add_argument("--fanout", type=int, default=10_000, help="fan-out: subscriptions")
+    parser.add_argument("--fanout-connections", type=int, default=100, help="fan-out")
+    parser.add_argument("--fanout-writes", type=int, default=5, help="fan-out")
+    add_common_arguments(parser)
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0], add_arguments)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    scenarios = SCENARIOS if args.scenario == "all" else [args.scenario]
+    runners = {"observe-insert": observe_insert, "many-intersections": many_intersections,
+               "incremental": incremental, "fan-out": fan_out}
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="live-") as scratch_text:
+        print(common.describe_machine(scratch_text))
+        for scenario in scenarios:
+            runners[scenario](args, Path(scratch_text))
+
+
+if __name__ == "__main__":
+    main()
