@@ -14,7 +14,7 @@ INSTALL_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 BENCH_SECONDS ?= 10
 
-.PHONY: venv e2e-deps run test test-fast bench clean-data
+.PHONY: venv e2e-deps run test test-fast bench bench-live clean-data
 
 venv: $(INSTALL_STAMP)
 
@@ -51,6 +51,16 @@ bench: venv
 	$(VENV_PYTHON) bench/bench_mutations.py --seconds $(BENCH_SECONDS) --workload transfer --zipf
 	$(VENV_PYTHON) bench/bench_batch_inserts.py --seconds $(BENCH_SECONDS)
 	$(VENV_PYTHON) bench/bench_http.py --seconds $(BENCH_SECONDS)
+
+# Issue 3's live-query benchmarks against a throw-away PostgreSQL (installed
+# with apt-get if missing; bench/postgres.py). The `bench` extra brings psycopg.
+bench-live: venv $(VENV)/.installed-bench
+	$(VENV_PYTHON) bench/bench_ws.py --seconds $(BENCH_SECONDS)
+	$(VENV_PYTHON) bench/bench_live.py --seconds $(BENCH_SECONDS)
+
+$(VENV)/.installed-bench: pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install --quiet -e '.[test,bench]'
+	touch $@
 
 # Removes the example app's data folder (the next `make run` starts empty).
 clean-data:
