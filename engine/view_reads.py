@@ -96,6 +96,11 @@ class ViewReader:
         self.now_ms = txn.now_ms
         self.random = txn.random
         self.read_set = txn.read_set
+        # What the function prints (the runner captures it into this list);
+        # the transaction's own list where it has one, so both see the lines.
+        self.log_lines: list[str] = getattr(txn, "log_lines", None)
+        if self.log_lines is None:
+            self.log_lines = txn.log_lines = []
 
     # ----- the Reader protocol, forwarded -----------------------------------
 

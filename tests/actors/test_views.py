@@ -1,0 +1,196 @@
+"""Live queries served from views on a real node: every Update equals the
+query run from scratch at its ts (value and read set), the fast path is taken
+exactly for a query returning its rows as read, and a changed control flow
+falls back to the shards."""
+
+import os
+import random
+
+import trio
+
+from actors.live import run_query_at
+from actors.node import open_node
+
+APP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "apps", "leaderboard")
+ROW_COUNT = 400
+
+
+def run(tmp_path, fn):
+    async def main():
+        async with open_node(APP, str(tmp_path)) as node:
+            node.subscriptions.validate_each_step = True
+            result = await fn(node)
+            node.subscriptions.validate()
+            return result
+    return trio.run(main)
+
+
+async def next_update(session, timeout_s=5):
+    with trio.fail_after(timeout_s):
+        return await session.wait_update()
+
+
+async def load(node, rng, count=ROW_COUNT):
+    rows = [{"player": f"p{i}", "score": rng.randrange(1000)} for i in range(count)]
+    return await node.mutation("scores:load", {"rows": rows})
+
+
+async def check_against_scratch(node, path, args, outcome, ts, session=None, query_id=0):
+    """The outcome equals a from-scratch run at `ts`, value and read set alike
+    (the read set of the subscription's newest run: an unchanged result is
+    not sent again)."""
+    scratch = await run_query_at(node, path, args, None, ts, admin=True)
+    assert outcome.error is None and scratch.error is None
+    assert outcome.value == scratch.value, (path, ts)
+    if session is not None:
+        current = session.state.bound[query_id].outcome
+        now = await run_query_at(node, path, args, None, node.subscriptions.registry.current_ts,
+                                 admin=True)
+        assert current.ranges() == now.ranges(), "a view-served run read differently"
+
+
+async def caught_up(node, session, query_id, latest):
+    """(the first Update at or past the newest commit, the query's newest outcome)."""
+    ts = node.latest_ts
+    session.request_update(ts)
+    while True:
+        update = await next_update(session)
+        if query_id in update.results:
+            latest = update.results[query_id]
+        if update.ts >= ts:
+            return update, latest
+
+
+async def random_changes(node, rng, ids, session, query_id, path, args, steps, latest):
+    """Random inserts, score changes and deletes (many inside the top); after
+    each one the subscription's Update is checked against a from-scratch run."""
+    for step in range(steps):
+        top = await node.query("scores:top", {"count": 10})
+        choice = rng.random()
+        if choice < 0.3 and top:  # delete inside the top 10: the view must refill
+            victim = rng.choice(top)["_id"]
+            await node.mutation("scores:remove", {"id": victim})
+            ids.remove(victim)
+        elif choice < 0.6:  # move a random row, often into or out of the top
+            await node.mutation("scores:set_score", {"id": rng.choice(ids),
+                                                     "score": rng.randrange(1200)})
+        else:
+            ids.append(await node.mutation("scores:add", {"player": f"n{step}",
+                                                          "score": rng.randrange(1200)}))
+        update, latest = await caught_up(node, session, query_id, latest)
+        await check_against_scratch(node, path, args, latest, update.ts, session, query_id)
+
+
+def test_a_top_10_stays_equal_to_the_query_from_scratch_under_random_writes(tmp_path):
+    """A fast-path top 10 over many rows equals a from-scratch run at every Update's ts."""
+    async def fn(node):
+        rng = random.Random(3)
+        ids = await load(node, rng)
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top", {"count": 10}, None)])
+        first = (await next_update(session)).results[0]
+        await check_against_scratch(node, "scores:top", {"count": 10}, first, first.ts)
+        await random_changes(node, rng, ids, session, 0, "scores:top", {"count": 10}, 60, first)
+        return node.subscriptions.statistics()
+    statistics = run(tmp_path, fn)
+    assert statistics.fast_path_count > 20 and statistics.refill_count > 5
+    assert statistics.view_evaluation_count == 0 and statistics.fallback_count == 0
+    assert statistics.evaluation_count == 1 + statistics.fast_path_count
+
+
+def test_a_query_that_transforms_its_rows_reruns_against_its_views(tmp_path):
+    """A query returning a list it built is re-run, from its views, never the fast path."""
+    async def fn(node):
+        rng = random.Random(4)
+        ids = await load(node, rng)
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top_players", {"count": 10}, None)])
+        first = (await next_update(session)).results[0]
+        await random_changes(node, rng, ids, session, 0, "scores:top_players", {"count": 10}, 25,
+                             first)
+        return node.subscriptions.statistics()
+    statistics = run(tmp_path, fn)
+    assert statistics.fast_path_count == 0 and statistics.view_evaluation_count > 5
+    assert statistics.fallback_count == 0
+
+
+def test_a_filtered_take_keeps_its_fast_path_as_it_consumes_more_or_fewer_rows(tmp_path):
+    """A filtered take(10) stays exact while the rows it must skip come and go."""
+    async def fn(node):
+        rng = random.Random(5)
+        rows = [{"player": f"p{i}", "score": rng.randrange(-5, 8)} for i in range(60)]
+        ids = await node.mutation("scores:load", {"rows": rows})
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top_positive", {"count": 10}, None)])
+        first = (await next_update(session)).results[0]
+        await random_changes(node, rng, ids, session, 0, "scores:top_positive", {"count": 10}, 30,
+                             first)
+        return node.subscriptions.statistics()
+    statistics = run(tmp_path, fn)
+    assert statistics.fast_path_count > 5
+
+
+def test_app_code_mutating_its_rows_does_not_corrupt_a_shared_view(tmp_path):
+    """A query that scribbles over the rows it read shares a view with a fast-path query, harmlessly."""
+    async def fn(node):
+        rng = random.Random(6)
+        ids = await load(node, rng, 50)
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top_vandalized", {"count": 10}, None),
+                             (1, "scores:top", {"count": 10}, None)])
+        update = await next_update(session)
+        await check_against_scratch(node, "scores:top", {"count": 10}, update.results[1],
+                                    update.ts)
+        assert node.subscriptions.statistics().view_count == 1, "identical reads share a view"
+        await random_changes(node, rng, ids, session, 1, "scores:top", {"count": 10}, 20,
+                             update.results[1])
+        return node.subscriptions.statistics()
+    statistics = run(tmp_path, fn)
+    assert statistics.fast_path_count > 5
+
+
+def test_a_changed_control_flow_falls_back_to_the_shards(tmp_path):
+    """A query that starts reading another range reads it from the shard, then keeps it as a view."""
+    async def fn(node):
+        rng = random.Random(7)
+        await load(node, rng, 30)
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top_or_bottom", {}, None)])
+        seen = [(await next_update(session)).results[0]]
+        for lowest_first in (False, True, True, False):
+            await node.mutation("scores:set_order", {"lowest_first": lowest_first})
+            update, latest = await caught_up(node, session, 0, seen[-1])
+            seen.append(latest)
+            await check_against_scratch(node, "scores:top_or_bottom", {}, seen[-1], update.ts,
+                                        session)
+        return seen, node.subscriptions.statistics()
+    seen, statistics = run(tmp_path, fn)
+    assert seen[0].value == sorted(seen[0].value, reverse=True)
+    assert seen[-1].value == sorted(seen[-1].value, reverse=True)
+    assert any(outcome.value == sorted(outcome.value) for outcome in seen)
+    # The settings table appears (a new read), then the ascending range
+    # (another), then the descending one again (dropped in between: another).
+    assert statistics.fallback_count >= 3 and statistics.view_evaluation_count >= 4
+    assert statistics.fast_path_count == 0
+
+
+def test_subscriptions_with_one_read_share_one_view_and_one_fast_result(tmp_path):
+    """Many users watching one top 10 hold one view; a change updates all of them."""
+    async def fn(node):
+        rng = random.Random(8)
+        ids = await load(node, rng, 100)
+        sessions = []
+        for user in range(20):
+            session = node.subscriptions.open_session()
+            session.set_identity({"subject": f"u{user}"})
+            session.modify(adds=[(0, "scores:top", {"count": 10}, None)])
+            await next_update(session)
+            sessions.append(session)
+        assert node.subscriptions.statistics().view_count == 1
+        await node.mutation("scores:set_score", {"id": ids[0], "score": 5000})
+        updates = [await next_update(session) for session in sessions]
+        values = [u.results[0].value for u in updates]
+        assert all(v == values[0] for v in values) and values[0][0]["score"] == 5000
+        return node.subscriptions.statistics()
+    statistics = run(tmp_path, fn)
+    assert statistics.fast_path_count == 20 and statistics.view_count == 1
