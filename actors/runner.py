@@ -31,6 +31,7 @@ from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 from engine.functions import FunctionDef, FunctionKind, canonical_path, validate_args, validate_returns
 from engine.transaction import Transaction
 
+from actors import logs
 from actors.sequencer import LaneBusy
 
 log = logging.getLogger("eddy.functions")
@@ -132,7 +133,7 @@ class FunctionRunner:
                             f"(history starts at {self.node.retained_since_ts}).")
         txn = self._transaction(at_ts, writable=False)
         value = await self._invoke(function, QueryCtx(txn, identity), args)
-        return CallResult(value, at_ts)
+        return CallResult(value, at_ts, txn.log_lines)
 
     async def run_mutation(self, function: FunctionDef, args: dict, identity) -> CallResult:
         sequencer = self.node.sequencer
@@ -146,7 +147,7 @@ class FunctionRunner:
             if serial:
                 await sequencer.lane.acquire()
             try:
-                outcome, value = await self._attempt(function, args, identity, call, serial)
+                outcome, value, txn = await self._attempt(function, args, identity, call, serial)
             except LaneBusy:
                 attempt -= 1
                 continue
@@ -156,18 +157,19 @@ class FunctionRunner:
                     sequencer.lane.release()
             if isinstance(outcome, Commit):
                 await sequencer.wait_durable(outcome.ts)
-                return CallResult(value, outcome.ts, attempts=attempt)
+                return CallResult(value, outcome.ts, txn.log_lines, attempts=attempt)
             if outcome is None:
                 # Wrote nothing: answer once what it read is durable.
-                snapshot_ts = value[1]
-                await sequencer.wait_durable(snapshot_ts)
-                return CallResult(value[0], snapshot_ts, attempts=attempt)
+                await sequencer.wait_durable(txn.snapshot_ts)
+                return CallResult(value, txn.snapshot_ts, txn.log_lines, attempts=attempt)
             self.conflict_count += 1
             if attempt == limits.optimistic_attempts_max:
                 self.serial_count += 1
 
     async def _attempt(self, function: FunctionDef, args: dict, identity, call: CallInfo,
-                       serial: bool):
+                       serial: bool) -> tuple[Commit | int | None, Any, Transaction]:
+        """One run of a mutation: (its Commit, a conflicting ts, or None if it
+        wrote nothing; its value; its transaction)."""
         sequencer = self.node.sequencer
         state = sequencer.state
         txn = self._transaction(state.last_ts, writable=True)
@@ -180,8 +182,8 @@ class FunctionRunner:
         try:
             value = await self._invoke(function, MutationCtx(txn, identity), args)
             if not txn.writes:
-                return None, (value, snapshot_ts)
-            return sequencer.admit(txn, call), value
+                return None, value, txn
+            return sequencer.admit(txn, call), value, txn
         finally:
             state.end(snapshot_ts)
 
@@ -198,28 +200,33 @@ class FunctionRunner:
                         run_action=runner("action"), identity=identity,
                         now_ms=world.clock.now_ns() / 1e6, rng=random.Random(world.entropy.seed()))
         value = await self._invoke(function, ctx, args)
-        return CallResult(value, self.node.sequencer.durable_ts)
+        return CallResult(value, self.node.sequencer.durable_ts, ctx.log_lines)
 
     async def _invoke(self, function: FunctionDef, ctx, args: dict):
         limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
                     else limits.query_user_ms_max)
+        lines = ctx.log_lines
         try:
             # Awaits that yield are bounded by trio's clock (the World's, in
             # the simulator); database calls check the World's clock themselves.
-            with trio.fail_after(limit_ms / 1000):
+            with trio.fail_after(limit_ms / 1000), logs.capture(lines):
                 result = function.handler(ctx, **args)
                 if inspect.isawaitable(result):
                     result = await result
         except trio.TooSlowError:
-            raise EddyError(ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
-                            limit="query_user_ms_max" if limit_ms == limits.query_user_ms_max
-                            else "action_user_ms_max") from None
-        except (AppError, EddyError, trio.Cancelled, FunctionCrashed):
+            raise _with_lines(EddyError(
+                ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
+                limit="query_user_ms_max" if limit_ms == limits.query_user_ms_max
+                else "action_user_ms_max"), lines) from None
+        except trio.Cancelled:
             raise
+        except (AppError, EddyError, FunctionCrashed) as error:
+            raise _with_lines(error, lines)
         except Exception as error:
             text = traceback.format_exc()
             log.error("%s failed:\n%s", function.path, text)
-            raise FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text) from error
+            raise _with_lines(FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text),
+                              lines) from error
         if isinstance(result, tuple):
             result = list(result)
         try:
@@ -227,6 +234,12 @@ class FunctionRunner:
         except EddyError as error:
             raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
         return validate_returns(function, result, self.node.catalog.table_name)
+
+
+def _with_lines(error: Exception, lines: list[str]) -> Exception:
+    """Attaches what the function printed, so a failure's log lines reach the caller too."""
+    error.log_lines = list(lines)
+    return error
 
 
 def _check_size(value, what: str) -> None:

@@ -72,6 +72,8 @@ class QueryCtx:
         self.auth = Auth(identity)
         self.now: float = txn.now_ms
         self.random: random.Random = txn.random
+        # What the function prints, as log lines (the runner captures them).
+        self.log_lines: list[str] = txn.log_lines
 
 
 class MutationCtx(QueryCtx):
@@ -100,6 +102,7 @@ class ActionCtx:
         self.auth = Auth(identity)
         self.now = now_ms
         self.random = rng
+        self.log_lines: list[str] = []
 
     async def run_query(self, function, args: dict | None = None):
         return await self._run_query(function, args)

@@ -75,6 +75,8 @@ class Transaction:
         self.random = random.Random(split_seed(seed, "random"))
         self._next_creation_ms = now_ms
         self.read_set = ReadSet()
+        # What the function printed, as Convex log lines; filled by the runner.
+        self.log_lines: list[str] = []
         self.writes: dict[tuple[int, bytes], dict | None] = {}
         self.created_tables: list[str] = []
         # Table names `insert` has found valid (only str names get in).

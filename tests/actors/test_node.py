@@ -360,3 +360,28 @@ def test_actors_package_exports_open_node():
     """`from actors import open_node` is the embedded API's import."""
     import actors
     assert actors.open_node is open_node
+
+
+def test_printed_lines_become_log_lines(tmp_path):
+    """print() in a function comes back as "[LOG] ..." lines, on success and on failure."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "talk.py").write_text(
+        "from engine import AppError, mutation, query\n"
+        "@query\n"
+        "async def hello(ctx):\n"
+        "    print('hello', 42)\n"
+        "    print('second line')\n"
+        "    return 1\n"
+        "@mutation\n"
+        "async def fail(ctx):\n"
+        "    print('about to fail')\n"
+        "    raise AppError('no')\n")
+    async def fn(node):
+        result = await node.call("query", "talk:hello")
+        with pytest.raises(AppError) as info:
+            await node.mutation("talk:fail")
+        return result.log_lines, info.value.log_lines
+    ok_lines, failed_lines = run(str(app), tmp_path / "data", fn)
+    assert ok_lines == ["[LOG] hello 42", "[LOG] second line"]
+    assert failed_lines == ["[LOG] about to fail"]
