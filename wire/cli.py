@@ -73,7 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("args", metavar="ARGS_JSON", nargs="?", default="{}",
                      help="the arguments as a JSON object, in Convex's encoded JSON "
                           "(int64 as {\"$integer\": ...}); default {}")
+    for module in _extension_modules():
+        module.add_commands(commands)
     return parser
+
+
+# Further subcommands live in their own modules, each with
+# `add_commands(subparsers)`: every parser it adds sets `handler=` (a
+# function taking the parsed options and returning an exit code).
+EXTENSIONS = ("wire.cli_history", "wire.cli_sim")
+
+
+def _extension_modules() -> list:
+    import importlib
+    found = []
+    for name in EXTENSIONS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+    return found
 
 
 def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.command is None:
         parser.print_help()
         return 2
+    handler = getattr(options, "handler", None)
+    if handler is not None:
+        try:
+            return handler(options)
+        except KeyboardInterrupt:
+            return 130
     data_dir = options.data or options.app_dir / DATA_FOLDER_NAME
     try:
         if options.command == "dev":
