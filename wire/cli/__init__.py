@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Further subcommands live in their own modules, each with
 # `add_commands(subparsers)`: every parser it adds sets `handler=` (a
 # function taking the parsed options and returning an exit code).
-EXTENSIONS = ("wire.cli_history", "wire.cli_sim")
+EXTENSIONS = ("wire.cli.history", "wire.cli.sim")
 
 
 def _extension_modules() -> list:
