@@ -270,6 +270,11 @@ LIMIT_CASES = {
                              {"document": {"d": {"f" * (limits.field_name_chars_max + 1): 1}}}),
     "documents_written_max": ("notes:add_many", {"count": limits.documents_written_max + 1}),
     "value_bytes_max": ("notes:big_result", {"size": limits.value_bytes_max + 1}),
+    "index_ranges_max": ("notes:many_ranges", {"count": limits.index_ranges_max + 1}),
+    # 17 documents of ~1 MB: one past 16 MiB written in one mutation.
+    "write_bytes_max": ("notes:write_bytes", {"count": 17, "size": 1_000_000}),
+    # Arguments {document: {d: <depth 63>}} nest 65 deep: one past 64.
+    "value_depth_max": ("notes:add_free", {"document": {"d": _nested(limits.value_depth_max - 1)}}),
 }
 
 
@@ -277,7 +282,7 @@ LIMIT_CASES = {
 def test_limit_exceeded_by_one(tmp_path, limit):
     """Each limit exceeded by one is refused with a clear error; the node keeps serving."""
     path, args = LIMIT_CASES[limit]
-    kind = "query" if path == "notes:big_result" else "mutation"
+    kind = "query" if path in ("notes:big_result", "notes:many_ranges") else "mutation"
     async def fn(node):
         await node.mutation("notes:add", {"body": "kept"})
         with pytest.raises(EddyError) as info:
@@ -385,3 +390,15 @@ def test_printed_lines_become_log_lines(tmp_path):
     ok_lines, failed_lines = run(str(app), tmp_path / "data", fn)
     assert ok_lines == ["[LOG] hello 42", "[LOG] second line"]
     assert failed_lines == ["[LOG] about to fail"]
+
+
+def test_read_bytes_limit(tmp_path):
+    """Reading more than 16 MiB in one function is refused with LimitExceeded."""
+    async def fn(node):
+        for _ in range(3):  # 3 x 6 MB = 18 MB stored, within each mutation's limits
+            await node.mutation("notes:write_bytes", {"count": 6, "size": 1_000_000})
+        with pytest.raises(EddyError) as info:
+            await node.query("notes:read_all_free")
+        return info.value
+    error = run(LIMITS_APP, tmp_path, fn)
+    assert error.code == ErrorCode.LIMIT_EXCEEDED and "bytes read" in error.message
