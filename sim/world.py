@@ -1,0 +1,132 @@
+"""The simulated World: a virtual clock, one seeded root of randomness, a simulated disk.
+
+Theory of operation. A simulated run is one `trio.run` under
+`trio.testing.MockClock(autojump_threshold=0)`: whenever every task is
+blocked, trio jumps its clock to the next deadline, so a 30-second run of
+timeouts and latencies takes as long as the work in it. The node reads time
+only through `SimClock.now_ns`, which is trio's current (virtual) time plus
+an epoch chosen from the seed plus whatever skew the fault injector added, so
+wall-clock timestamps look real, differ per seed, and can jump.
+
+Randomness comes from one root seed. `SimWorld.stream(label, ...)` gives an
+independent `random.Random` for each actor and call site, derived with
+`engine.world.split_seed`, so a new draw in one place never shifts the draws
+anywhere else. The node's own `entropy.seed()` is one such substream.
+
+Storage is a `SimDisk` (sim/disk.py) that outlives node incarnations: the
+World opens a `SimStore` on it for every `open_node`, and a crash or power
+loss is applied to the disk between incarnations.
+
+`deterministic_scheduling(seed)` turns on trio's deterministic scheduling
+switch (the one trio's Hypothesis plugin uses, trio/_core/_run.py) and seeds
+its scheduler's generator. trio is pinned in pyproject.toml because the
+switch is private; tests/sim/test_canary.py fails if it stops making runs
+identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Iterator
+
+import trio
+import trio.testing
+
+from engine.world import split_seed
+
+from sim.disk import SimDisk, SimStore
+
+# Simulated runs start somewhere in 2023-2026 so timestamps look like real
+# Convex timestamps (nanoseconds since the epoch) and differ per seed.
+EPOCH_NS_MIN = 1_672_531_200 * 10**9  # 2023-01-01
+EPOCH_SPAN_NS = 3 * 365 * 86_400 * 10**9
+
+
+class SimClock:
+    """engine.world.Clock on trio's virtual clock, with injectable skew.
+
+    Fields:
+        epoch_ns: wall-clock ns at virtual time 0; fixed per seed.
+        skew_ns: added to every reading; changed by clock faults (a jump is
+            a step of skew_ns; it may go backwards).
+    """
+
+    def __init__(self, epoch_ns: int) -> None:
+        self.epoch_ns = epoch_ns
+        self.skew_ns = 0
+
+    def now_ns(self) -> int:
+        return self.epoch_ns + self.skew_ns + round(trio.current_time() * 1e9)
+
+    def jump(self, delta_ns: int) -> None:
+        """Steps the clock by `delta_ns` (negative: back in time), as an NTP step would."""
+        self.skew_ns += delta_ns
+
+
+class SimEntropy:
+    """engine.world.Entropy as a seeded substream of the run's root seed."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+        self.draw_count = 0
+
+    def seed(self) -> int:
+        self.draw_count += 1
+        return self._random.getrandbits(64)
+
+
+class SimWorld:
+    """The simulator's World (engine.world.World).
+
+    Args:
+        seed: the root seed of the run; everything random derives from it.
+        disk: the simulated disk; a fresh one when None.
+        planted_bug: the name of a bug sim/bugs.py plants, or None. Only the
+            simulator sets it; production never sees it.
+    """
+
+    def __init__(self, seed: int, disk: SimDisk | None = None,
+                 planted_bug: str | None = None) -> None:
+        self.seed = seed
+        epoch_offset = random.Random(split_seed(seed, "clock", "epoch")).randrange(EPOCH_SPAN_NS)
+        self.clock = SimClock(EPOCH_NS_MIN + epoch_offset)
+        self.entropy = SimEntropy(split_seed(seed, "node", "entropy"))
+        self.disk = disk if disk is not None else SimDisk(self.stream("disk"))
+        self.planted_bug = planted_bug
+        self.store: SimStore | None = None
+
+    def stream(self, *labels: object) -> random.Random:
+        """An independent generator for one actor or call site."""
+        return random.Random(split_seed(self.seed, *labels))
+
+    def open_store(self, path: str, read_only: bool = False) -> SimStore:
+        self.store = self.disk.open(path, read_only=read_only)
+        return self.store
+
+
+@contextlib.contextmanager
+def deterministic_scheduling(seed: int) -> Iterator[None]:
+    """Makes trio's scheduler shuffle runnable tasks from `seed` (restored on exit).
+
+    Without it trio reverses each batch of runnable tasks at random from an
+    unseeded generator; with it trio sorts the batch by task creation order
+    and shuffles it with its module generator, which is seeded here.
+    """
+    from trio._core import _run  # private: pinned trio, guarded by the canary test
+
+    previous_flag = _run._ALLOW_DETERMINISTIC_SCHEDULING
+    previous_state = _run._r.getstate()
+    _run._ALLOW_DETERMINISTIC_SCHEDULING = True
+    _run._r.seed(split_seed(seed, "trio", "scheduler"))
+    try:
+        yield
+    finally:
+        _run._ALLOW_DETERMINISTIC_SCHEDULING = previous_flag
+        _run._r.setstate(previous_state)
+
+
+def run_simulated(async_fn, seed: int, *args):
+    """`trio.run(async_fn, *args)` under a MockClock with deterministic scheduling."""
+    with deterministic_scheduling(seed):
+        return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
