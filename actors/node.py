@@ -22,7 +22,8 @@ import trio
 
 from engine import values
 from engine.catalog import Catalog
-from engine.commits import parse_catalog_record, parse_log_entry, parse_log_key, ts_key
+from engine.commits import (RETAINED_SINCE_KEY, parse_catalog_record, parse_log_entry,
+                            parse_log_key, ts_key)
 from engine.errors import EddyError, ErrorCode
 from engine.sequencing import SequencerState
 
@@ -109,6 +110,9 @@ class Node:
         catalog = self.store.get("meta", b"catalog")
         for name, number in parse_catalog_record(catalog) if catalog else []:
             self.catalog.create(name, number)
+        retained = self.store.get("meta", RETAINED_SINCE_KEY)
+        if retained is not None:  # set by `eddy compact` (actors/history.py)
+            self.retained_since_ts = int.from_bytes(retained, "big")
         for number, shard in self.catalog.shards.items():
             lo = number.to_bytes(4, "big")
             for key, entry in self.store.scan("log", lo, (number + 1).to_bytes(4, "big")):

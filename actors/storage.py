@@ -63,19 +63,31 @@ class RocksStore:
     Args:
         path: the data folder (created if missing).
         read_only: open without taking the write lock (for tools reading a
-            running node's data); `write` then raises.
+            running node's data); `write` then raises. Nothing in the
+            folder is created or changed.
+        secondary_dir: with `read_only`, open as a RocksDB secondary instance
+            keeping its own files in this (scratch) folder, so that
+            `catch_up` can see commits a running node made after the open.
     """
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, read_only: bool = False,
+                 secondary_dir: str | None = None) -> None:
+        if not read_only:
+            os.makedirs(path, exist_ok=True)
         self.path = path
-        self.read_only = read_only
+        self.read_only = read_only or secondary_dir is not None
         db_path = os.path.join(path, "db")
         families = {cf: rocksdict.Options(raw_mode=True) for cf in COLUMN_FAMILIES}
+        if secondary_dir is not None:
+            access = rocksdict.AccessType.secondary(secondary_dir)
+        elif read_only:
+            access = rocksdict.AccessType.read_only()
+        else:
+            access = rocksdict.AccessType.read_write()
+        read_only = self.read_only
         try:
             self._db = rocksdict.Rdict(db_path, _options(), column_families=families,
-                                       access_type=rocksdict.AccessType.read_only()
-                                       if read_only else rocksdict.AccessType.read_write())
+                                       access_type=access)
         except Exception as error:  # rocksdict raises plain Exceptions
             raise _storage_error(error, db_path) from error
         self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
@@ -87,6 +99,14 @@ class RocksStore:
         if not read_only and not os.path.exists(marker):
             with open(marker, "w") as f:
                 f.write("Eddy data folder. Do not edit by hand.\n")
+
+    def catch_up(self) -> None:
+        """A secondary instance: sees what the primary wrote since the open."""
+        try:
+            self._db.try_catch_up_with_primary()
+        except Exception as error:
+            raise _storage_error(error, "catch up") from error
+        self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         try:

@@ -31,6 +31,10 @@ from engine.world import WriteOp
 
 RECORD_VERSION = 1
 
+# meta key of the retention start (8-byte big-endian ts), written by
+# compaction: reads before it are refused; absent means all history is kept.
+RETAINED_SINCE_KEY = b"retained_since"
+
 
 @dataclasses.dataclass
 class CallInfo:

@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from typing import Iterator, Sequence
 
@@ -105,12 +106,23 @@ class IndexState:
                 yield key, life[0]
 
 
+def _version_ts(version: tuple[int, bytes | None]) -> int:
+    return version[0]
+
+
 def _live_at(life: tuple, ts: int) -> bool:
-    """Whether one of the intervals in `life` (after its owner) holds `ts`."""
-    for i in range(len(life) - 2, 0, -2):
-        if life[i] <= ts:
-            return ts < life[i + 1]
-    return False
+    """Whether one of the intervals in `life` (after its owner) holds `ts`.
+
+    Intervals are in ts order: bisect for the last one beginning at or before
+    `ts` (a key that came and went often is still O(log intervals))."""
+    lo, hi = 0, (len(life) - 1) // 2  # interval j begins at life[1 + 2j]
+    while lo < hi:
+        middle = (lo + hi) // 2
+        if life[1 + 2 * middle] <= ts:
+            lo = middle + 1
+        else:
+            hi = middle
+    return lo > 0 and ts < life[2 * lo]
 
 
 class ShardState:
@@ -182,11 +194,13 @@ class ShardState:
         versions = self.versions.get(internal_id)
         if not versions:
             return None
-        for i in range(len(versions) - 1, -1, -1):
-            ts, packed = versions[i]
-            if ts <= at_ts:
-                return packed
-        return None
+        ts, packed = versions[-1]
+        if ts <= at_ts:  # the common case: a read at or near the head
+            return packed
+        # A read in the past (time travel): bisect, so a document with a long
+        # history costs O(log versions), not a walk back through all of them.
+        i = bisect.bisect_right(versions, at_ts, key=_version_ts)
+        return versions[i - 1][1] if i else None
 
     def apply(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],
               write_keys: dict | None = None) -> None:
