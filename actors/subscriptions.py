@@ -154,6 +154,9 @@ class SubscriptionActor:
         validate_each_step: tests set it to check every invariant at the top
             of each loop iteration (STYLE.md); off in production, where it
             would cost a walk over every subscription.
+        use_views: on by default; off, every hit subscription re-runs its
+            function against the shards (what bench/bench_views.py compares
+            with). Set it before the first subscription.
     """
 
     def __init__(self, node) -> None:
@@ -168,6 +171,7 @@ class SubscriptionActor:
         self._rerun_all = False
         self._work = trio.lowlevel.ParkingLot()
         self.validate_each_step = False
+        self.use_views = True
         node.sequencer.on_publish.append(self._on_publish)
 
     # ----- the API ---------------------------------------------------------
@@ -248,7 +252,8 @@ class SubscriptionActor:
             commits = self._take_published()
             if commits:
                 hits = self._hit_by(commits)
-                self._update_views(commits, hits)
+                if self.use_views:
+                    self._update_views(commits, hits)
                 await self._advance(commits[-1].ts, hits)
             elif self._rerun_all:
                 self._rerun_all = False
@@ -290,14 +295,23 @@ class SubscriptionActor:
         """Step 1: brings `hits` to `ts` from their views, then delivers what changed."""
         registry = self.registry
         changed = []
-        shared: dict[tuple, Any] = {}
+        # Fast-path subscriptions with the same view and terminal share one
+        # result, computed once and recorded for all of them together.
+        fast_groups: dict[tuple, list[Subscription]] = {}
+        others = []
         for subscription in hits:
-            outcome = None
-            if subscription.fast is not None:
-                outcome = self._fast_outcome(subscription, ts, shared)
-            if outcome is None:
-                outcome = await self._evaluate(subscription, ts)
-            if registry.record(subscription, outcome):
+            fast = subscription.fast
+            if fast is not None:
+                key = (subscription.views[0], fast.count,
+                       subscription.id if fast.plan.filters else None)  # FastPath.cache_key, inlined
+                fast_groups.setdefault(key, []).append(subscription)
+            else:
+                others.append(subscription)
+        for group in fast_groups.values():
+            if not self._fast_update(group, ts, changed):
+                others.extend(group)
+        for subscription in others:
+            if registry.record(subscription, await self._evaluate(subscription, ts)):
                 changed.append(subscription)
         registry.advance(ts)
         results: dict[int, dict[int, Any]] = {}
@@ -319,6 +333,9 @@ class SubscriptionActor:
         view of a range it reads), and makes its reads its new views."""
         registry = self.registry
         spec = subscription.spec
+        if not self.use_views:
+            return await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
+                                      subscription.run_journal, admin=subscription.admin)
         previous = registry.previous_views(subscription)
         outcome = await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
                                      subscription.run_journal, admin=subscription.admin,
@@ -331,25 +348,23 @@ class SubscriptionActor:
         subscription.fast = None if reader is None or len(subscription.views) != 1 else reader.fast
         return outcome
 
-    def _fast_outcome(self, subscription: Subscription, ts: int,
-                      shared: dict[tuple, Any]) -> QueryOutcome | None:
-        """The fast path (engine/view_reads.py rule 4): the subscription's
-        terminal applied to its view, computed once per (view, terminal) and
-        shared; None when the function must run instead."""
+    def _fast_update(self, group: list[Subscription], ts: int, changed: list) -> bool:
+        """The fast path (engine/view_reads.py rule 4) for subscriptions sharing
+        one view and terminal: their result from the view, without running the
+        function. Returns False when the function must run instead."""
         registry = self.registry
-        view_key = subscription.views[0]
-        cache_key = subscription.fast.cache_key(view_key, subscription.id)
-        found = shared.get(cache_key)
-        if found is None:
-            found = shared[cache_key] = _fast_evaluation(
-                registry.views.views[view_key], subscription.fast, ts)
+        first = group[0]
+        view_key = first.views[0]
+        found = _fast_evaluation(registry.views.views[view_key], first.fast, ts)
         if found is False:
-            return None
+            return False
         outcome, read = found
         if read.key != view_key:
-            registry.hold_views(subscription, [read])
-        registry.fast_path_count += 1
-        return outcome
+            for subscription in group:
+                registry.hold_views(subscription, [read])
+        registry.fast_path_count += len(group)
+        changed.extend(registry.record_many(group, outcome))
+        return True
 
     async def _serve_sessions(self) -> None:
         """Step 2, for every session with changes, at the registry's ts."""
@@ -397,7 +412,14 @@ class SubscriptionActor:
 
     def _deliver(self, session: SessionQueries, ts: int, results: dict[int, Any]) -> None:
         session.state.deliver(ts, results)
-        session._ready.unpark_all()
+        if session._ready:  # a task waits in wait_update (unpark_all costs even with none)
+            session._ready.unpark_all()
+
+
+# A take of at most this many rows cannot exceed the return value limit
+# (each document is at most document_bytes_max plus its system fields), so
+# the fast path skips sizing it.
+_fast_unsized_rows_max = limits.value_bytes_max // (limits.document_bytes_max + 1024)
 
 
 def _fast_evaluation(view, fast, ts: int):
@@ -406,7 +428,8 @@ def _fast_evaluation(view, fast, ts: int):
     if result is None:
         return False
     documents, consumed, last_key = result
-    if values.check_value(documents) > limits.value_bytes_max:
+    if len(documents) > _fast_unsized_rows_max and \
+            values.check_value(documents) > limits.value_bytes_max:
         return False  # the function's run reports the limit
     (index, lo, hi, descending, _) = view.key
     read_set = ReadSet()
@@ -416,7 +439,28 @@ def _fast_evaluation(view, fast, ts: int):
         read_set.add(index, last_key, hi)
     else:
         read_set.add(index, lo, after(last_key))
-    rows = list(view.scan_rows()) if consumed is None else list(view.scan_rows())[:consumed]
+    rows = list(view.scan_rows())
+    if consumed is not None:
+        del rows[consumed:]
     read = Read(view.key[:4] + (consumed,), rows, consumed is None, True)
-    return QueryOutcome(ts=ts, value=documents, read_set=read_set), read
+    outcome = QueryOutcome(ts=ts, value=documents, read_set=read_set)
+    if not fast.plan.filters:
+        # The value is the rows as stored, so its fingerprint (the msgpack of
+        # [value, error, log lines, journal]) is their packed forms joined:
+        # no need to pack the documents again.
+        outcome._fingerprint = _FINGERPRINT_HEAD + _array_header(len(rows)) + \
+            b"".join(packed for _, _, packed in rows) + _FINGERPRINT_TAIL
+    return outcome, read
 
+
+def _array_header(length: int) -> bytes:
+    """msgpack's header of an array of `length` items."""
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+_FINGERPRINT_HEAD = b"\x94"  # a msgpack array of 4
+_FINGERPRINT_TAIL = values.pack(None) + values.pack([]) + values.pack(None)

@@ -159,6 +159,22 @@ class IntervalIndex:
             self._root = _insert(self._root, node)
         node.members[member] = None
 
+    def add_many(self, lo: bytes, hi: bytes | None, members: list[int]) -> None:
+        """`add` for several members at once (subscriptions moving together)."""
+        self.add(lo, hi, members[0])
+        self._entries[(lo, hi)].members.update(dict.fromkeys(members))
+
+    def discard_many(self, lo: bytes, hi: bytes | None, members: list[int]) -> None:
+        """`discard` for several members at once."""
+        node = self._entries.get((lo, hi))
+        if node is None:
+            return
+        for member in members:
+            node.members.pop(member, None)
+        if not node.members:
+            del self._entries[(lo, hi)]
+            self._root = _delete(self._root, node.order)
+
     def discard(self, lo: bytes, hi: bytes | None, member: int) -> None:
         """Forgets that `member` reads `[lo, hi)` (no-op if it did not)."""
         node = self._entries.get((lo, hi))

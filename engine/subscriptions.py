@@ -283,6 +283,50 @@ class SubscriptionRegistry:
             self._set_ranges(subscription, outcome.ranges())
         return changed
 
+    def record_many(self, subscriptions: list[Subscription], outcome: QueryOutcome) -> list[Subscription]:
+        """`record` of one outcome for several live subscriptions (a shared
+        fast-path result): equal old outcomes are compared once and equal old
+        ranges move in the interval indexes together. Returns those changed."""
+        assert outcome.ts >= self.current_ts, "an outcome older than the registry"
+        self.evaluation_count += len(subscriptions)
+        ranges = outcome.ranges()
+        changed = []
+        same_as: dict[int, bool] = {}
+        moves: dict[int, tuple[list, list[int]]] = {}
+        for subscription in subscriptions:
+            assert self.subscriptions.get(subscription.key) is subscription
+            old = subscription.outcome
+            same = same_as.get(id(old))
+            if same is None:
+                same = same_as[id(old)] = outcome.same_result(old)
+            if not same:
+                changed.append(subscription)
+            subscription.outcome = outcome
+            if subscription.ranges is not ranges:
+                moves.setdefault(id(subscription.ranges), (subscription.ranges, []))[1].append(
+                    subscription.id)
+                subscription.ranges = ranges
+        for old_ranges, members in moves.values():
+            self._move_ranges(members, old_ranges, ranges)
+        return changed
+
+    def _move_ranges(self, members: list[int], old: list, new: list) -> None:
+        if old == new:
+            return
+        old_set, new_set = set(old), set(new)
+        for index, lo, hi in old:
+            if (index, lo, hi) not in new_set:
+                interval_index = self.indexes[index]
+                interval_index.discard_many(lo, hi, members)
+                if not len(interval_index):
+                    del self.indexes[index]
+        for index, lo, hi in new:
+            if (index, lo, hi) not in old_set:
+                interval_index = self.indexes.get(index)
+                if interval_index is None:
+                    interval_index = self.indexes[index] = IntervalIndex(seed=len(self.indexes))
+                interval_index.add_many(lo, hi, members)
+
     def hold_views(self, subscription: Subscription, reads: list[Read]) -> None:
         """Makes `reads` (a run's, at `views.ts`) the subscription's views
         (rule 4a): acquires the new ones, then releases the old."""

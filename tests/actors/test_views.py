@@ -47,6 +47,7 @@ async def check_against_scratch(node, path, args, outcome, ts, session=None, que
         now = await run_query_at(node, path, args, None, node.subscriptions.registry.current_ts,
                                  admin=True)
         assert current.ranges() == now.ranges(), "a view-served run read differently"
+        assert current.fingerprint() == now.fingerprint(), "a fast-path fingerprint is off"
 
 
 async def caught_up(node, session, query_id, latest):
