@@ -22,6 +22,10 @@ as `reader.fast`) for the actor to turn into the subscription's views.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import textwrap
 from typing import Any
 
 import trio
@@ -93,8 +97,9 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
                            log_lines=list(getattr(txn, "log_lines", None) or []),
                            journal=getattr(txn, "page_end_cursor", None), read_set=txn.read_set)
     if isinstance(txn, ViewReader):
-        txn.fast = None if outcome.log_lines else fast_path_of(
-            txn, value, returns_checked=function.returns is not None)
+        eligible = not outcome.log_lines and returns_query_directly(function.handler)
+        txn.fast = fast_path_of(txn, value, returns_checked=function.returns is not None) \
+            if eligible else None
         outcome.reader = txn
     return outcome
 
@@ -119,3 +124,45 @@ def _failed(ts: int, txn, message: str, data: Any, has_data: bool) -> QueryOutco
             txn.fast = None
             outcome.reader = txn
     return outcome
+
+
+def returns_query_directly(handler) -> bool:
+    """Whether a query function is only `return await <query>.take(n)` / `.collect()`.
+
+    The fast path (engine/view_reads.py) serves later results straight from
+    the view without running the function. That is right only if the result
+    cannot depend on what the rows contain, which holds for a function whose
+    whole body returns the terminal's list; a function that inspects its rows
+    first (`if any(r["banned"] for r in rows): return []`) must run again on
+    every change, so it is re-evaluated against its views instead.
+    """
+    code = getattr(handler, "__code__", None)
+    return code is not None and _body_returns_terminal(code)
+
+
+@functools.lru_cache(maxsize=4096)
+def _body_returns_terminal(code) -> bool:
+    try:
+        source = textwrap.dedent(inspect.getsource(code))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return False
+    functions = [node for node in ast.walk(tree)
+                 if isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef))
+                 and node.name == code.co_name]
+    if len(functions) != 1:
+        return False
+    body = functions[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if len(body) != 1 or not isinstance(body[0], ast.Return):
+        return False
+    value = body[0].value
+    if not isinstance(value, ast.Await) or not isinstance(value.value, ast.Call):
+        return False
+    call = value.value
+    if not isinstance(call.func, ast.Attribute) or call.func.attr not in ("take", "collect"):
+        return False
+    # No other await anywhere in the expression: its only read is this query.
+    return not any(isinstance(node, ast.Await) for node in ast.walk(call))
+

@@ -195,3 +195,44 @@ def test_subscriptions_with_one_read_share_one_view_and_one_fast_result(tmp_path
         return node.subscriptions.statistics()
     statistics = run(tmp_path, fn)
     assert statistics.fast_path_count == 20 and statistics.view_count == 1
+
+
+def test_fast_path_only_for_functions_that_return_the_query_itself():
+    """A function that inspects its rows before returning them never takes the fast path."""
+    from actors.live import returns_query_directly
+
+    async def plain(ctx):
+        """Top ten."""
+        return await ctx.db.query("t").with_index("by_score").order("desc").take(10)
+
+    async def inspecting(ctx):
+        rows = await ctx.db.query("t").with_index("by_score").order("desc").take(10)
+        if any(row.get("banned") for row in rows):
+            return []
+        return rows
+
+    async def two_reads(ctx):
+        return await ctx.db.query("t").take(await ctx.db.query("u").first())
+
+    assert returns_query_directly(plain)
+    assert not returns_query_directly(inspecting)
+    assert not returns_query_directly(two_reads)
+
+
+def test_a_function_that_inspects_its_rows_sees_every_change(tmp_path):
+    """A query that returns its rows only if none is banned answers [] once a banned row enters."""
+    async def fn(node):
+        rng = random.Random(5)
+        await load(node, rng, 50)
+        session = node.subscriptions.open_session()
+        session.modify(adds=[(0, "scores:top_unless_banned", {"count": 10}, None)])
+        first = (await next_update(session)).results[0]
+        assert len(first.value) == 10
+        await node.mutation("scores:add", {"player": "banned-1", "score": 5000})
+        update, latest = await caught_up(node, session, 0, first)
+        await check_against_scratch(node, "scores:top_unless_banned", {"count": 10}, latest,
+                                    update.ts)
+        return latest.value, node.subscriptions.statistics()
+    value, statistics = run(tmp_path, fn)
+    assert value == []
+    assert statistics.fast_path_count == 0
