@@ -1,0 +1,267 @@
+"""Rebuilding from the log: verification, replay into a new folder, compaction.
+
+- `rebuild_catalog` builds every shard's derived state (versions, every index,
+  counts) from the log by a path independent of `Node.recover`: it walks the
+  `commits` records in ts order, fetches each log entry they name, and checks
+  the two agree. `verify_catalog` compares that rebuild with a live catalog
+  and reports each mismatch; derived state lives only in memory (see
+  docs/internals.md "Storage layout"), so the scratch area is a fresh
+  in-memory catalog.
+- `replay_into` writes a new data folder holding the records up to a ts: a
+  node opening it rebuilds the state as it stood then.
+- `compact` drops document versions that no read at or after the retention
+  start can see, keeping every commit record and the latest state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import msgpack
+
+from engine import values
+from engine.catalog import Catalog
+from engine.commits import (RETAINED_SINCE_KEY, log_key, parse_catalog_record, parse_log_entry,
+                            parse_log_key, ts_key)
+from engine.errors import EddyError, ErrorCode
+from engine.shard import LIVE
+
+from actors.storage import RocksStore, corrupt
+
+# Mismatches listed before the rest are summed up: a wholly broken state
+# would otherwise print millions of lines.
+mismatches_listed_max = 1000
+
+# Storage operations per write batch when copying or rewriting the log: big
+# enough to amortize a batch, small enough to bound memory (~10 MB of records).
+replay_batch_ops_max = 10_000
+
+
+@dataclasses.dataclass
+class Mismatch:
+    """One disagreement: `where` names the record or table and index, `message` says what."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    commit_count: int
+    document_count: int
+    table_count: int
+
+
+@dataclasses.dataclass
+class CompactReport:
+    retained_since_ts: int
+    versions_dropped: int
+    entries_rewritten: int
+
+
+class _Mismatches(list):
+    def add(self, where: str, message: str) -> None:
+        if len(self) < mismatches_listed_max:
+            self.append(Mismatch(where, message))
+        elif len(self) == mismatches_listed_max:
+            self.append(Mismatch("...", "more mismatches not listed"))
+
+
+def rebuild_catalog(store, index_definitions: dict, mismatches: list | None = None) -> Catalog:
+    """Derived state rebuilt from `store`'s log, commit record by commit record."""
+    found = mismatches if mismatches is not None else _Mismatches()
+    retained = store.get("meta", RETAINED_SINCE_KEY)
+    retained_since_ts = 0 if retained is None else int.from_bytes(retained, "big")
+    catalog = Catalog()
+    catalog.set_index_definitions(index_definitions)
+    named: set[tuple[int, int]] = set()
+    for key, payload in store.scan("commits"):
+        ts = int.from_bytes(key, "big")
+        try:
+            record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            created, writes = record["tables"], record["writes"]
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as error:
+            raise corrupt("commits", key, f"does not parse ({error})") from None
+        for name, number in created:
+            catalog.create(name, number)
+        for number, written in writes:
+            named.add((number, ts))
+            entry = store.get("log", log_key(number, ts))
+            where = f"log/{number}/{ts}"
+            if entry is None:
+                if ts > retained_since_ts:
+                    found.add(where, "the commit record names this entry but the log lacks it")
+                continue
+            entries = parse_log_entry(entry)
+            logged_ids = [internal_id for internal_id, _ in entries]
+            if ts > retained_since_ts and logged_ids != written:
+                found.add(where, f"the log entry holds {len(logged_ids)} document(s), the commit "
+                                 f"record names {len(written)} different ones")
+            shard = catalog.shards.get(number)
+            if shard is None:
+                found.add(where, f"table {number} was never created by a commit")
+                continue
+            shard.apply(ts, [(i, None if p is None else values.unpack(p), p) for i, p in entries])
+    for key, _ in store.scan("log"):
+        number, ts = parse_log_key(key)
+        if (number, ts) not in named:
+            found.add(f"log/{number}/{ts}", "a log entry no commit record names")
+    return catalog
+
+
+def verify_catalog(live: Catalog, store) -> list[Mismatch]:
+    """Rebuilds the derived state from `store` and compares it with `live`.
+
+    For a running node, call it while no commit is admitted but not yet
+    durable (the rebuild sees only durable ones).
+    """
+    found = _Mismatches()
+    rebuilt = rebuild_catalog(store, live.index_definitions, found)
+    meta = store.get("meta", b"catalog")
+    stored = dict(parse_catalog_record(meta)) if meta else {}
+    if stored != rebuilt.numbers:
+        found.add("meta/catalog", f"names tables {sorted(stored.items())}, the commit records "
+                                  f"create {sorted(rebuilt.numbers.items())}")
+    if live.numbers != rebuilt.numbers:
+        found.add("catalog", f"live tables {sorted(live.numbers.items())}, rebuilt "
+                             f"{sorted(rebuilt.numbers.items())}")
+    for number, shard in sorted(rebuilt.shards.items()):
+        other = live.shards.get(number)
+        if other is not None:
+            _compare_shards(other, shard, found)
+    return list(found)
+
+
+def _compare_shards(live, rebuilt, found: _Mismatches) -> None:
+    table = rebuilt.name
+    if live.last_ts != rebuilt.last_ts:
+        found.add(table, f"last ts {live.last_ts} live, {rebuilt.last_ts} rebuilt")
+    if live.live_count != rebuilt.live_count:
+        found.add(table, f"{live.live_count} live documents counted, {rebuilt.live_count} rebuilt")
+    for internal_id in sorted(live.versions.keys() | rebuilt.versions.keys()):
+        mine, theirs = live.versions.get(internal_id), rebuilt.versions.get(internal_id)
+        if mine != theirs:
+            found.add(f"{table} document {internal_id.hex()}",
+                      f"versions differ: live has {_versions(mine)}, the log gives {_versions(theirs)}")
+    if live.indexes.keys() != rebuilt.indexes.keys():
+        found.add(table, f"indexes {sorted(live.indexes)} live, {sorted(rebuilt.indexes)} rebuilt")
+    for name in sorted(live.indexes.keys() & rebuilt.indexes.keys()):
+        mine, theirs = live.indexes[name], rebuilt.indexes[name]
+        where = f"{table}.{name}"
+        if mine.fields != theirs.fields:
+            found.add(where, f"fields {mine.fields} live, {theirs.fields} rebuilt")
+            continue
+        if list(mine.keys) != list(theirs.keys) or set(mine.life) != set(mine.keys):
+            extra = set(mine.keys) - set(theirs.keys)
+            missing = set(theirs.keys) - set(mine.keys)
+            found.add(where, f"{len(extra)} key(s) only in the live index, {len(missing)} only in "
+                             f"the rebuilt one (first: {sorted(extra or missing)[:1]})")
+        for key in sorted(mine.life.keys() & theirs.life.keys()):
+            if mine.life[key] != theirs.life[key]:
+                found.add(f"{where} key {key.hex()}",
+                          f"live intervals {_intervals(mine.life[key])}, rebuilt "
+                          f"{_intervals(theirs.life[key])}")
+
+
+def _versions(versions) -> str:
+    if versions is None:
+        return "no versions"
+    return "[" + ", ".join(f"{ts}: {'deleted' if packed is None else f'{len(packed)} bytes'}"
+                           for ts, packed in versions) + "]"
+
+
+def _intervals(life: tuple) -> str:
+    pairs = zip(life[1::2], life[2::2])
+    return " ".join(f"[{begin}, {'live' if end == LIVE else end})" for begin, end in pairs)
+
+
+def replay_into(store, until_ts: int, new_dir: str) -> ReplayReport:
+    """Writes a new data folder at `new_dir` with every record up to `until_ts`.
+
+    Raises:
+        EddyError(BAD_REQUEST): `new_dir` exists and is not empty.
+    """
+    if os.path.exists(new_dir) and os.listdir(new_dir):
+        raise EddyError(ErrorCode.BAD_REQUEST,
+                        f"{new_dir} is not empty: replay writes a new data folder and never "
+                        f"overwrites one.", path=new_dir)
+    target = RocksStore(new_dir)
+    try:
+        ops: list = []
+        tables: dict[str, int] = {}
+        commit_count = document_count = 0
+
+        def put(cf: str, key: bytes, value: bytes) -> None:
+            ops.append((cf, key, value))
+            if len(ops) >= replay_batch_ops_max:
+                target.write_nowait(ops, sync=False)
+                ops.clear()
+
+        for key, payload in store.scan("commits", b"", ts_key(until_ts + 1)):
+            record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            tables.update((name, number) for name, number in record["tables"])
+            commit_count += 1
+            put("commits", key, payload)
+        for number in sorted(tables.values()):
+            lo, hi = log_key(number, 0), log_key(number, until_ts + 1)
+            for key, entry in store.scan("log", lo, hi):
+                document_count += len(parse_log_entry(entry))
+                put("log", key, entry)
+        if tables:
+            put("meta", b"catalog", msgpack.packb(sorted(tables.items()), use_bin_type=True))
+        retained = store.get("meta", RETAINED_SINCE_KEY)
+        if retained is not None:
+            put("meta", RETAINED_SINCE_KEY, retained)
+        target.write_nowait(ops, sync=True)
+    finally:
+        target.close()
+    return ReplayReport(commit_count, document_count, len(tables))
+
+
+def compact(store, before_ts: int) -> CompactReport:
+    """Keeps, of the versions before `before_ts`, only each document's version
+    as of `before_ts`; every commit record stays.
+
+    The retention start is recorded first, so reads before it are refused even
+    if compaction stops half-way; entries are rewritten in ts order, so a
+    document's older versions go before the deletion that ends it, and the
+    state at and after `before_ts` is the same at every step.
+    """
+    if store.read_only:
+        raise EddyError(ErrorCode.BAD_REQUEST, "compact needs the data folder writable.")
+    store.write_nowait([("meta", RETAINED_SINCE_KEY, ts_key(before_ts))], sync=True)
+    # Pass 1: each document's last write at or before before_ts.
+    last: dict[tuple[int, bytes], int] = {}
+    entries: list[tuple[int, int]] = []
+    for key, entry in store.scan("log"):
+        number, ts = parse_log_key(key)
+        if ts <= before_ts:
+            entries.append((ts, number))
+            for internal_id, _ in parse_log_entry(entry):
+                last[(number, internal_id)] = ts
+    # Pass 2: rewrite old entries in ts order, keeping those last writes
+    # (deletions too are dropped: a document absent at before_ts needs nothing).
+    dropped = rewritten = 0
+    ops: list = []
+    for ts, number in sorted(entries):
+        key = log_key(number, ts)
+        writes = parse_log_entry(store.get("log", key))
+        kept = [(i, p) for i, p in writes if p is not None and last[(number, i)] == ts]
+        if len(kept) == len(writes):
+            continue
+        dropped += len(writes) - len(kept)
+        rewritten += 1
+        ops.append(("log", key, msgpack.packb(kept, use_bin_type=True) if kept else None))
+        if len(ops) >= replay_batch_ops_max:
+            store.write_nowait(ops, sync=False)
+            ops.clear()
+    store.write_nowait(ops, sync=True)
+    return CompactReport(before_ts, dropped, rewritten)
+
+
+__all__ = ["CompactReport", "Mismatch", "ReplayReport", "compact",
+           "rebuild_catalog", "replay_into", "verify_catalog"]
