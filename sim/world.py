@@ -92,7 +92,12 @@ class SimWorld:
         epoch_offset = random.Random(split_seed(seed, "clock", "epoch")).randrange(EPOCH_SPAN_NS)
         self.clock = SimClock(EPOCH_NS_MIN + epoch_offset)
         self.entropy = SimEntropy(split_seed(seed, "node", "entropy"))
-        self.disk = disk if disk is not None else SimDisk(self.stream("disk"))
+        if disk is None:
+            disk = SimDisk(self.stream("disk"))
+            # A healthy disk still takes time: writes about a millisecond,
+            # syncs one more, so group commit has groups to form.
+            disk.latency_s_max, disk.sync_latency_s = 0.002, 0.001
+        self.disk = disk
         self.planted_bug = planted_bug
         self.store: SimStore | None = None
 

@@ -1,0 +1,11 @@
+"""The simulator's reference app: the tables its built-in workloads use
+(sim/workloads/). Every workload keeps to its own table, so any mix of
+workloads can run against one node."""
+
+from engine import define_schema, define_table, v
+
+schema = define_schema({
+    "accounts": define_table({"name": v.string(), "balance": v.int64()}).index("by_name", ["name"]),
+    "counters": define_table({"name": v.string(), "value": v.int64()}).index("by_name", ["name"]),
+    "lists": define_table({"key": v.string(), "items": v.array(v.int64())}).index("by_key", ["key"]),
+})

@@ -1,0 +1,100 @@
+"""Checkers over the node's own log on the simulated disk, after the run.
+
+- Durability: every acknowledged mutation that wrote is in the commit log at
+  the ts it was acknowledged with, with its path and arguments; a crash or
+  power loss lost none of them.
+- Atomicity: every commit record has the log entry of each table it names,
+  and every log entry has its commit record: nothing is half there.
+- Commit order: the node published commits in strictly rising ts across
+  every incarnation.
+- Corruption: a bit flipped in a copy of the final disk makes the node refuse
+  to open, naming the damaged record, rather than serve it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from engine.commits import log_key, parse_commit_record, parse_log_key
+from engine.errors import EddyError, ErrorCode
+
+from sim.workloads import Check
+
+
+def read_commits(store) -> dict[int, dict]:
+    return {int.from_bytes(key, "big"): parse_commit_record(value)
+            for key, value in store.scan("commits")}
+
+
+def check_durable(history: list, commits: dict[int, dict], wrote) -> Check:
+    """Acknowledged writes are all in the log (`wrote(op)` says which ops wrote)."""
+    checked = 0
+    for op in history:
+        if op.status != "ok" or op.kind != "mutation" or not wrote(op):
+            continue
+        checked += 1
+        record = commits.get(op.ts)
+        if record is None or record["path"] != op.path or record["args"] != op.args:
+            found = "nothing" if record is None else f"{record['path']} {record['args']}"
+            return Check("durability: no acknowledged write lost", False,
+                         f"client {op.client} call {op.index} {op.path} {op.args} was acknowledged "
+                         f"at ts {op.ts} (t={op.complete_s:.3f}s), but the log holds {found} there")
+    return Check("durability: no acknowledged write lost", True, f"{checked} acknowledged writes")
+
+
+def check_atomic(store, commits: dict[int, dict]) -> Check:
+    """No commit is half in the log."""
+    logged = {parse_log_key(key) for key, _ in store.scan("log")}
+    for ts, record in commits.items():
+        for number, _ids in record["writes"]:
+            if (number, ts) not in logged:
+                return Check("atomicity: no commit half there", False,
+                             f"commit {ts} ({record['path']}) names table {number}, whose log has "
+                             f"no entry {log_key(number, ts).hex()}")
+    orphans = sorted((ts, number) for number, ts in logged if ts not in commits)
+    if orphans:
+        ts, number = orphans[0]
+        return Check("atomicity: no commit half there", False,
+                     f"log entry of table {number} at ts {ts} has no commit record")
+    return Check("atomicity: no commit half there", True, f"{len(commits)} commits")
+
+
+def check_no_function_crashed(history: list) -> Check:
+    """The reference app never raises on its own: a crash means it read a state
+    no serial execution produces (a document it had just seen was gone)."""
+    for op in history:
+        if op.error and op.error.startswith("FunctionCrashed"):
+            return Check("functions: none crashed", False,
+                         f"client {op.client} call {op.index} {op.path} {op.args} crashed: {op.error}")
+    return Check("functions: none crashed", True)
+
+
+def check_published_order(published: list[tuple[int, str]]) -> Check:
+    for (before, path_before), (after, path_after) in zip(published, published[1:]):
+        if after <= before:
+            return Check("commit order: ts strictly rises across restarts", False,
+                         f"commit {after} ({path_after}) was published after commit {before} "
+                         f"({path_before})")
+    return Check("commit order: ts strictly rises across restarts", True,
+                 f"{len(published)} commits published")
+
+
+async def check_corruption_detected(disk, path: str, open_node_on) -> Check:
+    """Flips a bit in a copy of the disk's log; opening a node on it must fail
+    with CORRUPT_RECORD naming the key."""
+    damaged = copy.deepcopy(disk)
+    damaged.write_error_probability = 0.0
+    damaged.capacity_bytes = None
+    key = damaged.flip_bit(path, "log")
+    if key is None:
+        return Check("corruption: a flipped bit is refused", True, "no log records to damage")
+    try:
+        await open_node_on(damaged)
+    except EddyError as error:
+        if error.code is ErrorCode.CORRUPT_RECORD and key.hex() in error.message:
+            return Check("corruption: a flipped bit is refused", True)
+        return Check("corruption: a flipped bit is refused", False,
+                     f"opening a node on a disk with log record {key.hex()} damaged failed "
+                     f"with {error.code.value}: {error.message}, not naming the record")
+    return Check("corruption: a flipped bit is refused", False,
+                 f"a node opened on a disk whose log record {key.hex()} has a flipped bit")

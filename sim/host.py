@@ -1,0 +1,210 @@
+"""The node under simulation, its crashes and restarts, and the clients that call it.
+
+Theory of operation. `NodeHost.run` is the node's life: open the real node
+(`actors.node.open_node`) on the simulated World, serve until a crash is
+asked for or a storage fault ends it, apply the crash to the disk (a power
+loss drops unsynced writes), wait, and open it again on the same disk. Each
+opening is an *incarnation*.
+
+Clients (`SimClient`) call the node's embedded API through the host. A call
+belongs to the incarnation it started on; when that incarnation dies, the
+call is cancelled and recorded as `info`: its outcome is unknown (it may or
+may not have committed), as for a client whose server vanished mid-request.
+A call that arrives while the node is down waits for the next incarnation.
+
+Every call is an `Operation` in the run's history, with its virtual
+invocation and completion times, which the checkers read (sim/checkers/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import trio
+
+from actors.app import App
+from actors.node import open_node
+from engine.commits import Commit
+from engine.errors import AppError, EddyError, FunctionCrashed
+
+from sim import bugs
+from sim.disk import DiskFault
+from sim.trace import Trace
+from sim.world import SimWorld
+
+DATA_DIR = "data"
+
+
+@dataclasses.dataclass
+class Operation:
+    """One client call. `status`: "ok" (answered), "fail" (refused; did not
+    happen), "info" (outcome unknown: the node died while it ran)."""
+
+    client: int
+    index: int
+    kind: str
+    path: str
+    args: Any
+    invoke_s: float
+    complete_s: float | None = None
+    status: str | None = None
+    value: Any = None
+    ts: int | None = None
+    error: str | None = None
+
+
+class NodeCrashed(Exception):
+    """The node died while the call ran: its outcome is unknown."""
+
+
+class NodeHost:
+    """Runs the node's incarnations on one simulated World.
+
+    Fields:
+        node: the live node, or None while it is down.
+        incarnation: how many times the node has been opened.
+        published: (ts, path) of every commit the node published, across
+            incarnations, in publication order.
+        stop_reasons: why each incarnation ended ("crash", "power_loss",
+            "disk_fault: ...").
+    """
+
+    def __init__(self, world: SimWorld, app: App, trace: Trace) -> None:
+        self.world = world
+        self.app = app
+        self.trace = trace
+        self.node = None
+        self.incarnation = 0
+        self.published: list[tuple[int, str]] = []
+        self.stop_reasons: list[str] = []
+        self.unexpected: list[BaseException] = []
+        self._up = trio.Event()
+        self._crash = trio.Event()
+        self._power_loss = False
+        self._calls: set[trio.CancelScope] = set()
+        self._stopping = False
+        self.rng = world.stream("host")
+
+    async def wait_up(self):
+        while self.node is None:
+            await self._up.wait()
+        return self.node
+
+    def crash(self, power_loss: bool) -> bool:
+        """Asks the live node to die now (as kill -9, or a power cut).
+
+        A power cut while the node is down (restarting) still drops the
+        disk's unsynced writes; a crash of a node that is down does nothing
+        and returns False.
+        """
+        if self.node is None:
+            if power_loss:
+                self.trace.event("power_loss", self.world.disk.power_loss())
+            return power_loss
+        self._power_loss = power_loss
+        self._crash.set()
+        return True
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._crash.set()
+
+    async def run(self) -> None:
+        """The node's lives, until `stop`. Unexpected exceptions are kept in
+        `unexpected` (the run reports them as a crash of the simulator)."""
+        while not self._stopping:
+            reason = await self._incarnation()
+            self.stop_reasons.append(reason)
+            self.trace.event("node_stopped", self.incarnation, reason)
+            for scope in list(self._calls):
+                scope.cancel()
+            if self._power_loss:
+                dropped = self.world.disk.power_loss()
+                self.trace.event("power_loss", dropped)
+            self._power_loss = False
+            if self._stopping:
+                return
+            await trio.sleep(self.rng.uniform(0.05, 1.0))
+
+    async def _incarnation(self) -> str:
+        self.incarnation += 1
+        self._crash = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                async with open_node(app=self.app, data_dir=DATA_DIR, world=self.world) as node:
+                    node.sequencer.on_publish.append(self._published)
+                    bugs.plant(self.world.planted_bug, node, self.world)
+                    self.trace.event("node_started", self.incarnation, node.latest_ts)
+                    self.node = node
+                    self._up.set()
+                    self._up = trio.Event()
+                    await self._crash.wait()
+                    if self._stopping:
+                        return "stopped"
+                    scope.cancel()
+            return "power_loss" if self._power_loss else "crash"
+        except DiskFault as fault:
+            # An injected storage failure ends the node, as DESIGN.md says a
+            # storage error must; anything else is a real crash and propagates.
+            return f"disk_fault: {fault.message}"
+        finally:
+            self.node = None
+
+    def _published(self, group: list[Commit]) -> None:
+        for commit in group:
+            self.published.append((commit.ts, commit.call.path))
+            self.trace.event("commit", commit.ts, commit.call.path, commit.snapshot_ts)
+
+    async def call(self, kind: str, path: str, args: Any):
+        """Runs one call on the live node (waiting for one if it is down).
+
+        Raises:
+            NodeCrashed: the node died while the call ran.
+            EddyError, AppError, FunctionCrashed: the call failed.
+        """
+        node = await self.wait_up()
+        with trio.CancelScope() as scope:
+            self._calls.add(scope)
+            try:
+                return await node.call(kind, path, args)
+            finally:
+                self._calls.discard(scope)
+        raise NodeCrashed()
+
+
+class SimClient:
+    """One simulated client: calls the node and records each call in `history`."""
+
+    def __init__(self, client_id: int, host: NodeHost, rng: random.Random,
+                 history: list[Operation], trace: Trace) -> None:
+        self.id = client_id
+        self.host = host
+        self.rng = rng
+        self.history = history
+        self.trace = trace
+        self.call_count = 0
+
+    async def call(self, kind: str, path: str, args: Any) -> Operation:
+        """Calls the node once; returns the recorded Operation (never raises for
+        the call's own failure)."""
+        self.call_count += 1
+        operation = Operation(self.id, self.call_count, kind, path, args, trio.current_time())
+        self.history.append(operation)
+        self.trace.event("invoke", self.id, self.call_count, path, args)
+        try:
+            result = await self.host.call(kind, path, args)
+        except NodeCrashed:
+            operation.status = "info"
+        except (EddyError, AppError, FunctionCrashed) as error:
+            operation.status = "fail"
+            operation.error = f"{type(error).__name__}: {error}"
+        else:
+            operation.status = "ok"
+            operation.value = result.value
+            operation.ts = result.ts
+        operation.complete_s = trio.current_time()
+        self.trace.event("complete", self.id, self.call_count, operation.status,
+                         operation.value, operation.ts, operation.error)
+        return operation

@@ -1,0 +1,286 @@
+"""One simulated run: a whole node and its clients, under faults, from one seed.
+
+A run is one `trio.run` under MockClock with trio's scheduling seeded
+(sim/world.py). Phases:
+
+1. Start the node (sim/host.py) and run each workload's setup, fault-free.
+2. Safety phase (`duration_s` of virtual time): clients call the node while
+   the seed's fault mix (sim/faults.py) is injected.
+3. Heal: faults off; clients stop starting new calls.
+4. Liveness phase (at most `liveness_s`): every pending call must complete,
+   then each client runs its workload's final reads.
+5. Stop the node cleanly and run the checkers: each workload's, durability and
+   atomicity over the node's own log, commit order, corruption detection.
+
+Everything that happens is folded into the trace (sim/trace.py); the same
+seed and options give the same trace, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import trio
+
+from actors.app import App, load_app
+from actors.node import open_node
+
+from sim import bugs
+from sim.checkers import durability
+from sim.faults import FaultInjector, draw_plan
+from sim.host import DATA_DIR, NodeHost, SimClient
+from sim.trace import Trace
+from sim.workloads import Check, load_workloads
+from sim.world import SimWorld, run_simulated
+
+SIM_APP_DIR = str(Path(__file__).resolve().parent / "app")
+
+# Exit codes of `eddy sim` (2 is argparse's bad usage).
+EXIT_OK = 0
+EXIT_SAFETY = 3
+EXIT_LIVENESS = 4
+EXIT_CRASH = 5
+EXIT_NONDETERMINISM = 6
+EXIT_CODES = {None: EXIT_OK, "safety": EXIT_SAFETY, "liveness": EXIT_LIVENESS,
+              "crash": EXIT_CRASH, "nondeterminism": EXIT_NONDETERMINISM}
+
+# Mean virtual seconds a client thinks between calls.
+think_s_mean = 0.02
+
+_apps: dict[str, App] = {}
+
+
+@dataclasses.dataclass
+class RunOptions:
+    seed: int
+    workload: str = "all"
+    faults: list[str] | None = None  # None: a swarm draw from the seed
+    duration_s: float = 30.0
+    liveness_s: float = 30.0
+    clients: int = 8
+    bug: str | None = None
+    app_dir: str | None = None
+    keep_events: bool = False  # keep every event's repr in the result (determinism checks)
+
+    def replay_command(self) -> str:
+        faults = "swarm" if self.faults is None else (",".join(self.faults) or "none")
+        command = (f"eddy sim run --seed {self.seed} --workload {self.workload} --faults {faults} "
+                   f"--duration {self.duration_s:g}s --clients {self.clients}")
+        if self.app_dir:
+            command += f" --app {self.app_dir}"
+        if self.bug:
+            command = f"EDDY_SIM_BUG={self.bug} " + command
+        return command
+
+
+@dataclasses.dataclass
+class RunResult:
+    options: RunOptions
+    trace: str
+    event_count: int
+    checkpoints: list[str]
+    recent_events: list[str]
+    fault_plan: str
+    fault_counts: dict[str, int]
+    operation_counts: dict[str, int]
+    checks: list[Check]
+    incarnations: int
+    commit_count: int
+    sim_s: float
+    wall_s: float
+    failure: str | None = None  # None, "safety", "liveness" or "crash"
+    explanation: str = ""
+    events: list[str] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.failure]
+
+
+def _app(app_dir: str) -> App:
+    if app_dir not in _apps:
+        _apps[app_dir] = load_app(app_dir)
+    return _apps[app_dir]
+
+
+def run(options: RunOptions) -> RunResult:
+    """Runs one seed to the end and returns what happened (never raises for a
+    failure of the node: that is the result's `failure`)."""
+    started = time.perf_counter()
+    # What app functions and the node log (a crashed function's traceback)
+    # stays out of the report; a run's failures are its checks' business.
+    eddy_log = logging.getLogger("eddy")
+    quiet, propagate = logging.NullHandler(), eddy_log.propagate
+    eddy_log.addHandler(quiet)
+    eddy_log.propagate = False
+    world = SimWorld(options.seed, planted_bug=options.bug)
+    trace = Trace(keep_events=options.keep_events)
+    state = _RunState(options, world, trace)
+    try:
+        run_simulated(state.main, options.seed)
+    except BaseException as error:  # the node or the simulator crashed: report it
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        state.failure, state.explanation = _describe_crash(error)
+    finally:
+        gc.unfreeze()  # open_node freezes what it replayed; a run's objects must not pile up
+        eddy_log.removeHandler(quiet)
+        eddy_log.propagate = propagate
+    trace.event("result", state.failure, [(c.name, c.ok) for c in state.checks])
+    return RunResult(
+        options=options, trace=trace.hexdigest(), event_count=trace.event_count,
+        checkpoints=trace.checkpoints, recent_events=list(trace.recent),
+        fault_plan=state.plan_text, fault_counts=state.fault_counts,
+        operation_counts=state.operation_counts(), checks=state.checks,
+        incarnations=state.host.incarnation if state.host else 0,
+        commit_count=len(state.host.published) if state.host else 0,
+        sim_s=state.sim_s, wall_s=time.perf_counter() - started,
+        failure=state.failure, explanation=state.explanation, events=trace.events)
+
+
+def _describe_crash(error: BaseException) -> tuple[str, str]:
+    """("safety", ...) when an in-code assertion of the node fired (an invariant
+    broke), else ("crash", ...): the node or the simulator raised."""
+    leaves = [error]
+    while any(isinstance(leaf, BaseExceptionGroup) for leaf in leaves):
+        leaves = [inner for leaf in leaves for inner in
+                  (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else [leaf])]
+    text = "".join(traceback.format_exception(error)).rstrip()
+    for leaf in leaves:
+        if isinstance(leaf, AssertionError):
+            frame = traceback.extract_tb(leaf.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            return "safety", f"an in-code invariant failed at {where}: {leaf}\n{text}"
+    return "crash", text
+
+
+class _RunState:
+    """The run in progress (see the module docstring for its phases)."""
+
+    def __init__(self, options: RunOptions, world: SimWorld, trace: Trace) -> None:
+        self.options = options
+        self.world = world
+        self.trace = trace
+        self.history: list = []
+        self.checks: list[Check] = []
+        self.failure: str | None = None
+        self.explanation = ""
+        self.plan_text = ""
+        self.fault_counts: dict[str, int] = {}
+        self.host: NodeHost | None = None
+        self.sim_s = 0.0
+        self.issuing = True
+        self.healed_s = 0.0
+        self._clients_running = 0
+        self._clients_done = trio.Event()
+
+    def operation_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.history:
+            key = f"{op.path} {op.status}"
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+    async def main(self) -> None:
+        options, world, trace = self.options, self.world, self.trace
+        app = _app(options.app_dir or SIM_APP_DIR)
+        workloads = load_workloads(options.workload)
+        self.host = host = NodeHost(world, app, trace)
+        plan = draw_plan(world.stream("swarm"), options.faults)
+        self.plan_text = plan.describe()
+        trace.event("plan", self.plan_text, options.bug)
+        injector = FaultInjector(plan, host, world, trace)
+        clients = [SimClient(n, host, world.stream("client", n), self.history, trace)
+                   for n in range(options.clients)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(host.run)
+            await host.wait_up()
+            for workload in workloads:
+                await workload.setup(clients[0])
+            await self._safety_and_liveness(workloads, clients, injector)
+            self.fault_counts = dict(sorted(injector.counts.items()))
+            for kind, count in sorted(world.disk.fault_counts.items()):
+                self.fault_counts[f"disk {kind}"] = count
+            host.stop()
+        self.sim_s = trio.current_time()
+        if self.failure is None:
+            await self._check(app, workloads)
+
+    async def _safety_and_liveness(self, workloads, clients, injector) -> None:
+        options = self.options
+        async with trio.open_nursery() as clients_nursery:
+            for client in clients:
+                workload = workloads[client.id % len(workloads)]
+                clients_nursery.start_soon(self._client_loop, client, workload)
+            with trio.move_on_after(options.duration_s):
+                await injector.run()
+                await trio.sleep_forever()
+            self.issuing = False
+            injector.heal()
+            self.healed_s = trio.current_time()
+            with trio.move_on_after(options.liveness_s) as deadline:
+                await self._clients_done.wait()
+            if deadline.cancelled_caught:
+                pending = [op for op in self.history if op.status is None]
+                self.failure = "liveness"
+                self.explanation = (f"{len(pending)} calls still pending {options.liveness_s:g}s after "
+                                    f"the faults healed, e.g. " + ", ".join(
+                                        f"client {op.client} call {op.index} {op.path}"
+                                        for op in pending[:3]))
+                self.trace.event("liveness_failure", len(pending))
+                clients_nursery.cancel_scope.cancel()
+
+    async def _client_loop(self, client: SimClient, workload) -> None:
+        self._clients_running += 1
+        try:
+            while self.issuing:
+                await workload.step(client)
+                await trio.sleep(client.rng.expovariate(1 / think_s_mean))
+            await workload.finish(client)
+        finally:
+            self._clients_running -= 1
+            if not self._clients_running:
+                self._clients_done.set()
+
+    async def _check(self, app: App, workloads) -> None:
+        store = self.world.disk.open(DATA_DIR, read_only=True)
+        commits = durability.read_commits(store)
+        record = _Record(self.history, self.healed_s)
+        checks = []
+        for workload in workloads:
+            checks.extend(workload.check(record))
+        wrote = lambda op: any(w.wrote(op) for w in workloads if hasattr(w, "wrote"))  # noqa: E731
+        checks.append(durability.check_durable(self.history, commits, wrote))
+        checks.append(durability.check_atomic(store, commits))
+        checks.append(durability.check_published_order(self.host.published))
+        checks.append(durability.check_no_function_crashed(self.history))
+
+        async def open_on(disk) -> None:
+            damaged_world = SimWorld(self.options.seed, disk=disk)
+            async with open_node(app=app, data_dir=DATA_DIR, world=damaged_world):
+                pass
+        checks.append(await durability.check_corruption_detected(self.world.disk, DATA_DIR, open_on))
+        self.checks = checks
+        for check in checks:
+            self.trace.event("check", check.name, check.ok, check.explanation)
+        failed = [check for check in checks if not check.ok]
+        if failed:
+            self.failure = "liveness" if all(c.liveness for c in failed) else "safety"
+            self.explanation = "\n".join(f"{c.name}: {c.explanation}" for c in failed)
+
+
+@dataclasses.dataclass
+class _Record:
+    """What workload checkers read: the history and when the faults healed."""
+
+    history: list
+    healed_s: float
+
+
+def planted_bug_names() -> list[str]:
+    return list(bugs.BUGS)

@@ -1,0 +1,216 @@
+"""`eddy sim`: the deterministic simulator's commands (sim/, docs/simulation.md).
+
+- `eddy sim run --seed N [--workload W] [--faults all|none|LIST] [--duration 30s]`
+  runs one seed and prints what happened; its last line is `trace <hex>`.
+- `eddy sim sweep --seeds 1-100 [--jobs 2] [--budget 10m]` runs many seeds.
+- `eddy sim determinism --seed N` re-runs a seed in fresh processes with
+  other hash seeds and heaps and names the first differing event.
+- `eddy sim bugs` lists the bugs EDDY_SIM_BUG can plant.
+
+Exit codes: 0 every check passed, 3 a safety violation, 4 a liveness failure,
+5 the node or simulator crashed, 6 non-determinism, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+EPILOG = """\
+Exit codes: 0 passed, 3 safety violation, 4 liveness failure, 5 crash,
+6 non-determinism, 2 bad usage. A failure prints the command that replays it.
+Plant a known bug with EDDY_SIM_BUG=<name> (see `eddy sim bugs`).
+"""
+
+
+def add_commands(subparsers) -> None:
+    """Adds `eddy sim` and its subcommands."""
+    sim = subparsers.add_parser(
+        "sim", help="run the deterministic simulator (seeded whole-node runs with faults)",
+        description="Runs a whole node and simulated clients in one process from one seed, "
+                    "under injected faults, and checks serializability, durability and "
+                    "liveness. The same seed gives the same run, bit for bit.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sim.set_defaults(handler=lambda options: (sim.print_help(), 2)[1])
+    commands = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
+
+    run = commands.add_parser("run", help="run one seed and print what happened",
+                              description="Runs one seed. The last line is `trace <hex>`, a hash "
+                                          "of every event: the same seed gives the same trace.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--seed", type=int, required=True, help="the run's root seed")
+    _add_run_options(run)
+    run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
+    run.add_argument("--keep-events", action="store_true",
+                     help="keep every event in the JSON result (for determinism checks)")
+    run.add_argument("--verbose", action="store_true", help="print full failure tracebacks")
+    run.set_defaults(handler=_run)
+
+    sweep = commands.add_parser("sweep", help="run many seeds and list the failures",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("--seeds", default="1-100", help="seeds, e.g. 1-1000 or 1,5,9-12 (default 1-100)")
+    sweep.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    sweep.add_argument("--budget", type=_duration, default=None,
+                       help="stop starting seeds after this much wall time, e.g. 10m")
+    _add_run_options(sweep)
+    sweep.set_defaults(handler=_sweep)
+
+    determinism = commands.add_parser(
+        "determinism", help="re-run a seed in fresh processes and compare every event",
+        description="Runs the seed in two fresh processes with different PYTHONHASHSEED values "
+                    "and heap layouts, compares checkpoint hashes (every 1,000 events) and "
+                    "events, and names the first differing event. Exit 6 if they differ.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    determinism.add_argument("--seed", type=int, required=True)
+    _add_run_options(determinism)
+    determinism.set_defaults(handler=_determinism)
+
+    bugs = commands.add_parser("bugs", help="list the bugs EDDY_SIM_BUG can plant, one a line")
+    bugs.add_argument("--explain", action="store_true", help="say what each bug breaks")
+    bugs.set_defaults(handler=_bugs)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workload", default="all",
+                        help="all (default), a comma list of bank, counters, list-append, "
+                             "or a .py file defining `workload`")
+    parser.add_argument("--faults", default="swarm",
+                        help="swarm (default: the seed draws its own mix), all, none, or a comma "
+                             "list of crash, power_loss, disk_errors, enospc, disk_latency, clock")
+    parser.add_argument("--duration", type=_duration, default=30.0,
+                        help="simulated time of the faulty phase, e.g. 30s, 2m, 500ms (default 30s)")
+    parser.add_argument("--clients", type=int, default=8, help="simulated clients (default 8)")
+    parser.add_argument("--app", metavar="APP_DIR", default=None,
+                        help="run this app instead of the simulator's reference app "
+                             "(with your own --workload file)")
+    parser.add_argument("--bug", default=None, help=argparse.SUPPRESS)
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30s, 2m, 500ms)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _options(options: argparse.Namespace, seed: int):
+    from sim.bugs import selected_bug
+    from sim.faults import parse_fault_kinds
+    from sim.run import RunOptions
+    from sim.workloads import load_workloads
+    load_workloads(options.workload)  # fail early on an unknown name
+    return RunOptions(seed=seed, workload=options.workload,
+                      faults=parse_fault_kinds(options.faults), duration_s=options.duration,
+                      clients=options.clients, bug=selected_bug(options.bug),
+                      app_dir=options.app, keep_events=getattr(options, "keep_events", False))
+
+
+def _usage_error(error: ValueError) -> int:
+    print(f"eddy sim: {error}", file=sys.stderr)
+    return 2
+
+
+def _run(options: argparse.Namespace) -> int:
+    from sim.determinism import perturb_heap
+    from sim.run import run
+    garbage = perturb_heap()  # noqa: F841  (kept alive on purpose)
+    try:
+        run_options = _options(options, options.seed)
+    except ValueError as error:
+        return _usage_error(error)
+    result = run(run_options)
+    _print_result(result, options.verbose)
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump({"seed": options.seed, "trace": result.trace, "failure": result.failure,
+                       "checkpoints": result.checkpoints, "events": result.events or [],
+                       "event_count": result.event_count}, f)
+    return result.exit_code
+
+
+def _print_result(result, verbose: bool) -> None:
+    options = result.options
+    speed = result.sim_s / result.wall_s if result.wall_s else 0.0
+    print(f"seed {options.seed}, workload {options.workload}, {options.clients} clients, "
+          f"bug {options.bug or 'none'}")
+    print(f"faults drawn: {result.fault_plan}")
+    print(f"simulated {result.sim_s:.1f}s in {result.wall_s:.2f}s wall ({speed:.0f}x), "
+          f"{result.incarnations} node incarnations, {result.commit_count} commits, "
+          f"{result.event_count} events")
+    print("operations:")
+    for key, count in result.operation_counts.items():
+        print(f"  {key}: {count}")
+    print("faults injected: " + (", ".join(f"{kind} {count}" for kind, count in
+                                           result.fault_counts.items()) or "none"))
+    print(f"checks: {len(result.checks)} run, {sum(c.ok for c in result.checks)} passed")
+    for check in result.checks:
+        detail = f" ({check.explanation})" if check.explanation and check.ok else ""
+        print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}{detail}")
+    if result.failure:
+        explanation = result.explanation
+        if not verbose and result.failure == "crash":
+            explanation = "\n".join(explanation.splitlines()[-12:])
+        elif not verbose:
+            explanation = explanation.split("\nTraceback")[0][:4000]
+        print(f"{result.failure.upper()} FAILURE (exit {result.exit_code}):")
+        print("  " + explanation.replace("\n", "\n  "))
+        print(f"replay: {options.replay_command()}")
+    print(f"trace {result.trace}")
+
+
+def _sweep(options: argparse.Namespace) -> int:
+    from sim.run import EXIT_CODES
+    from sim.sweep import parse_seeds, sweep
+    try:
+        seeds = parse_seeds(options.seeds)
+        template = _options(options, 0)
+    except ValueError as error:
+        return _usage_error(error)
+    outcomes = sweep(template, seeds, max(options.jobs, 1), options.budget,
+                     report=lambda line: print(line, flush=True))
+    failures = [o for o in outcomes if o.failure]
+    sim_s = sum(o.sim_s for o in outcomes)
+    wall_s = sum(o.wall_s for o in outcomes)
+    print(f"{len(outcomes)} of {len(seeds)} seeds run, {len(failures)} failed; "
+          f"{sim_s:.0f} simulated s in {wall_s:.0f} process-wall s")
+    if failures:
+        print("failed seeds: " + " ".join(str(o.seed) for o in failures))
+        return EXIT_CODES[failures[0].failure]
+    return 0
+
+
+def _determinism(options: argparse.Namespace) -> int:
+    from sim.determinism import check
+    from sim.run import EXIT_NONDETERMINISM
+    try:
+        run_options = _options(options, options.seed)
+    except ValueError as error:
+        return _usage_error(error)
+    args = ["--seed", str(options.seed), "--workload", options.workload, "--faults",
+            options.faults, "--duration", f"{options.duration}s", "--clients", str(options.clients)]
+    if options.app:
+        args += ["--app", options.app]
+    if run_options.bug:
+        args += ["--bug", run_options.bug]
+    difference, results = check(args)
+    for number, result in enumerate(results, 1):
+        print(f"run {number}: {result['event_count']} events, trace {result['trace']}")
+    if difference:
+        print(f"NON-DETERMINISM (exit {EXIT_NONDETERMINISM}): {difference}")
+        print(f"replay: eddy sim determinism {' '.join(args)}")
+        return EXIT_NONDETERMINISM
+    print(f"identical: {len(results[0]['checkpoints'])} checkpoints and every event agree")
+    return 0
+
+
+def _bugs(options: argparse.Namespace) -> int:
+    from sim.bugs import BUGS
+    for name, description in BUGS.items():
+        print(f"{name}: {description}" if options.explain else name)
+    return 0
+
+
+__all__ = ["add_commands"]
