@@ -71,9 +71,14 @@ class QueryCtx:
         self.db = DatabaseReader(txn)
         self.auth = Auth(identity)
         self.now: float = txn.now_ms
-        self.random: random.Random = txn.random
         # What the function prints, as log lines (the runner captures them).
         self.log_lines: list[str] = txn.log_lines
+        self._txn = txn
+
+    @property
+    def random(self) -> random.Random:
+        """A generator seeded from the call's recorded seed (re-runs draw the same)."""
+        return self._txn.random
 
 
 class MutationCtx(QueryCtx):

@@ -20,6 +20,8 @@ means `messages:default`).
 
 from __future__ import annotations
 
+import functools
+
 import enum
 import re
 from dataclasses import dataclass, field
@@ -103,6 +105,7 @@ internal_mutation = _decorator(FunctionKind.MUTATION, internal=True)
 internal_action = _decorator(FunctionKind.ACTION, internal=True)
 
 
+@functools.lru_cache(maxsize=4096)  # apps call the same few paths over and over
 def canonical_path(path: str) -> str:
     """Canonicalises a function path (PROTOCOL.md 2.2).
 

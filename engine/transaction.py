@@ -71,8 +71,10 @@ class Transaction:
         self.check_deadline = check_deadline or (lambda: None)
         # Separate streams, so that app code drawing from ctx.random does not
         # change the ids a re-run generates.
-        self._id_rng = random.Random(split_seed(seed, "ids"))
-        self.random = random.Random(split_seed(seed, "random"))
+        # Both are made on first use: seeding a generator costs more than a
+        # small mutation's whole write path.
+        self._id_rng_state: random.Random | None = None
+        self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
         self.read_set = ReadSet()
         # What the function printed, as Convex log lines; filled by the runner.
@@ -85,6 +87,19 @@ class Transaction:
         self.read_bytes = 0
         self.written_bytes = 0
         self.paginated = False
+
+    @property
+    def _id_rng(self) -> random.Random:
+        if self._id_rng_state is None:
+            self._id_rng_state = random.Random(split_seed(self.seed, "ids"))
+        return self._id_rng_state
+
+    @property
+    def random(self) -> random.Random:
+        """`ctx.random`: seeded from the transaction's seed, apart from the ids' stream."""
+        if self._random_state is None:
+            self._random_state = random.Random(split_seed(self.seed, "random"))
+        return self._random_state
 
     # ----- reads -----------------------------------------------------------
 

@@ -94,13 +94,16 @@ class ViewReader:
         self.fast: FastPath | None = None
         # What the function's ctx reads from its transaction.
         self.now_ms = txn.now_ms
-        self.random = txn.random
         self.read_set = txn.read_set
         # What the function prints (the runner captures it into this list);
         # the transaction's own list where it has one, so both see the lines.
         self.log_lines: list[str] = getattr(txn, "log_lines", None)
         if self.log_lines is None:
             self.log_lines = txn.log_lines = []
+
+    @property
+    def random(self):
+        return self.txn.random
 
     # ----- the Reader protocol, forwarded -----------------------------------
 
