@@ -72,78 +72,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from bench_ws import add_common_arguments, open_clients, open_eddy  # noqa: E402
 from common import Row, Unavailable  # noqa: E402
+from live_common import SUBSCRIBE_S_MAX, Figure, Subscribers, now_ns, percentile  # noqa: E402
 
 APP_LIVE_DIR = Path(__file__).resolve().parent / "app_live"
 SCENARIOS = ["observe-insert", "many-intersections", "incremental", "fan-out"]
-SUBSCRIBE_S_MAX = 600  # Setting up 20,000 subscriptions one ModifyQuerySet at a time.
 UPDATE_S_MAX = 60  # How long a write's updates may take before the run gives up.
 SETTLE_S = 0.3  # Quiet time after a write's expected updates, to catch stray ones.
 RANGE_WIDTH = 10  # many-intersections: keys per subscribed range
 WRITE_DOCUMENTS_COUNT = 100  # many-intersections: documents per write
 SEED_BATCH_COUNT = 1000  # incremental: rows inserted per seeding mutation
 SCORE_MAX = 1_000_000_000  # incremental: seeded scores are below this
-
-
-@dataclass
-class Figure:
-    """One measured number for the table (latency, CPU, a count)."""
-
-    value: float
-    unit: str
-    digits: int = 2
-
-    def __str__(self) -> str:
-        if self.unit == "":
-            return f"{self.value:,.0f}"
-        return f"{self.value:,.{self.digits}f} {self.unit}"
-
-
-def now_ns() -> int:
-    # CLOCK_MONOTONIC: the same clock in every process of this machine.
-    return time.monotonic_ns()
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-class Subscribers:
-    """Holds many subscriptions of one client pool; each value goes to `on_value`.
-
-    `on_value(index, value)` runs in the subscription's own task each time a
-    new value arrives (intermediate values may be skipped: the client keeps
-    the latest).
-    """
-
-    def __init__(self, clients, on_value) -> None:
-        self.clients = clients
-        self.on_value = on_value
-        self.ready_count = 0
-        self.target_count = 0
-
-    async def add_all(self, nursery, specs) -> None:
-        """Subscribes (client index, path, args) each; returns once all have a
-        first value (which also goes to `on_value`)."""
-        import trio
-
-        specs = list(specs)
-        self.target_count += len(specs)
-        all_ready = trio.Event()
-
-        async def hold(index: int, client, path: str, args: dict) -> None:
-            async with client.subscribe(path, args) as sub:
-                self.on_value(index, await sub.next())
-                self.ready_count += 1
-                if self.ready_count == self.target_count:
-                    all_ready.set()
-                while True:
-                    self.on_value(index, await sub.next())
-
-        for index, (client_index, path, args) in enumerate(specs):
-            nursery.start_soon(hold, index, self.clients[client_index], path, args)
-        with trio.fail_after(SUBSCRIBE_S_MAX):
-            await all_ready.wait()
 
 
 # ---------------------------------------------------------------------------
