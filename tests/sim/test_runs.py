@@ -81,3 +81,12 @@ def test_each_planted_bug_is_caught(bug):
             assert f"EDDY_SIM_BUG={bug}" in result.options.replay_command()
             return
     pytest.fail(f"planted bug {bug} was not caught by seeds {BUG_SEEDS}")
+
+
+def test_a_users_app_runs_under_its_own_workload():
+    """`--app` with a workload file: the example chat workload passes its own and the generic checks."""
+    result = run(RunOptions(seed=3, app_dir=str(REPO_ROOT / "examples" / "chat"),
+                            workload=str(REPO_ROOT / "sim" / "examples" / "chat_workload.py"),
+                            duration_s=2.0, clients=4))
+    assert result.failure is None, _failure_text(result)
+    assert "chat: the newest message is listed" in [check.name for check in result.checks]
