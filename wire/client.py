@@ -53,6 +53,12 @@ backoff_s_max = 15.0
 inactivity_s_max = 30.0
 # Frames this client accepts: one large query result plus envelope.
 message_bytes_max = 64 * 1024 * 1024
+# Mutation requests (a MutationBatch counts as one) awaiting their answer at
+# once. The server closes a connection that queues more than
+# wire.session.queued_mutations_max (1,000); half of it leaves room for the
+# reconnect burst, which re-sends every unanswered one, so a busy client
+# never loops between overflowing the queue and re-sending it.
+mutations_in_flight_max = 500
 
 
 class ClientError(Exception):
@@ -84,6 +90,7 @@ class _Request:
     done: trio.Event = field(default_factory=trio.Event)
     outcome: Any = None  # ("ok", value) or ("error", ClientError)
     commit_ts: int | None = None  # a successful mutation, waiting for its Transition
+    batch: int | None = None  # the MutationBatch it was sent in, re-sent together
 
 
 @dataclass
@@ -147,6 +154,8 @@ class Client:
         self._version_ts = 0
         self.connected = trio.Event()
         self.reconnect_count = 0
+        self._mutation_slots = trio.Semaphore(mutations_in_flight_max)
+        self._next_batch = 0
 
     # ----- calls
 
@@ -157,9 +166,10 @@ class Client:
 
     async def mutation(self, path: str, args: dict | None = None) -> Any:
         """Runs a mutation; returns once subscriptions reflect it. Raises ClientError."""
-        request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
-        await self._send(request.message)
-        return await self._wait(request)
+        async with self._mutation_slots:
+            request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
+            await self._send(request.message)
+            return await self._wait(request)
 
     async def action(self, path: str, args: dict | None = None) -> Any:
         """Runs an action. Raises ClientError."""
@@ -179,17 +189,22 @@ class Client:
         items = [m.Mutation(self._take_request_id(), path, [args or {}]) for path, args in calls]
         if not items:
             return []
-        requests = [self._request(item) for item in items]
-        await self._send(m.MutationBatch(items))
-        results: list[Any] = []
-        for request in requests:
-            try:
-                results.append(await self._wait(request))
-            except ClientError as error:
-                if not return_exceptions:
-                    raise
-                results.append(error)
-        return results
+        async with self._mutation_slots:
+            batch = self._next_batch
+            self._next_batch += 1
+            requests = [self._request(item) for item in items]
+            for request in requests:
+                request.batch = batch
+            await self._send(m.MutationBatch(items))
+            results: list[Any] = []
+            for request in requests:
+                try:
+                    results.append(await self._wait(request))
+                except ClientError as error:
+                    if not return_exceptions:
+                        raise
+                    results.append(error)
+            return results
 
     @contextlib.asynccontextmanager
     async def subscribe(self, path: str, args: dict | None = None
@@ -318,8 +333,8 @@ class Client:
                 for query_id, query in self._queries.items()]))
             self._query_set_version = 1
             self._version_ts = 0
-            burst += [request.message for request in self._requests.values()
-                      if request.outcome is None or request.commit_ts is not None]
+            burst += _resend(request for request in self._requests.values()
+                             if request.outcome is None or request.commit_ts is not None)
             self._ws = ws
             for message in burst:
                 await ws.send_message(codecs.dump_msgpack_frame(
@@ -396,6 +411,30 @@ class Client:
         request.outcome = outcome
         request.commit_ts = None
         request.done.set()
+
+
+def _resend(requests: Iterable[_Request]) -> list[Any]:
+    """The messages that re-send `requests`, in order; items of one
+    MutationBatch go together again, so they stay one entry of the server's
+    queue."""
+    messages: list[Any] = []
+    for request in requests:
+        previous = messages[-1] if messages else None
+        if request.batch is not None and isinstance(previous, _Batch) \
+                and previous.batch == request.batch:
+            previous.items.append(request.message)
+        elif request.batch is not None:
+            messages.append(_Batch(request.batch, [request.message]))
+        else:
+            messages.append(request.message)
+    return [m.MutationBatch(message.items) if isinstance(message, _Batch) else message
+            for message in messages]
+
+
+@dataclass
+class _Batch:
+    batch: int
+    items: list[Any]
 
 
 class _Reconnect(Exception):

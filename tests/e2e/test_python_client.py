@@ -123,6 +123,26 @@ def test_mutation_batch_returns_results_in_order(server):
     assert total == count + 1
 
 
+def test_more_concurrent_mutations_than_the_server_queues_all_succeed(server):
+    """1,500 concurrent mutations on one connection (the server queues 1,000) all
+    complete: the client holds back rather than overflowing the queue."""
+    count = 1500
+
+    async def scenario():
+        async with connect(server.url) as client:
+            results = [None] * count
+
+            async def one(n):
+                results[n] = await client.mutation("messages:numbered", {"n": n})
+            async with trio.open_nursery() as nursery:
+                for n in range(count):
+                    nursery.start_soon(one, n)
+            return results, client.reconnect_count, await client.query("messages:count")
+    results, reconnects, total = run(scenario)
+    assert results == list(range(count))
+    assert reconnects == 0 and total == count
+
+
 def test_reconnect_after_kill_restores_subscriptions(server, monkeypatch):
     """After kill -9 and a restart on the same port, the client reconnects by
     itself, its subscription resumes with the acknowledged data, and calls work."""
