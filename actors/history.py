@@ -169,8 +169,6 @@ class History:
         head_ts: ts of the newest commit (0: none); moved by `refresh`.
         retained_since_ts: reads before it are refused (0: all history kept).
         table_names: table number -> name, from the catalog record.
-        schema_warning: set when the app's schema does not match the stored
-            documents (history still reads; the node would refuse to start).
     """
 
     def __init__(self, store: RocksStore, data_dir: str, app_dir: str | None,
@@ -180,7 +178,6 @@ class History:
         self.app_dir = app_dir
         self._app = app
         self._node: Node | None = None
-        self.schema_warning: str | None = None
         self.head_ts = 0
         self.retained_since_ts = 0
         self.table_names: dict[int, str] = {}
@@ -220,14 +217,10 @@ class History:
         (Node.recover) but whose actors never start: it only reads."""
         if self._node is None:
             node = Node(RealWorld(), self.store, self.app, self.data_dir)
-            try:
-                node.recover()
-            except EddyError as error:
-                if error.code is not ErrorCode.SCHEMA_VIOLATION:
-                    raise
-                # The rebuild is complete when the schema check runs; history
-                # stays readable even when today's schema no longer fits.
-                self.schema_warning = error.message
+            # History stays readable even when today's schema no longer fits
+            # the data, so the node's schema check (a full pass over every
+            # document) is skipped.
+            node.recover(check_schema=False)
             self._node = node
         return self._node
 
@@ -452,15 +445,16 @@ def parse_commit(key: bytes, payload: bytes, table_names: dict[int, str]) -> Log
     """A `commits` record as a LoggedCommit; CORRUPT_RECORD if it does not parse."""
     try:
         record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        names = dict(table_names)
-        created = [(name, number) for name, number in record["tables"]]
-        names.update((number, name) for name, number in created)
+        created = record["tables"]
+        if created:
+            created = [(name, number) for name, number in created]
+            table_names = {**table_names, **{number: name for name, number in created}}
         return LoggedCommit(
             ts=record["ts"], kind=record["kind"], path=record["path"],
             args=values.unpack(record["args"]), identity=record["identity"],
             snapshot_ts=record["snapshot_ts"], seed=record["seed"], now_ms=record["now_ms"],
             created_tables=created, writes=[(n, written) for n, written in record["writes"]],
-            table_names=names if created else table_names, reads_record=record["reads"])
+            table_names=table_names, reads_record=record["reads"])
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as error:
         raise corrupt("commits", key, f"does not parse ({type(error).__name__}: {error})") from None
 

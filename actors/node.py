@@ -103,9 +103,11 @@ class Node:
 
     # ----- opening ---------------------------------------------------------
 
-    def recover(self) -> None:
+    def recover(self, check_schema: bool = True) -> None:
         """Restores the catalog and every shard from the log (derived state
-        is never trusted from disk: it is rebuilt)."""
+        is never trusted from disk: it is rebuilt). `check_schema=False` skips
+        checking the documents against the app's schema (history tools read
+        data whatever today's schema says)."""
         self.catalog.set_index_definitions(_index_definitions(self.schema))
         catalog = self.store.get("meta", b"catalog")
         for name, number in parse_catalog_record(catalog) if catalog else []:
@@ -130,7 +132,8 @@ class Node:
                             f"The log holds tables {stray} that the catalog does not name.")
         self.sequencer = SequencerActor(self.store, self.catalog, SequencerState(last_ts),
                                         self.world.clock)
-        self._check_schema(self.schema)
+        if check_schema:
+            self._check_schema(self.schema)
 
     def _check_schema(self, schema) -> None:
         if schema is None or not getattr(schema, "schema_validation", True):

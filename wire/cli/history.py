@@ -220,8 +220,8 @@ def _clean(value: Any) -> Any:
     return codecs.encode_value(value, codecs.Format.CLEAN)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+# One encoder for every line: json.dumps with options builds a new one per call.
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def _identity_text(identity: Any) -> str:
@@ -269,7 +269,9 @@ def _text_line(commit: LoggedCommit) -> str:
     args = _dumps(_clean(commit.args))
     if len(args) > ARGS_CHARS_MAX:
         args = args[:ARGS_CHARS_MAX - 3] + "..."
-    writes = " ".join(f"{table}+{count}" for table, count in commit.writes_per_table().items())
+    names = commit.table_names
+    writes = " ".join([f"{names.get(number, number)}+{len(written)}"
+                       for number, written in commit.writes])
     return (f"{commit.ts}  {_wall_time(commit.ts)}  {commit.path}  "
             f"{_identity_text(commit.identity)}  {args}  {writes or '-'}\n")
 
