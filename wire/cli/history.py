@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from actors.app import AppLoadError
 from actors.history import MISSING, History, LoggedCommit, ShownCommit, open_history
-from engine.errors import AppError, EddyError, FunctionCrashed
+from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 from wire import codecs
 from wire.devserver import describe_load_error
 
@@ -120,9 +120,11 @@ def add_commands(commands) -> None:
                      "anything else, or raises when it is not), find the first commit after "
                      "which it fails, by O(log n) time-travel evaluations, and print it as "
                      "`eddy show` does.")
-    bisect.add_argument("--check", metavar="PATH", required=True, help="the invariant query")
-    bisect.add_argument("args", metavar="ARGS_JSON", nargs="?", default="{}",
-                        help="its arguments as a JSON object; default {}")
+    # PATH and its ARGS_JSON both belong to --check: a positional after
+    # APP_DIR would be taken (empty) together with APP_DIR by argparse.
+    bisect.add_argument("--check", metavar=("PATH", "ARGS_JSON"), nargs="+", required=True,
+                        help="the invariant query, then its arguments as a JSON object "
+                             "(default {})")
     _json_flag(bisect)
     bisect.set_defaults(handler=_bisect)
 
@@ -138,6 +140,10 @@ def add_commands(commands) -> None:
 def _parser(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=summary, description=description, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Let relative times (`--since -5m`) be values, not unknown options:
+    # argparse only lets plain negative numbers through. No history option
+    # looks like one, so widening argparse's (private) matcher is safe.
+    parser._negative_number_matcher = RELATIVE_TIME
     parser.add_argument("app_dir", metavar="APP_DIR", type=Path, help="the app folder")
     parser.add_argument("--data", metavar="DIR", type=Path, default=None,
                         help="the data folder (default APP_DIR/.eddy)")
@@ -171,6 +177,9 @@ def _guarded(name: str, options, body: Callable[[History], int], **open_options)
     return 1
 
 
+RELATIVE_TIME = re.compile(r"^-(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+
+
 def parse_ts(text: str, history: History | None = None, *, now_ns: int | None = None) -> int:
     """A TS argument as a commit-clock ts (see the module docstring).
 
@@ -180,14 +189,12 @@ def parse_ts(text: str, history: History | None = None, *, now_ns: int | None = 
     Raises:
         EddyError(INVALID_TIMESTAMP): the text is none of the three forms.
     """
-    from engine.errors import ErrorCode
-
     text = text.strip()
     if re.fullmatch(r"\d+", text):
         return int(text)
     now_ns = time.time_ns() if now_ns is None else now_ns
-    relative = re.fullmatch(r"-(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
-    if relative:
+    relative = RELATIVE_TIME.fullmatch(text)
+    if relative and relative.group(2):
         unit_ns = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
                    "d": 86400 * 10**9}[relative.group(2)]
         ts = now_ns - int(float(relative.group(1)) * unit_ns)
@@ -456,8 +463,11 @@ def _rerun(options) -> int:
 
 def _bisect(options) -> int:
     def body(history: History) -> int:
-        args = codecs.decode_args(codecs.parse_json(options.args, "ARGS_JSON"))
-        report = history.bisect(options.check, args)
+        if len(options.check) > 2:
+            raise EddyError(ErrorCode.BAD_REQUEST, "--check takes PATH and at most one ARGS_JSON.")
+        path, raw = options.check[0], (options.check[1:] or ["{}"])[0]
+        args = codecs.decode_args(codecs.parse_json(raw, "ARGS_JSON"))
+        report = history.bisect(path, args)
         shown = None if report.first_bad is None else history.show(report.first_bad.ts)
         if options.json:
             print(_dumps({"first_bad": None if shown is None else shown_json(shown),
@@ -465,14 +475,14 @@ def _bisect(options) -> int:
                           "evaluations": report.evaluations, "commits": report.commit_count}))
             return 0
         if shown is None:
-            print(f"{options.check} holds at the head ({history.head_ts}): nothing to find "
+            print(f"{path} holds at the head ({history.head_ts}): nothing to find "
                   f"({report.evaluations} evaluation(s)).")
             return 0
         if report.fails_at_start:
-            print(f"{options.check} already fails before the first retained commit "
+            print(f"{path} already fails before the first retained commit "
                   f"({report.failure}).")
         else:
-            print(f"first bad commit: {shown.commit.ts} ({options.check} {report.failure} after "
+            print(f"first bad commit: {shown.commit.ts} ({path} {report.failure} after "
                   f"it; {report.evaluations} evaluations over {report.commit_count} commits)\n")
             print(format_shown(shown), end="")
         return 0
