@@ -25,17 +25,69 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import logging
 import textwrap
+import traceback
 from typing import Any
 
 import trio
 
+from engine import limits
 from engine.context import QueryCtx
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
+from engine.functions import FunctionDef, validate_returns
 from engine.subscriptions import QueryOutcome
 from engine.view_reads import ViewReader, fast_path_of
 
-__all__ = ["QueryOutcome", "run_query_at"]
+from actors import logs
+from actors.runner import _check_size, _with_lines
+
+__all__ = ["PreparedCall", "QueryOutcome", "run_query_at"]
+
+log = logging.getLogger("eddy.functions")  # the runner's logger: crashes read alike
+
+
+class PreparedCall:
+    """A live query's resolved function and checked arguments, kept between
+    its runs (a subscription holds one), so a re-evaluation skips resolving
+    the path and validating the arguments again.
+
+    Kept only while the app is the same object (`node.reload` replaces it),
+    for the same journal and admin flag, and only for arguments whose values
+    are all immutable scalars: the function gets a fresh keyword dict each
+    run, so it cannot change what the next run receives. Validation of such
+    arguments depends only on the function and the table catalog, whose
+    table numbers never change meaning.
+
+    Fields:
+        app, journal, admin: what the kept call is valid for; set by `keep`.
+        function, args: the resolved function and its checked arguments.
+    """
+
+    __slots__ = ("app", "journal", "admin", "function", "args")
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.journal: str | None = None
+        self.admin = False
+        self.function: FunctionDef | None = None
+        self.args: dict | None = None
+
+    def get(self, app, journal: str | None, admin: bool) -> "tuple[FunctionDef, dict] | None":
+        if self.app is app and self.journal == journal and self.admin == admin:
+            return self.function, self.args
+        return None
+
+    def keep(self, app, journal: str | None, admin: bool, function: FunctionDef,
+             args: dict) -> None:
+        if type(args) is dict and all(type(value) in _IMMUTABLE for value in args.values()):
+            self.app, self.journal, self.admin = app, journal, admin
+            self.function, self.args = function, args
+        else:
+            self.app = None
+
+
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, type(None)})
 
 
 def with_journal(args: Any, journal: str | None) -> Any:
@@ -55,7 +107,8 @@ def with_journal(args: Any, journal: str | None) -> Any:
 
 async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
                        journal: str | None = None, *, admin: bool = False,
-                       views=None, previous=None) -> QueryOutcome:
+                       views=None, previous=None,
+                       prepared: PreparedCall | None = None) -> QueryOutcome:
     """Runs the query `path` at `ts` and returns its outcome; see the module docstring.
 
     A checkpoint if the query awaits something that yields; cancellation
@@ -72,6 +125,9 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
         views: the subscription actor's ViewSet, current at `ts`, to serve
             reads from (see "Views" above); None reads the shards only.
         previous: range key -> View of the query's own last run (served first).
+        prepared: the query's PreparedCall, used when valid and refreshed
+            otherwise; the caller keeps it between runs of the same path
+            and args.
 
     Returns:
         The QueryOutcome. Never raises for the query's own failure or bad input.
@@ -80,13 +136,19 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
     txn = None
     try:
         _check_ts(node, ts)
-        function = runner.resolve("query", path, admin)
-        checked = runner.check_args(function, with_journal(args, journal))
+        call = None if prepared is None else prepared.get(node.app, journal, admin)
+        if call is None:
+            function = runner.resolve("query", path, admin)
+            checked = runner.check_args(function, with_journal(args, journal))
+            if prepared is not None:
+                prepared.keep(node.app, journal, admin, function, checked)
+        else:
+            function, checked = call
         txn = runner._transaction(ts, writable=False)
         if views is not None:
             assert views.ts == ts, "views are not current at the ts of the run"
             txn = ViewReader(txn, views, previous)
-        value = await runner._invoke(function, QueryCtx(txn, identity), checked)
+        value = await _invoke(node, function, QueryCtx(txn, identity), checked)
     except trio.Cancelled:
         raise
     except AppError as error:
@@ -102,6 +164,46 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
             if eligible else None
         outcome.reader = txn
     return outcome
+
+
+async def _invoke(node, function: FunctionDef, ctx, args: dict):
+    """The runner's `_invoke` for a query, step for step, with its timeout
+    scope built directly: `trio.fail_after` is a generator context manager
+    around the same `CancelScope`, and its wrapping costs about as much as
+    serving a query from its views.
+    """
+    limit_ms = limits.query_user_ms_max
+    lines = ctx.log_lines
+    try:
+        # Awaits that yield are bounded by trio's clock (the World's, in the
+        # simulator); database calls check the World's clock themselves.
+        timeout = trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000)
+        with timeout, logs.capture(lines):
+            result = function.handler(ctx, **args)
+            if inspect.isawaitable(result):
+                result = await result
+        if timeout.cancelled_caught:
+            raise trio.TooSlowError
+    except trio.TooSlowError:
+        raise _with_lines(EddyError(
+            ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
+            limit="query_user_ms_max"), lines) from None
+    except trio.Cancelled:
+        raise
+    except (AppError, EddyError, FunctionCrashed) as error:
+        raise _with_lines(error, lines)
+    except Exception as error:
+        text = traceback.format_exc()
+        log.error("%s failed:\n%s", function.path, text)
+        raise _with_lines(FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text),
+                          lines) from error
+    if isinstance(result, tuple):
+        result = list(result)
+    try:
+        _check_size(result, "Return value")
+    except EddyError as error:
+        raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
+    return validate_returns(function, result, node.catalog.table_name)
 
 
 def _check_ts(node, ts: int) -> None:

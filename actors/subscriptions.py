@@ -46,7 +46,7 @@ from engine.subscriptions import (REMOVED, QueryOutcome, SessionState, Subscript
 from engine.view_reads import Read, fast_result
 from engine.views import after, commit_changes
 
-from actors.live import run_query_at
+from actors.live import PreparedCall, run_query_at
 
 __all__ = ["REMOVED", "SessionQueries", "SubscriptionActor", "SubscriptionStatistics", "Update"]
 
@@ -333,13 +333,17 @@ class SubscriptionActor:
         view of a range it reads), and makes its reads its new views."""
         registry = self.registry
         spec = subscription.spec
+        prepared = subscription.prepared
+        if prepared is None:
+            prepared = subscription.prepared = PreparedCall()
         if not self.use_views:
             return await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
-                                      subscription.run_journal, admin=subscription.admin)
+                                      subscription.run_journal, admin=subscription.admin,
+                                      prepared=prepared)
         previous = registry.previous_views(subscription)
         outcome = await run_query_at(self.node, spec.path, spec.args, subscription.identity, ts,
                                      subscription.run_journal, admin=subscription.admin,
-                                     views=registry.views, previous=previous)
+                                     views=registry.views, previous=previous, prepared=prepared)
         reader, outcome.reader = outcome.reader, None
         if previous:
             registry.view_evaluation_count += 1

@@ -179,10 +179,13 @@ class Subscription:
             registry's ViewSet; replaced by `hold_views`, emptied on release.
         fast: its FastPath, or None; set by each full run, cleared when a
             full run does not qualify or the app's code changes.
+        prepared: the actor's cache of its resolved function and checked
+            args (actors/live.py PreparedCall), or None until its first run;
+            the cache checks its own validity.
     """
 
     __slots__ = ("id", "key", "spec", "identity", "admin", "holders", "outcome", "run_journal",
-                 "ranges", "views", "fast")
+                 "ranges", "views", "fast", "prepared")
 
     def __init__(self, id: int, key: SubscriptionKey, spec: QuerySpec, identity: Any,
                  admin: bool = False) -> None:
@@ -197,6 +200,7 @@ class Subscription:
         self.ranges: list[tuple[IndexName, bytes, bytes | None]] = []
         self.views: list[ViewKey] = []
         self.fast: FastPath | None = None
+        self.prepared: Any = None
 
 
 class SubscriptionRegistry:

@@ -336,3 +336,37 @@ def test_a_cancelled_wait_update_loses_nothing(tmp_path):
         return session.pending_updates, await next_update(session)
     pending, update = run(tmp_path, fn)
     assert pending == 1 and values_of(update) == {0: 0}
+
+
+YIELDING_APP = '''
+import trio
+from engine import query, v
+
+@query(args={"sleep_ms": v.int64()})
+async def count_after_sleep(ctx, sleep_ms):
+    await trio.sleep(sleep_ms / 1000)
+    return len(await ctx.db.query("things").collect())
+'''
+
+
+def test_a_live_query_that_yields_runs_and_times_out_as_a_one_shot_query(tmp_path, monkeypatch):
+    """A live query that yields to trio completes, and one that outlives the query time limit
+    fails with the runner's timeout message."""
+    from engine import limits
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "things.py").write_text(YIELDING_APP)
+    monkeypatch.setattr(limits, "query_user_ms_max", 100)
+
+    async def main():
+        async with open_node(str(app), str(tmp_path / "data")) as node:
+            ts = node.sequencer.durable_ts
+            quick = await run_query_at(node, "things:count_after_sleep", {"sleep_ms": 1}, None, ts)
+            slow = await run_query_at(node, "things:count_after_sleep", {"sleep_ms": 1000}, None, ts)
+            with pytest.raises(EddyError) as one_shot:
+                await node.query("things:count_after_sleep", {"sleep_ms": 1000})
+            return quick, slow, one_shot.value
+    quick, slow, one_shot = trio.run(main)
+    assert quick.error is None and quick.value == 0
+    assert slow.error == (one_shot.message, None, False) and "ran longer than 100 ms" in slow.error[0]
