@@ -229,14 +229,16 @@ def _failed(ts: int, txn, message: str, data: Any, has_data: bool) -> QueryOutco
 
 
 def returns_query_directly(handler) -> bool:
-    """Whether a query function is only `return await <query>.take(n)` / `.collect()`.
+    """Whether a query function is only `return await <query>.take(n)` /
+    `.collect()`, or `return await <ctx>.db.get(<id>)`.
 
     The fast path (engine/view_reads.py) serves later results straight from
     the view without running the function. That is right only if the result
     cannot depend on what the rows contain, which holds for a function whose
-    whole body returns the terminal's list; a function that inspects its rows
-    first (`if any(r["banned"] for r in rows): return []`) must run again on
-    every change, so it is re-evaluated against its views instead.
+    whole body returns the terminal's list or the get's document; a function
+    that inspects its rows first (`if any(r["banned"] for r in rows): return
+    []`) must run again on every change, so it is re-evaluated against its
+    views instead.
     """
     code = getattr(handler, "__code__", None)
     return code is not None and _body_returns_terminal(code)
@@ -263,8 +265,19 @@ def _body_returns_terminal(code) -> bool:
     if not isinstance(value, ast.Await) or not isinstance(value.value, ast.Call):
         return False
     call = value.value
-    if not isinstance(call.func, ast.Attribute) or call.func.attr not in ("take", "collect"):
+    if not isinstance(call.func, ast.Attribute):
+        return False
+    if call.func.attr == "get":
+        if not _is_ctx_db(call.func.value, functions[0]):
+            return False
+    elif call.func.attr not in ("take", "collect"):
         return False
     # No other await anywhere in the expression: its only read is this query.
     return not any(isinstance(node, ast.Await) for node in ast.walk(call))
 
+
+def _is_ctx_db(node, function) -> bool:
+    """Whether `node` is `<first parameter>.db` (the function's ctx.db)."""
+    parameters = function.args.posonlyargs + function.args.args
+    return (bool(parameters) and isinstance(node, ast.Attribute) and node.attr == "db"
+            and isinstance(node.value, ast.Name) and node.value.id == parameters[0].arg)

@@ -43,7 +43,7 @@ from engine.commits import Commit
 from engine.readsets import ReadSet, WriteKeys
 from engine.subscriptions import (REMOVED, QueryOutcome, SessionState, Subscription,
                                   SubscriptionRegistry, Update, commit_write_keys)
-from engine.view_reads import Read, fast_result
+from engine.view_reads import Read, fast_result, get_result
 from engine.views import after, commit_changes
 
 from actors.live import PreparedCall, run_query_at
@@ -302,8 +302,8 @@ class SubscriptionActor:
         for subscription in hits:
             fast = subscription.fast
             if fast is not None:
-                key = (subscription.views[0], fast.count,
-                       subscription.id if fast.plan.filters else None)  # FastPath.cache_key, inlined
+                key = (subscription.views[0], fast.share,
+                       subscription.id if fast.share[2] else None)  # FastPath.cache_key, inlined
                 fast_groups.setdefault(key, []).append(subscription)
             else:
                 others.append(subscription)
@@ -428,6 +428,8 @@ _fast_unsized_rows_max = limits.value_bytes_max // (limits.document_bytes_max + 
 
 def _fast_evaluation(view, fast, ts: int):
     """(outcome, the read it makes) for a fast path over `view`, or False."""
+    if fast.is_get:
+        return _fast_get(view, ts)
     result = fast_result(fast, view.scan_rows(), view.complete)
     if result is None:
         return False
@@ -448,12 +450,27 @@ def _fast_evaluation(view, fast, ts: int):
         del rows[consumed:]
     read = Read(view.key[:4] + (consumed,), rows, consumed is None, True)
     outcome = QueryOutcome(ts=ts, value=documents, read_set=read_set)
-    if not fast.plan.filters:
+    if not fast.filtered:
         # The value is the rows as stored, so its fingerprint (the msgpack of
         # [value, error, log lines, journal]) is their packed forms joined:
         # no need to pack the documents again.
         outcome._fingerprint = _FINGERPRINT_HEAD + _array_header(len(rows)) + \
             b"".join(packed for _, _, packed in rows) + _FINGERPRINT_TAIL
+    return outcome, read
+
+
+def _fast_get(view, ts: int):
+    """`_fast_evaluation` of a get (engine/view_reads.py rule 4): the point
+    view's document, read as ViewReader.get reads it."""
+    document, row = get_result(view)
+    (index, lo, hi, _, _) = view.key
+    read_set = ReadSet()
+    read_set.add(index, lo, hi)
+    read = Read(view.key, [] if row is None else [row], True, False)
+    outcome = QueryOutcome(ts=ts, value=document, read_set=read_set)
+    # The value is the document as stored: its packed form is its msgpack.
+    outcome._fingerprint = _FINGERPRINT_HEAD + (_PACKED_NONE if row is None else row[2]) + \
+        _FINGERPRINT_TAIL
     return outcome, read
 
 
@@ -468,3 +485,4 @@ def _array_header(length: int) -> bytes:
 
 _FINGERPRINT_HEAD = b"\x94"  # a msgpack array of 4
 _FINGERPRINT_TAIL = values.pack(None) + values.pack([]) + values.pack(None)
+_PACKED_NONE = values.pack(None)

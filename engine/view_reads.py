@@ -22,10 +22,12 @@ replaces its two reads. Rules:
 4. The fast path. A run whose only read was one scan and whose value is the
    very list the `take` or `collect` of that scan returned (same object, rows
    unmodified) records a `FastPath`: its later results are that terminal
-   applied to the view, with no function run (`fast_result`). This assumes
-   the function's control flow does not depend on the rows it read; a
-   function that returns the terminal's list only for some rows must not
-   rely on it (docs/internals.md "Views").
+   applied to the view, with no function run (`fast_result`). Likewise a run
+   whose only read was one `get` and whose value is the very document (or
+   None) the get returned: its later results are the point view's document
+   (`FastPath.is_get`). This assumes the function's control flow does not
+   depend on the rows it read; a function that returns the terminal's list
+   only for some rows must not rely on it (docs/internals.md "Views").
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from engine.errors import EddyError, ErrorCode
 from engine.transaction import Transaction
 from engine.views import RangeKey, Row, View, ViewKey, ViewSet, after
 
+
+class _NotRead:
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ = _NotRead()  # ViewReader.got before any get
 
 # Document ids decoded by `ViewReader.get`, most recently used kept. Decoding
 # (base32 and a checksum, in Python) costs more than serving the read from a
@@ -68,16 +77,30 @@ class FastPath:
     """A query whose result is its one scan's terminal (rule 4).
 
     `plan` is the engine.queries.QueryPlan (its filters), `count` the take
-    count or None for collect.
+    count or None for collect; `is_get` marks the fast path of a `get`
+    (plan None, count None), whose result is its point view's document.
+    `share` is what `cache_key` adds to the view key (computed once: the
+    actor groups by it on every change).
     """
 
     plan: Any
     count: int | None
+    is_get: bool = False
+    share: tuple = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Filter expressions compare only by identity: share only plain
+        # terminals (a filtered one carries a marker unique to this path).
+        filtered = self.plan is not None and bool(self.plan.filters)
+        object.__setattr__(self, "share", (self.count, self.is_get, filtered))
+
+    @property
+    def filtered(self) -> bool:
+        return self.share[2]
 
     def cache_key(self, view_key: ViewKey, owner: int) -> tuple:
         """Equal for two fast paths that compute the same result from one view."""
-        # Filter expressions compare only by identity: share only plain terminals.
-        return (view_key, self.count, owner if self.plan.filters else None)
+        return (view_key, self.share, owner if self.filtered else None)
 
 
 class ViewReader:
@@ -91,6 +114,8 @@ class ViewReader:
         terminals: (plan, count, documents) for each take/collect the
             function ran (engine/queries.py notes them).
         page_end_cursor: set by `paginate` (engine/queries.py).
+        got: the document (or None) the last `get` returned, as handed out;
+            NOT_READ until a get.
         fast: the run's FastPath or None; set by actors/live.py when the run ends.
     """
 
@@ -105,6 +130,7 @@ class ViewReader:
         self.fallback_count = 0
         self.terminals: list[tuple[Any, int | None, list]] = []
         self.page_end_cursor: str | None = None
+        self.got: Any = NOT_READ
         self.fast: FastPath | None = None
         # What the function's ctx reads from its transaction.
         self.now_ms = txn.now_ms
@@ -171,9 +197,11 @@ class ViewReader:
         rows = [] if packed is None else [(key, internal_id, packed)]
         self.reads.append(Read(range_key + (None,), rows, True, False))
         if packed is None:
+            self.got = None
             return None
         txn.read_bytes += len(packed)
-        return values.unpack(packed)
+        self.got = values.unpack(packed)
+        return self.got
 
     def scan(self, table: str, index: str, lo: bytes, hi: bytes | None,
              descending: bool) -> Iterator[tuple[bytes, dict]]:
@@ -232,10 +260,14 @@ class ViewReader:
 
 
 def fast_path_of(reader: ViewReader, value: Any, returns_checked: bool) -> FastPath | None:
-    """The run's FastPath (rule 4), or None if its result is not its one scan's terminal."""
+    """The run's FastPath (rule 4), or None if its result is not its one
+    scan's terminal or its one get's document."""
     if (returns_checked or reader.other_read_count or len(reader.reads) != 1
-            or not reader.reads[0].is_scan or len(reader.terminals) != 1
             or reader.page_end_cursor is not None):
+        return None
+    if not reader.reads[0].is_scan:
+        return _get_fast_path_of(reader, value)
+    if len(reader.terminals) != 1:
         return None
     plan, count, documents = reader.terminals[0]
     if documents is not value or not isinstance(value, list):
@@ -248,6 +280,25 @@ def fast_path_of(reader: ViewReader, value: Any, returns_checked: bool) -> FastP
     if again is None or values.pack(again[0]) != values.pack(value):
         return None
     return fast
+
+
+def _get_fast_path_of(reader: ViewReader, value: Any) -> FastPath | None:
+    read = reader.reads[0]
+    if reader.terminals or value is not reader.got:
+        return None
+    # The document must be unmodified: the value equals the row as stored.
+    if (values.pack(None) if not read.rows else read.rows[0][2]) != values.pack(value):
+        return None
+    return FastPath(None, None, is_get=True)
+
+
+def get_result(view: View) -> tuple[Any, Row | None]:
+    """A get fast path's result over its point view: (the document or None, its row)."""
+    found = view.rows.get(view.lo)
+    if found is None:
+        return None, None
+    internal_id, packed = found
+    return values.unpack(packed), (view.lo, internal_id, packed)
 
 
 def fast_result(fast: FastPath, rows, complete: bool) -> tuple[list, int | None, bytes | None] | None:

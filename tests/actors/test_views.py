@@ -214,9 +214,22 @@ def test_fast_path_only_for_functions_that_return_the_query_itself():
     async def two_reads(ctx):
         return await ctx.db.query("t").take(await ctx.db.query("u").first())
 
-    assert returns_query_directly(plain)
+    async def get(ctx, id):
+        return await ctx.db.get(id)
+
+    async def get_field(ctx, id):
+        return (await ctx.db.get(id))["score"]
+
+    async def get_other(ctx, id, cache):
+        return await cache.db.get(id)
+
+    async def two_gets(ctx, id):
+        return await ctx.db.get(await ctx.db.get(id))
+
+    assert returns_query_directly(plain) and returns_query_directly(get)
     assert not returns_query_directly(inspecting)
     assert not returns_query_directly(two_reads)
+    assert not any(map(returns_query_directly, (get_field, get_other, two_gets)))
 
 
 def test_a_function_that_inspects_its_rows_sees_every_change(tmp_path):
@@ -236,3 +249,46 @@ def test_a_function_that_inspects_its_rows_sees_every_change(tmp_path):
     value, statistics = run(tmp_path, fn)
     assert value == []
     assert statistics.fast_path_count == 0
+
+
+def test_a_get_takes_the_fast_path_shared_by_distinct_subscriptions(tmp_path):
+    """Distinct subscriptions to a function that returns its get share one fast result that follows
+    the document through patches and its delete, equal to the query from scratch, while a
+    collect of the same point range and a function that looks inside the document run again."""
+    async def fn(node):
+        rng = random.Random(9)
+        ids = await load(node, rng, 20)
+        target = ids[3]
+        session = node.subscriptions.open_session()
+        adds = [(viewer, "scores:player", {"id": target, "viewer": viewer}, None)
+                for viewer in range(30)]
+        adds += [(100, "scores:player_as_list", {"id": target}, None),
+                 (101, "scores:player_score", {"id": target}, None)]
+        session.modify(adds=adds)
+        first = await next_update(session)
+        assert first.results[0].value["_id"] == target and first.results[100].value[0]["_id"] == target
+        before = node.subscriptions.statistics()
+        seen = []
+        for step in range(4):
+            if step < 3:
+                await node.mutation("scores:set_score", {"id": target, "score": 2000 + step})
+            else:
+                await node.mutation("scores:remove", {"id": target})
+            update, _ = await caught_up(node, session, 0, None)
+            assert len(update.results) == 32, "every subscription changed"
+            for viewer in (0, 29):
+                await check_against_scratch(node, "scores:player", {"id": target, "viewer": viewer},
+                                            update.results[viewer], update.ts, session, viewer)
+            await check_against_scratch(node, "scores:player_as_list", {"id": target},
+                                        update.results[100], update.ts, session, 100)
+            seen.append((update.results[0].value, update.results[100].value,
+                         update.results[101].value))
+        after = node.subscriptions.statistics()
+        return seen, before, after
+    seen, before, after = run(tmp_path, fn)
+    assert [s[0]["score"] for s in seen[:3]] == [2000, 2001, 2002] and seen[3][0] is None
+    assert [s[1][0]["score"] for s in seen[:3]] == [2000, 2001, 2002] and seen[3][1] == []
+    assert [s[2] for s in seen] == [2000, 2001, 2002, None]
+    assert after.fast_path_count - before.fast_path_count == 4 * 31, "gets and the collect"
+    assert after.view_evaluation_count - before.view_evaluation_count == 4, "player_score re-runs"
+    assert after.view_count == 2, "one point view for the gets, one range view for the collect"
