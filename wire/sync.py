@@ -12,7 +12,8 @@ trio tasks in one nursery, all feeding the same sans-I/O core
   (node.subscriptions) once fewer than `unsent_transitions_max` Transitions
   wait to be written; until then the subscription layer merges Updates, so a
   slow reader costs one pending Update, not a backlog;
-- the pinger wakes when the core's next Ping is due;
+- the pinger wakes when the core's next Ping is due (read lazily: frames
+  sent do not wake it);
 - one task per running mutation (or batch) and per action.
 
 Feeding the core and carrying out its effects never awaits, so effects of
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
 import time
 from typing import Any
@@ -260,7 +262,8 @@ class Connection:
             return
         if is_transition:
             self.unsent_transitions += 1
-        self.ping_due_changed.set()
+        # No wake-up of the pinger: a frame sent only moves the next Ping
+        # later, and the pinger re-reads the due time when its timer fires.
 
     def _close(self, code: int, reason: str) -> None:
         """Stops the connection after the frames already queued are written."""
@@ -327,18 +330,25 @@ class Connection:
         return self.session.receive(parsed, now_ms=now_ms(), latest_ts=self.node.latest_ts)
 
     async def _write(self) -> None:
-        async for frame, is_transition in self.outgoing_receive:
-            key = "text" if isinstance(frame, str) else "bytes"
-            with trio.move_on_after(self.server.send_stall_s) as scope:
+        # One cancel scope for the writer's life whose deadline is moved
+        # before each send, rather than a scope per frame: opening and closing
+        # scopes was a large share of the scheduler's time per mutation. The
+        # deadline is lifted while the writer waits for frames, so only a
+        # send that takes too long trips it.
+        stall_s = self.server.send_stall_s
+        with trio.CancelScope() as scope:
+            async for frame, is_transition in self.outgoing_receive:
+                key = "text" if isinstance(frame, str) else "bytes"
+                scope.deadline = trio.current_time() + stall_s
                 await self.send({"type": "websocket.send", key: frame})
-            if scope.cancelled_caught:
-                self._too_slow(f"one message took over {self.server.send_stall_s:g} s to send")
-                return
-            if is_transition:
-                self.unsent_transitions -= 1
-                self.transition_written.set()
-        # The channel was closed by _close: everything queued is written.
-        self.nursery.cancel_scope.cancel()
+                scope.deadline = math.inf
+                if is_transition:
+                    self.unsent_transitions -= 1
+                    self.transition_written.set()
+            # The channel was closed by _close: everything queued is written.
+            self.nursery.cancel_scope.cancel()
+            return
+        self._too_slow(f"one message took over {stall_s:g} s to send")
 
     async def _pump(self) -> None:
         while True:
@@ -349,7 +359,13 @@ class Connection:
             self._feed(self.session.update_received(update, now_ms=now_ms()))
 
     async def _ping(self) -> None:
-        """Sends Pings when the core says so, and ends a session whose token expired."""
+        """Sends Pings when the core says so, and ends a session whose token expired.
+
+        The due time is read lazily: frames sent meanwhile only push the next
+        Ping later, so the timer firing early costs one look at the core, and
+        nothing wakes this task per frame. Only an earlier due time (a new
+        token's expiry) sets `ping_due_changed`.
+        """
         while True:
             self.ping_due_changed = trio.Event()
             due_ms = self.session.next_ping_ms()
