@@ -117,11 +117,13 @@ class Node:
             self.retained_since_ts = int.from_bytes(retained, "big")
         for number, shard in self.catalog.shards.items():
             lo = number.to_bytes(4, "big")
+            shard.begin_bulk_load()
             for key, entry in self.store.scan("log", lo, (number + 1).to_bytes(4, "big")):
                 _, ts = parse_log_key(key)
                 writes = [(internal_id, None if packed is None else values.unpack(packed), packed)
                           for internal_id, packed in parse_log_entry(entry)]
                 shard.apply(ts, writes)
+            shard.end_bulk_load()
         last_ts = 0
         for key, _ in self.store.scan("commits", reverse=True):
             last_ts = int.from_bytes(key, "big")

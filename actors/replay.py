@@ -87,7 +87,7 @@ def rebuild_catalog(store, index_definitions: dict, mismatches: list | None = No
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as error:
             raise corrupt("commits", key, f"does not parse ({error})") from None
         for name, number in created:
-            catalog.create(name, number)
+            catalog.create(name, number).begin_bulk_load()
         for number, written in writes:
             named.add((number, ts))
             entry = store.get("log", log_key(number, ts))
@@ -106,6 +106,8 @@ def rebuild_catalog(store, index_definitions: dict, mismatches: list | None = No
                 found.add(where, f"table {number} was never created by a commit")
                 continue
             shard.apply(ts, [(i, None if p is None else values.unpack(p), p) for i, p in entries])
+    for shard in catalog.shards.values():
+        shard.end_bulk_load()
     for key, _ in store.scan("log"):
         number, ts = parse_log_key(key)
         if (number, ts) not in named:
