@@ -9,11 +9,9 @@ outside a function call goes to the real stdout untouched.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import sys
-from typing import Iterator
 
 # Lines kept per call. Convex truncates a call's logs too; 256 lines of output
 # is plenty for debugging and bounds what one response carries.
@@ -85,14 +83,23 @@ def _install() -> None:
         sys.stdout = _Stdout(sys.stdout)
 
 
-@contextlib.contextmanager
-def capture(lines: list[str]) -> Iterator[None]:
-    """Appends what the current task prints inside the block to `lines`."""
-    _install()
-    collector = _Collector(lines)
-    token = _sink.set(collector)
-    try:
-        yield
-    finally:
-        _sink.reset(token)
-        collector.finish()
+class capture:  # noqa: N801  (used as a function: `with capture(lines):`)
+    """Appends what the current task prints inside the block to `lines`.
+
+    A class rather than a `contextlib.contextmanager` generator: it runs once
+    per function call, and the generator machinery cost more than the capture.
+    """
+
+    __slots__ = ("collector", "token")
+
+    def __init__(self, lines: list[str]) -> None:
+        self.collector = _Collector(lines)
+        self.token: contextvars.Token | None = None
+
+    def __enter__(self) -> None:
+        _install()
+        self.token = _sink.set(self.collector)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _sink.reset(self.token)
+        self.collector.finish()
