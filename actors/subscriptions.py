@@ -313,18 +313,25 @@ class SubscriptionActor:
         # result, computed once and recorded for all of them together.
         fast_groups: dict[tuple, list[Subscription]] = {}
         others = []
+        # This loop runs per subscription hit. Hits sharing a view come in
+        # runs (their view keys are the ViewSet's own key object, see
+        # `hold_views`), so a hit like the one before joins its group
+        # without building and hashing the group key.
+        last_view = last_share = group = None
         for subscription in hits:
             fast = subscription.fast
             if fast is None:
                 others.append(subscription)
                 continue
-            share = fast.share  # FastPath.cache_key, inlined: this runs per subscription
-            key = (subscription.views[0], share, subscription.id if share[2] else None)
-            group = fast_groups.get(key)
-            if group is None:
-                fast_groups[key] = [subscription]
-            else:
-                group.append(subscription)
+            share = fast.share  # FastPath.cache_key, inlined
+            view_key = subscription.views[0]
+            if view_key is not last_view or share != last_share or share[2]:
+                key = (view_key, share, subscription.id if share[2] else None)
+                group = fast_groups.get(key)
+                if group is None:
+                    group = fast_groups[key] = []
+                last_view, last_share = view_key, share
+            group.append(subscription)
         for group in fast_groups.values():
             if not self._fast_update(group, ts, changed):
                 others.extend(group)
@@ -348,8 +355,9 @@ class SubscriptionActor:
                 del self._waiting[session_id]
                 if requested_ts is not None:
                     results.setdefault(session_id, {})
+        sessions = self._sessions
         for session_id, session_results in results.items():
-            self._deliver(self._sessions[session_id], ts, session_results)
+            self._deliver(sessions[session_id], ts, session_results)
 
     async def _evaluate(self, subscription: Subscription, ts: int) -> QueryOutcome:
         """Runs the subscription's function at `ts` against its views (or any

@@ -299,23 +299,33 @@ class SubscriptionRegistry:
         # one document read by 10,000 subscriptions), so it does the least
         # per subscription: the comparison and the range move are per
         # distinct old outcome and old ranges.
+        # Usually they all held one old outcome and ranges (the last shared
+        # result), so the one before is checked by identity first.
         same_as: dict[int, bool] = {}
         moves: dict[int, tuple[list, list[int]]] = {}
+        last_old: Any = same_as  # matches no outcome
+        last_ranges: Any = same_as
+        same = False
+        move: list[int] = []
         for subscription in subscriptions:
             assert subscription.holders, "recording a released subscription"
             old = subscription.outcome
-            same = same_as.get(id(old))
-            if same is None:
-                same = same_as[id(old)] = outcome.same_result(old)
+            if old is not last_old:
+                same = same_as.get(id(old))
+                if same is None:
+                    same = same_as[id(old)] = outcome.same_result(old)
+                last_old = old
             if not same:
                 changed.append(subscription)
             subscription.outcome = outcome
             old_ranges = subscription.ranges
             if old_ranges is not ranges:
-                move = moves.get(id(old_ranges))
-                if move is None:
-                    move = moves[id(old_ranges)] = (old_ranges, [])
-                move[1].append(subscription.id)
+                if old_ranges is not last_ranges:
+                    found = moves.get(id(old_ranges))
+                    if found is None:
+                        found = moves[id(old_ranges)] = (old_ranges, [])
+                    move, last_ranges = found[1], old_ranges
+                move.append(subscription.id)
                 subscription.ranges = ranges
         for old_ranges, members in moves.values():
             self._move_ranges(members, old_ranges, ranges)
@@ -346,8 +356,9 @@ class SubscriptionRegistry:
         keys: dict[ViewKey, None] = {}
         for read in reads:
             if read.key not in keys:
-                keys[read.key] = None
-                self.views.acquire(read.key, read.rows, read.exhausted)
+                # The view's own key object: subscriptions sharing a view then
+                # hold one key object, which the actor compares by identity.
+                keys[self.views.acquire(read.key, read.rows, read.exhausted).key] = None
         for key in subscription.views:
             self.views.release(key)
         subscription.views = list(keys)
