@@ -4,7 +4,10 @@ A live query's failure is part of its result (Convex's QueryFailed), not an
 exception: a bad path, bad args, an `AppError`, a crash or a limit all become
 an outcome with `error` set, carrying the message the client should see.
 It uses the function runner's own steps (resolve, check_args, the read-only
-transaction, _invoke), so a live query and a one-shot query behave alike.
+transaction) and invokes the function as the runner's `_invoke` does (the
+same timeout, log capture, errors and return checks; `_invoke` below), so a
+live query and a one-shot query behave alike. A `PreparedCall` kept by the
+caller skips resolving and checking the same args again on a re-run.
 
 Journals (PROTOCOL.md 10.3). When a journal is given and the query's
 `paginationOpts` names no `endCursor`, the journal becomes its `endCursor`,
