@@ -141,17 +141,24 @@ class View:
         """Rule 2: applies one group's changes in this view's index. Returns
         whether a row changed; call `settle` after the whole group."""
         changed = False
+        key_of, rows, keys = self.key_of, self.rows, self.keys
+        # `covers`, inlined: every view of an index sees every change of the
+        # group, most of them outside it. The coverage does not move meanwhile.
+        lo, hi, edge, descending = self.lo, self.hi, self.edge, self.descending
         for internal_id, new_key, packed in changes:
-            old_key = self.key_of.pop(internal_id, None)
+            old_key = key_of.pop(internal_id, None)
             if old_key is not None:
-                del self.rows[old_key]
-                del self.keys[bisect.bisect_left(self.keys, old_key)]
+                del rows[old_key]
+                del keys[bisect.bisect_left(keys, old_key)]
                 changed = True
-            if new_key is not None and self.covers(new_key):
-                self.rows[new_key] = (internal_id, packed)
-                self.key_of[internal_id] = new_key
-                bisect.insort(self.keys, new_key)
-                changed = True
+            if new_key is None or new_key < lo or (hi is not None and new_key >= hi):
+                continue
+            if edge is not None and (new_key < edge if descending else new_key >= edge):
+                continue
+            rows[new_key] = (internal_id, packed)
+            key_of[internal_id] = new_key
+            bisect.insort(keys, new_key)
+            changed = True
         if changed:
             self.version += 1
         return changed
