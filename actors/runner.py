@@ -20,7 +20,7 @@ import inspect
 import logging
 import random
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -83,10 +83,17 @@ class FunctionRunner:
         return validate_args(function, args, self.node.catalog.table_name)
 
     async def call(self, kind: str | None, path, args=None, *, identity=None, admin: bool = True,
-                   at_ts: int | None = None) -> CallResult:
+                   at_ts: int | None = None,
+                   on_decided: Callable[[int | None], None] | None = None) -> CallResult:
         """Runs a function by path (or FunctionDef) and returns its CallResult.
 
         A checkpoint. Raises EddyError, AppError or FunctionCrashed.
+
+        Args:
+            on_decided: for a mutation, called once its commit is decided and
+                before it waits for durability: with the commit ts, or None
+                if it wrote nothing. The sync protocol starts a session's
+                next mutation then (wire/session.py rule 4).
         """
         if isinstance(path, FunctionDef):
             if path.path is None:
@@ -100,7 +107,7 @@ class FunctionRunner:
         if at_ts is not None:
             raise EddyError(ErrorCode.BAD_REQUEST, "Only queries can run at a past ts.")
         if function.kind is FunctionKind.MUTATION:
-            return await self.run_mutation(function, args, identity)
+            return await self.run_mutation(function, args, identity, on_decided)
         return await self.run_action(function, args, identity)
 
     def _transaction(self, snapshot_ts: int, writable: bool) -> Transaction:
@@ -135,7 +142,9 @@ class FunctionRunner:
         value = await self._invoke(function, QueryCtx(txn, identity), args)
         return CallResult(value, at_ts, txn.log_lines)
 
-    async def run_mutation(self, function: FunctionDef, args: dict, identity) -> CallResult:
+    async def run_mutation(self, function: FunctionDef, args: dict, identity,
+                           on_decided: Callable[[int | None], None] | None = None
+                           ) -> CallResult:
         sequencer = self.node.sequencer
         call = CallInfo(function.path, args, identity, "mutation")
         attempt = 0
@@ -156,10 +165,14 @@ class FunctionRunner:
                     sequencer.release_lane()
                     sequencer.lane.release()
             if isinstance(outcome, Commit):
+                if on_decided is not None:
+                    on_decided(outcome.ts)
                 await sequencer.wait_durable(outcome.ts)
                 return CallResult(value, outcome.ts, txn.log_lines, attempts=attempt)
             if outcome is None:
                 # Wrote nothing: answer once what it read is durable.
+                if on_decided is not None:
+                    on_decided(None)
                 await sequencer.wait_durable(txn.snapshot_ts)
                 return CallResult(value, txn.snapshot_ts, txn.log_lines, attempts=attempt)
             self.conflict_count += 1

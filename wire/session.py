@@ -36,15 +36,27 @@ Rules (numbered as the tests refer to them):
 3. An `Add` whose path or args are bad does not reach the subscription layer:
    it is answered by a `QueryFailed` in the next Transition, as a function
    error, so one bad query does not take the socket down.
-4. Mutations of one session run one at a time in arrival order; a batch (the
-   Eddy extension `MutationBatch`) is one turn of that lane. A request already
-   answered for this (sessionId, requestId) is answered again from the
-   node-wide `MutationResults` without running. Actions run concurrently.
+4. Mutations of one session run one at a time in arrival order, and their
+   responses go out in that order; a batch (the Eddy extension
+   `MutationBatch`) is one turn of that lane. A mutation's turn ends when its
+   commit is *decided* (`mutation_decided`: admitted at a ts, or it wrote
+   nothing), not when it is durable: the next one starts then, runs on a
+   snapshot that includes the previous one's writes (the runner runs at the
+   newest admitted ts), and the two usually share a group commit. Responses
+   still wait for durability and go out in order (a finished mutation behind
+   an unanswered one waits for it). So a session's mutations execute
+   serially, as PROTOCOL.md 4 requires, without one fsync per mutation per
+   session. Only a plain mutation starts behind an unanswered one; a batch,
+   or a turn with refused or repeated items, waits for every earlier answer.
+   A request already answered for this (sessionId, requestId) is answered
+   again from the node-wide `MutationResults` without running. Actions run
+   concurrently.
 5. After a MutationResponse a Transition with ts >= the mutation's ts must
-   follow (`RequestUpdate`), and no Transition goes out while a mutation runs:
-   Updates arriving then are merged and released right after its response,
-   so a Transition that includes a mutation's writes never precedes the
-   response (PROTOCOL.md 4).
+   follow (`RequestUpdate`, once no mutation is started and unanswered), and
+   a Transition that includes a mutation's writes never precedes its
+   response (PROTOCOL.md 4): an Update is held (merged with later ones)
+   while some started, unanswered mutation is not yet decided or was
+   committed at or before the Update's ts, and released as soon as none is.
 6. An Authenticate must have `baseVersion == received_identity`; the shell
    resolves the token; a rejected token sends `AuthError` and closes.
 7. A JSON `Ping` goes out after `ping_interval_ms` without any message sent.
@@ -232,6 +244,22 @@ class _QueuedMutation:
     batch: bool
 
 
+@dataclass
+class _Turn:
+    """A started turn of the mutation lane (rule 4), until it is answered.
+
+    `decided` is set by `mutation_decided` or by the outcomes arriving;
+    `commit_ts` is the ts of its writes once known (None: none, or not yet);
+    `outcomes` is set when it finished (item order), None while it runs.
+    """
+
+    items: list[tuple[int, str | None, Any, str | None]]  # (request id, path, args, None)
+    batch: bool
+    decided: bool = False
+    commit_ts: int | None = None
+    outcomes: list[CallOutcome] | None = None
+
+
 class ProtocolViolation(Exception):
     """Raised inside the core for a client error; becomes FatalError + close."""
 
@@ -270,9 +298,11 @@ class SyncSession:
         self.caller: Any = None
         # The mutation lane (rule 4).
         self.mutation_queue: collections.deque[_QueuedMutation] = collections.deque()
-        self.running_mutation: _QueuedMutation | None = None
+        # Turns started and not yet answered, oldest first; at most the newest
+        # is undecided (rule 4). Popped when answered.
+        self.started: collections.deque[_Turn] = collections.deque()
         self.running_actions: set[int] = set()
-        # Updates held while a mutation runs (rule 5), merged.
+        # Updates held while a started mutation may be in them (rule 5), merged.
         self.held_ts: int | None = None
         self.held_results: dict[int, Any] = {}
         self.held_counts = (0, 0)  # (modify_count, identity_count) of the newest held
@@ -298,10 +328,12 @@ class SyncSession:
         assert all(p.calls <= self.identity_calls for p in self.pending_identities)
         assert all(query_id in self.queries or isinstance(item, QueryRemoved)
                    for query_id, (_, item) in self.local.items())
-        assert len(self.mutation_queue) <= queued_mutations_max
+        assert len(self.mutation_queue) + len(self.started) <= queued_mutations_max + 1
         assert len(self.running_actions) <= running_actions_max
-        if self.running_mutation is None:
-            assert self.held_ts is None
+        assert all(turn.decided for turn in list(self.started)[:-1])
+        assert all(not turn.batch for turn in self.started) or len(self.started) == 1
+        if self.held_ts is not None:
+            assert not self._may_send(self.held_ts)
 
     # ----- client messages
 
@@ -414,7 +446,7 @@ class SyncSession:
         return self._enqueue(message.mutations, batch=True)
 
     def _enqueue(self, mutations: list[Mutation], batch: bool) -> list[Effect]:
-        if len(self.mutation_queue) >= queued_mutations_max:
+        if len(self.mutation_queue) + max(0, len(self.started) - 1) >= queued_mutations_max:
             return self._close(f"TooManyConcurrentRequests: more than {queued_mutations_max} "
                                "mutations queued on one connection", CLOSE_TRY_AGAIN)
         items = []
@@ -484,24 +516,53 @@ class SyncSession:
         return self._stamp([Send(error), *self._close("AuthError: token expired", CLOSE_NORMAL)],
                            now_ms)
 
+    def mutation_decided(self, request_id: int, commit_ts: int | None, *,
+                         now_ms: float) -> list[Effect]:
+        """The running mutation's commit is decided (rule 4): admitted at
+        `commit_ts`, or None if it wrote nothing. Its answer follows with
+        `mutation_done` once durable; the next mutation may start now."""
+        if self.closed:
+            return []
+        turn = self.started[-1]
+        assert not turn.batch and not turn.decided and turn.items[0][0] == request_id
+        turn.decided, turn.commit_ts = True, commit_ts
+        effects = self._release_held(now_ms)
+        effects += self._start_mutations()
+        return self._stamp(effects, now_ms)
+
     def mutation_done(self, request_id: int, outcome: CallOutcome, *,
                       now_ms: float) -> list[Effect]:
-        """The running mutation finished (the shell ran a RunMutation)."""
-        running = self.running_mutation
-        assert running is not None and not running.batch and running.items[0][0] == request_id
-        return self.mutations_done([outcome], now_ms=now_ms)
+        """A started mutation finished (the shell ran a RunMutation)."""
+        if self.closed:
+            return self._forget_started()
+        turn = next(turn for turn in self.started
+                    if not turn.batch and turn.items[0][0] == request_id)
+        return self._finished(turn, [outcome], now_ms)
 
     def mutations_done(self, outcomes: list[CallOutcome], *, now_ms: float) -> list[Effect]:
         """The running mutation or batch finished; outcomes in item order."""
-        running = self.running_mutation
-        assert running is not None and len(outcomes) == len(running.items)
-        self.running_mutation = None
         if self.closed:
-            self.held_ts, self.held_results = None, {}
-            return []
+            return self._forget_started()
+        return self._finished(self.started[-1], outcomes, now_ms)
+
+    def _forget_started(self) -> list[Effect]:
+        # Closed: nothing more is answered (the results are in MutationResults).
+        self.started.clear()
+        self.held_ts, self.held_results = None, {}
+        return []
+
+    def _finished(self, turn: _Turn, outcomes: list[CallOutcome],
+                  now_ms: float) -> list[Effect]:
+        assert turn.outcomes is None and len(outcomes) == len(turn.items)
+        turn.outcomes = outcomes
+        turn.decided = True
+        written = [outcome.ts for outcome in outcomes if isinstance(outcome, CallSucceeded)]
+        turn.commit_ts = min(written, default=None)
         effects: list[Effect] = []
-        for (request_id, _, _, _), outcome in zip(running.items, outcomes):
-            effects += self._answer_mutation(request_id, outcome)
+        while self.started and self.started[0].outcomes is not None:
+            answered = self.started.popleft()
+            for (request_id, _, _, _), outcome in zip(answered.items, answered.outcomes):
+                effects += self._answer_mutation(request_id, outcome)
         effects += self._release_held(now_ms)
         effects += self._start_mutations()
         return self._stamp(effects, now_ms)
@@ -525,12 +586,12 @@ class SyncSession:
         if self.closed:
             return []
         counts = (update.modify_count, update.identity_count)
-        if self.running_mutation is not None:
-            # Rule 5: hold it; the running mutation's response goes first.
+        if self.held_ts is not None or not self._may_send(update.ts):
+            # Rule 5: hold it; the responses of the mutations in it go first.
             self.held_ts = max(self.held_ts or 0, update.ts)
             self.held_results.update(update.results)
             self.held_counts = counts
-            return []
+            return self._stamp(self._release_held(now_ms), now_ms)
         return self._stamp(self._transition(update.ts, update.results, counts, now_ms), now_ms)
 
     # ----- time
@@ -564,10 +625,26 @@ class SyncSession:
         self.close_reason = reason
         return [Close(reason, code)]
 
+    def _may_send(self, ts: int) -> bool:
+        """Rule 5: whether a Transition at `ts` may go out now."""
+        return all(turn.decided and (turn.commit_ts is None or turn.commit_ts > ts)
+                   for turn in self.started)
+
+    def _lane_open_for(self, queued: _QueuedMutation) -> bool:
+        """Rule 4: whether `queued` may start now."""
+        if not self.started:
+            return True
+        if not self.started[-1].decided or queued.batch:
+            return False
+        # Behind an unanswered mutation only a plain one starts, so that no
+        # answer given at once overtakes an earlier one.
+        request_id, _, _, error = queued.items[0]
+        return error is None and self.results.get(self.session_id, request_id) is None
+
     def _start_mutations(self) -> list[Effect]:
         """Starts the next queued mutation, answering refused or repeated ones at once."""
         effects: list[Effect] = []
-        while self.running_mutation is None and self.mutation_queue:
+        while self.mutation_queue and self._lane_open_for(self.mutation_queue[0]):
             queued = self.mutation_queue.popleft()
             to_run = []
             for request_id, path, args, error in queued.items:
@@ -580,13 +657,12 @@ class SyncSession:
                     to_run.append((request_id, path, args))
             if not to_run:
                 continue
-            self.running_mutation = _QueuedMutation([(*item, None) for item in to_run],
-                                                    queued.batch)
+            self.started.append(_Turn([(*item, None) for item in to_run], queued.batch))
             if queued.batch:
                 effects.append(RunMutations(to_run, self.caller))
             else:
                 effects.append(RunMutation(*to_run[0], self.caller))
-        if self.running_mutation is None and self.owed_ts is not None:
+        if not self.started and self.owed_ts is not None:
             effects.append(RequestUpdate(self.owed_ts))
         return effects
 
@@ -606,7 +682,7 @@ class SyncSession:
         return [Send(response)]
 
     def _release_held(self, now_ms: float) -> list[Effect]:
-        if self.held_ts is None:
+        if self.held_ts is None or not self._may_send(self.held_ts):
             return []
         ts, results = self.held_ts, self.held_results
         self.held_ts, self.held_results = None, {}

@@ -14,7 +14,9 @@ trio tasks in one nursery, all feeding the same sans-I/O core
   slow reader costs one pending Update, not a backlog;
 - the pinger wakes when the core's next Ping is due (read lazily: frames
   sent do not wake it);
-- one task per running mutation (or batch) and per action.
+- one task per running mutation (or batch) and per action; a session's next
+  mutation starts once the previous one's commit is decided (wire/session.py
+  rule 4).
 
 Feeding the core and carrying out its effects never awaits, so effects of
 one input are applied before the next input is fed.
@@ -105,17 +107,23 @@ class Caller:
 ANONYMOUS = Caller()
 
 
-async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Caller
-                       ) -> core.CallOutcome:
+async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Caller,
+                       on_decided: Any = None) -> core.CallOutcome:
     """Runs a function and turns its outcome into the core's terms.
 
     A checkpoint. Retryable and internal errors are not a function's outcome:
     they raise `_CloseConnection` so the client reconnects and re-sends.
+    `on_decided` (mutations) is the runner's hook: called with the commit ts
+    (None: wrote nothing) once the commit is decided, before durability.
     """
     identity = None if caller is None else caller.identity
     admin = False if caller is None else caller.admin
     try:
-        result = await node.call(kind, path, args, identity=identity, admin=admin)
+        if on_decided is None:
+            result = await node.call(kind, path, args, identity=identity, admin=admin)
+        else:
+            result = await node.runner.call(kind, path, args, identity=identity, admin=admin,
+                                            on_decided=on_decided)
     except AppError as error:
         return core.CallFailed(str(error), _log_lines(error), True, error.data)
     except FunctionCrashed as error:
@@ -408,7 +416,14 @@ class Connection:
                       expires_at_ms=verified.expires_at_ms)
 
     async def _run_mutation(self, effect: core.RunMutation) -> None:
-        outcome = await self._mutate(effect.request_id, effect.path, effect.args, effect.caller)
+        request_id = effect.request_id
+
+        def decided(commit_ts: int | None) -> None:
+            # Rule 4: the session's next mutation may start on top of this one.
+            self._feed(self.session.mutation_decided(request_id, commit_ts, now_ms=now_ms()))
+
+        outcome = await self._mutate(request_id, effect.path, effect.args, effect.caller,
+                                     decided)
         if outcome is not None:
             self._feed(self.session.mutation_done(effect.request_id, outcome, now_ms=now_ms()))
 
@@ -426,8 +441,8 @@ class Connection:
         if all(outcome is not None for outcome in outcomes):
             self._feed(self.session.mutations_done(outcomes, now_ms=now_ms()))
 
-    async def _mutate(self, request_id: int, path: str, args: dict,
-                      caller: Any) -> core.CallOutcome | None:
+    async def _mutate(self, request_id: int, path: str, args: dict, caller: Any,
+                      on_decided: Any = None) -> core.CallOutcome | None:
         """Runs one mutation at most once per (sessionId, requestId), node-wide.
 
         Shielded: a mutation whose socket goes away still finishes (within
@@ -444,7 +459,7 @@ class Connection:
             done = self.server.in_flight[key] = trio.Event()
             try:
                 outcome = await call_outcome(self.node, "mutation", path, args,
-                                             caller or ANONYMOUS)
+                                             caller or ANONYMOUS, on_decided)
             except _CloseConnection as error:
                 self._close(error.code, error.reason)
                 return None

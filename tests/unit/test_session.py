@@ -237,6 +237,48 @@ def test_mutations_run_one_at_a_time_in_arrival_order():
     assert only(effects, s.RequestUpdate) == [s.RequestUpdate(10)]
 
 
+def test_next_mutation_starts_once_the_previous_is_decided_and_answers_keep_order():
+    """A session's second mutation starts when the first is admitted (not yet
+    durable); if it finishes first, its response still waits for the first's."""
+    h = Harness()
+    assert only(h.feed(s.Mutation(0, "m:a", [{}])), s.RunMutation)
+    assert only(h.feed(s.Mutation(1, "m:b", [{}])), s.RunMutation) == []
+    [run] = only(h.step(h.core.mutation_decided(0, 10, now_ms=0)), s.RunMutation)
+    assert run.request_id == 1
+    h.step(h.core.mutation_decided(1, 11, now_ms=0))
+    assert sent(h.mutation_done(1, s.CallSucceeded("b", 11))) == []
+    effects = h.mutation_done(0, s.CallSucceeded("a", 10))
+    assert [m.request_id for m in sent(effects)] == [0, 1]
+    assert only(effects, s.RequestUpdate) == [s.RequestUpdate(11)]
+
+
+def test_updates_wait_only_for_the_mutations_they_include():
+    """An Update older than every started mutation's commit goes out at once;
+    one that includes an unanswered mutation's writes waits for its response."""
+    h = Harness()
+    h.feed(modify(0, add(0)))
+    h.update(1, {0: outcome(1, 0)})
+    h.feed(s.Mutation(0, "m:f", [{}]))
+    h.step(h.core.mutation_decided(0, 10, now_ms=0))
+    [early] = sent(h.update(9, {0: outcome(9, 1)}))
+    assert early.end_version.ts == 9
+    assert h.update(10, {0: outcome(10, 2)}) == []
+    response, transition = sent(h.mutation_done(0, s.CallSucceeded(None, 10)))
+    assert isinstance(response, s.MutationResponse) and transition.end_version.ts == 10
+
+
+def test_a_batch_or_a_repeated_request_waits_for_every_earlier_answer():
+    """Only a plain mutation starts behind an unanswered one, so no answer
+    given at once overtakes an earlier response."""
+    h = Harness()
+    h.feed(s.Mutation(0, "m:a", [{}]))
+    h.step(h.core.mutation_decided(0, 10, now_ms=0))
+    effects = h.feed(s.MutationBatch([s.Mutation(1, "m:a", [{}])]))
+    assert only(effects, s.RunMutations) == [] and sent(effects) == []
+    effects = h.mutation_done(0, s.CallSucceeded("a", 10))
+    assert [m.request_id for m in sent(effects)] == [0] and only(effects, s.RunMutations)
+
+
 def test_failed_mutation_with_app_error_carries_error_data():
     """errorData is sent for an AppError failure only; a Transition is still owed."""
     h = Harness()
