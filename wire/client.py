@@ -39,7 +39,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from engine.errors import EddyError
 from wire import codecs, messages as m
-from wire.codecs import NATIVE_STYLE
+from wire.codecs import NATIVE_STYLE, SERVER_NATIVE_STYLE
 
 logger = logging.getLogger("eddy.client")
 
@@ -144,6 +144,10 @@ class Client:
         self._next_query_id = 0
         self._queries: dict[int, _Query] = {}
         self._requests: dict[int, _Request] = {}
+        # Successful mutations waiting for a Transition at or after their
+        # commit ts: request id -> commit ts (a subset of _requests, so a
+        # Transition looks at these only, not at every request in flight).
+        self._committed: dict[int, int] = {}
         self._ws: Any = None
         self._send_lock = trio.Lock()
         self._connection_count = 0
@@ -352,7 +356,7 @@ class Client:
                 raise _Reconnect("the server sent a text frame to a msgpack client")
             try:
                 obj = codecs.load_msgpack_frame(frame)
-                message = codecs.decode_server_message(obj, NATIVE_STYLE)
+                message = codecs.decode_server_message(obj, SERVER_NATIVE_STYLE)
             except EddyError as error:
                 raise _Reconnect(f"bad frame from the server: {error.message}") from None
             self._handle(message)
@@ -385,9 +389,9 @@ class Client:
         ts = transition.end_version.ts
         self._version_ts = ts
         self._max_observed_ts = max(self._max_observed_ts or 0, ts)
-        for request_id, request in list(self._requests.items()):
-            if request.commit_ts is not None and request.commit_ts <= ts:
-                self._finish(request_id, ("ok", request.outcome[1]))
+        for request_id, commit_ts in list(self._committed.items()):
+            if commit_ts <= ts:
+                self._finish(request_id, ("ok", self._requests[request_id].outcome[1]))
 
     def _response(self, response: Any) -> None:
         request = self._requests.get(response.request_id)
@@ -405,9 +409,12 @@ class Client:
             self._max_observed_ts = max(self._max_observed_ts or 0, response.ts)
             if response.ts <= self._version_ts:
                 self._finish(response.request_id, request.outcome)
+            else:
+                self._committed[response.request_id] = response.ts
 
     def _finish(self, request_id: int, outcome: Any) -> None:
         request = self._requests.pop(request_id)
+        self._committed.pop(request_id, None)
         request.outcome = outcome
         request.commit_ts = None
         request.done.set()
