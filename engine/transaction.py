@@ -21,6 +21,7 @@ concurrent commit that creates it conflicts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from typing import Callable, Iterator
@@ -73,7 +74,8 @@ class Transaction:
         # change the ids a re-run generates.
         # Both are made on first use: seeding a generator costs more than a
         # small mutation's whole write path.
-        self._id_rng_state: random.Random | None = None
+        self._id_prefix: bytes | None = None
+        self._id_count = 0
         self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
         self.read_set = ReadSet()
@@ -88,11 +90,14 @@ class Transaction:
         self.written_bytes = 0
         self.paginated = False
 
-    @property
-    def _id_rng(self) -> random.Random:
-        if self._id_rng_state is None:
-            self._id_rng_state = random.Random(split_seed(self.seed, "ids"))
-        return self._id_rng_state
+    def _next_internal_id(self) -> bytes:
+        """The next new document's internal id: 16 bytes from the ids' stream of
+        the seed (a hash of seed and counter: no generator to seed per call)."""
+        if self._id_prefix is None:
+            self._id_prefix = split_seed(self.seed, "ids").to_bytes(8, "big")
+        self._id_count += 1
+        return hashlib.blake2b(self._id_prefix + self._id_count.to_bytes(4, "big"),
+                               digest_size=16).digest()
 
     @property
     def random(self) -> random.Random:
@@ -282,7 +287,7 @@ class Transaction:
         if shard is None:
             shard = self._create_table(table)
             self.created_tables.append(table)
-        internal_id = self._id_rng.getrandbits(128).to_bytes(16, "big")
+        internal_id = self._next_internal_id()
         document_id = ids.encode_id(shard.table_number, internal_id)
         creation_ms = self._next_creation_ms
         self._next_creation_ms = math.nextafter(creation_ms, math.inf)
