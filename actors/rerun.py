@@ -131,7 +131,8 @@ async def rerun_commit(node, commit, logged: list[Write], app=None, debug: bool 
             with _breakpoint_at(function.handler) if debug else contextlib.nullcontext():
                 # The runner's own invocation: the same time limit, log capture
                 # and return checks as the logged run had.
-                report.value = await runner._invoke(function, ctx, args)
+                report.value, _ = await runner._invoke(function, args, lambda: ctx,
+                                                       rerunnable=False)
         except (AppError, EddyError, FunctionCrashed) as error:
             report.error = _describe_error(error)
             report.log_lines = list(txn.log_lines)

@@ -138,9 +138,9 @@ class FunctionRunner:
             raise EddyError(ErrorCode.INVALID_TIMESTAMP,
                             f"ts {at_ts} is before the retention window "
                             f"(history starts at {self.node.retained_since_ts}).")
-        txn = self._transaction(at_ts, writable=False)
-        value = await self._invoke(function, QueryCtx(txn, identity), args)
-        return CallResult(value, at_ts, txn.log_lines)
+        value, ctx = await self._invoke(
+            function, args, lambda: QueryCtx(self._transaction(at_ts, writable=False), identity))
+        return CallResult(value, at_ts, ctx.log_lines)
 
     async def run_mutation(self, function: FunctionDef, args: dict, identity,
                            on_decided: Callable[[int | None], None] | None = None
@@ -185,15 +185,20 @@ class FunctionRunner:
         wrote nothing; its value; its transaction)."""
         sequencer = self.node.sequencer
         state = sequencer.state
-        txn = self._transaction(state.last_ts, writable=True)
-        if serial:
-            # From here until it is admitted, no other commit can land after
-            # its snapshot, so it cannot conflict.
-            sequencer.lane_holder = txn
-        snapshot_ts = txn.snapshot_ts
+        snapshot_ts = state.last_ts
+
+        def fresh_ctx() -> MutationCtx:
+            txn = self._transaction(snapshot_ts, writable=True)
+            if serial:
+                # From here until it is admitted, no other commit can land
+                # after its snapshot, so it cannot conflict.
+                sequencer.lane_holder = txn
+            return MutationCtx(txn, identity)
+
         state.begin(snapshot_ts)
         try:
-            value = await self._invoke(function, MutationCtx(txn, identity), args)
+            value, ctx = await self._invoke(function, args, fresh_ctx)
+            txn = ctx.transaction
             if not txn.writes:
                 return None, value, txn
             return sequencer.admit(txn, call), value, txn
@@ -212,24 +217,45 @@ class FunctionRunner:
         ctx = ActionCtx(run_query=runner("query"), run_mutation=runner("mutation"),
                         run_action=runner("action"), identity=identity,
                         now_ms=world.clock.now_ns() / 1e6, rng=random.Random(world.entropy.seed()))
-        value = await self._invoke(function, ctx, args)
+        value, ctx = await self._invoke(function, args, lambda: ctx, rerunnable=False)
         return CallResult(value, self.node.sequencer.durable_ts, ctx.log_lines)
 
-    async def _invoke(self, function: FunctionDef, ctx, args: dict):
+    async def _invoke(self, function: FunctionDef, args: dict, make_ctx,
+                      rerunnable: bool = True) -> tuple[Any, Any]:
+        """Runs the function on a ctx from `make_ctx`; returns (value, that ctx).
+
+        Time limit. Awaits that suspend are bounded by a cancel scope on trio's
+        clock (the World's, in the simulator); database calls check the
+        World's clock themselves. Entering a cancel scope costs about a tenth
+        of a small mutation, and almost no query or mutation ever suspends
+        (`ctx.db` never does), so a `rerunnable` function (a query or
+        mutation: a pure function of its snapshot, seed and args, whose
+        effects stay in its transaction) first runs without one; if it tries
+        to suspend, that run is abandoned before anything happens and the
+        function runs again from the start, on a fresh ctx, under the scope.
+        Actions have effects outside any transaction, so they always run
+        under the scope.
+        """
         limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
                     else limits.query_user_ms_max)
+        ctx = make_ctx()
         lines = ctx.log_lines
         try:
-            # Awaits that yield are bounded by trio's clock (the World's, in
-            # the simulator); database calls check the World's clock themselves.
-            # A bare CancelScope, not trio.fail_after: its generator wrapper
-            # costs a tenth of a small mutation.
-            with trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000) as scope, \
-                    logs.capture(lines):
-                result = function.handler(ctx, **args)
-                if inspect.isawaitable(result):
-                    result = await result
-            if scope.cancelled_caught:
+            finished = False
+            if rerunnable:
+                with logs.capture(lines):
+                    finished, result = _run_without_suspending(function.handler(ctx, **args))
+                if not finished:
+                    ctx = make_ctx()
+                    lines = ctx.log_lines
+            scope = None
+            if not finished:
+                with trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000) as scope, \
+                        logs.capture(lines):
+                    result = function.handler(ctx, **args)
+                    if inspect.isawaitable(result):
+                        result = await result
+            if scope is not None and scope.cancelled_caught:
                 raise _with_lines(EddyError(
                     ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
                     limit="query_user_ms_max" if limit_ms == limits.query_user_ms_max
@@ -249,7 +275,24 @@ class FunctionRunner:
             _check_size(result, "Return value")
         except EddyError as error:
             raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
-        return validate_returns(function, result, self.node.catalog.table_name)
+        return validate_returns(function, result, self.node.catalog.table_name), ctx
+
+
+def _run_without_suspending(result) -> tuple[bool, Any]:
+    """(True, value) if `result` (a handler's return) completes without
+    suspending; (False, None) if it tried to suspend, after abandoning it
+    (closing a coroutine runs its `finally` blocks and exits its cancel
+    scopes in order; the scheduler never saw it)."""
+    if not inspect.iscoroutine(result):
+        if inspect.isawaitable(result):
+            return False, None  # some other awaitable: run it properly, under the scope
+        return True, result
+    try:
+        result.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    result.close()
+    return False, None
 
 
 def _with_lines(error: Exception, lines: list[str]) -> Exception:

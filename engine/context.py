@@ -80,6 +80,11 @@ class QueryCtx:
         """A generator seeded from the call's recorded seed (re-runs draw the same)."""
         return self._txn.random
 
+    @property
+    def transaction(self) -> Transaction:
+        """The transaction behind `db` (for the runner, not for app code)."""
+        return self._txn
+
 
 class MutationCtx(QueryCtx):
     """What a mutation function receives as `ctx`."""
