@@ -402,3 +402,28 @@ def test_read_bytes_limit(tmp_path):
         return info.value
     error = run(LIMITS_APP, tmp_path, fn)
     assert error.code == ErrorCode.LIMIT_EXCEEDED and "bytes read" in error.message
+
+
+def test_a_mutation_that_suspends_runs_once_in_effect(tmp_path):
+    """A mutation awaiting something that suspends commits its writes and log lines once."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "slow.py").write_text(
+        "import trio\n"
+        "from engine import mutation, query\n"
+        "@mutation\n"
+        "async def two(ctx):\n"
+        "    print('before')\n"
+        "    await ctx.db.insert('things', {'n': 1})\n"
+        "    await trio.sleep(0)\n"
+        "    await ctx.db.insert('things', {'n': 2})\n"
+        "    print('after')\n"
+        "@query\n"
+        "async def count(ctx):\n"
+        "    return len(await ctx.db.query('things').collect())\n")
+    async def fn(node):
+        result = await node.call("mutation", "slow:two")
+        return result.log_lines, await node.query("slow:count")
+    lines, count = run(str(app), tmp_path / "data", fn)
+    assert lines == ["[LOG] before", "[LOG] after"]
+    assert count == 2
