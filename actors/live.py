@@ -4,9 +4,9 @@ A live query's failure is part of its result (Convex's QueryFailed), not an
 exception: a bad path, bad args, an `AppError`, a crash or a limit all become
 an outcome with `error` set, carrying the message the client should see.
 It uses the function runner's own steps (resolve, check_args, the read-only
-transaction) and invokes the function as the runner's `_invoke` does (the
-same timeout, log capture, errors and return checks; `_invoke` below), so a
-live query and a one-shot query behave alike. A `PreparedCall` kept by the
+transaction) and invokes the function through the runner's own `_invoke`
+(the same time limit, log capture, errors and return checks), so a live
+query and a one-shot query behave alike. A `PreparedCall` kept by the
 caller skips resolving and checking the same args again on a re-run.
 
 Journals (PROTOCOL.md 10.3). When a journal is given and the query's
@@ -28,26 +28,20 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-import logging
 import textwrap
-import traceback
 from typing import Any
 
 import trio
 
-from engine import limits
 from engine.context import QueryCtx
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
-from engine.functions import FunctionDef, validate_returns
+from engine.functions import FunctionDef
 from engine.subscriptions import QueryOutcome
 from engine.view_reads import ViewReader, fast_path_of
 
-from actors import logs
-from actors.runner import _check_size, _with_lines
 
 __all__ = ["PreparedCall", "QueryOutcome", "run_query_at"]
 
-log = logging.getLogger("eddy.functions")  # the runner's logger: crashes read alike
 
 
 class PreparedCall:
@@ -147,11 +141,22 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
                 prepared.keep(node.app, journal, admin, function, checked)
         else:
             function, checked = call
-        txn = runner._transaction(ts, writable=False)
         if views is not None:
             assert views.ts == ts, "views are not current at the ts of the run"
-            txn = ViewReader(txn, views, previous)
-        value = await _invoke(node, function, QueryCtx(txn, identity), checked)
+
+        def fresh_ctx() -> QueryCtx:
+            nonlocal txn
+            txn = runner._transaction(ts, writable=False)
+            if views is not None:
+                txn = ViewReader(txn, views, previous)
+            return QueryCtx(txn, identity)
+
+        # The runner's own invocation (time limit, log capture, errors, return
+        # checks). A run served from views may register views as it reads, so
+        # it is never abandoned and re-run: it runs under the time limit's
+        # scope from the start.
+        value, _ = await runner._invoke(function, checked, fresh_ctx,
+                                        rerunnable=views is None)
     except trio.Cancelled:
         raise
     except AppError as error:
@@ -167,46 +172,6 @@ async def run_query_at(node, path: str, args: Any, identity: Any, ts: int,
             if eligible else None
         outcome.reader = txn
     return outcome
-
-
-async def _invoke(node, function: FunctionDef, ctx, args: dict):
-    """The runner's `_invoke` for a query, step for step, with its timeout
-    scope built directly: `trio.fail_after` is a generator context manager
-    around the same `CancelScope`, and its wrapping costs about as much as
-    serving a query from its views.
-    """
-    limit_ms = limits.query_user_ms_max
-    lines = ctx.log_lines
-    try:
-        # Awaits that yield are bounded by trio's clock (the World's, in the
-        # simulator); database calls check the World's clock themselves.
-        timeout = trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000)
-        with timeout, logs.capture(lines):
-            result = function.handler(ctx, **args)
-            if inspect.isawaitable(result):
-                result = await result
-        if timeout.cancelled_caught:
-            raise trio.TooSlowError
-    except trio.TooSlowError:
-        raise _with_lines(EddyError(
-            ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
-            limit="query_user_ms_max"), lines) from None
-    except trio.Cancelled:
-        raise
-    except (AppError, EddyError, FunctionCrashed) as error:
-        raise _with_lines(error, lines)
-    except Exception as error:
-        text = traceback.format_exc()
-        log.error("%s failed:\n%s", function.path, text)
-        raise _with_lines(FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text),
-                          lines) from error
-    if isinstance(result, tuple):
-        result = list(result)
-    try:
-        _check_size(result, "Return value")
-    except EddyError as error:
-        raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
-    return validate_returns(function, result, node.catalog.table_name)
 
 
 def _check_ts(node, ts: int) -> None:
