@@ -1,11 +1,13 @@
 """The `eddy` command (DESIGN.md section 10).
 
-Subcommands that exist so far:
-
-- `eddy dev APP_DIR`: serve an app over HTTP and reload it on change
-  (wire/devserver.py does the serving);
+- `eddy dev APP_DIR`: serve an app over HTTP and WebSocket and reload it on
+  change (wire/devserver.py does the serving);
 - `eddy run APP_DIR PATH [ARGS_JSON]`: run one function against the app's
-  data, embedded (no server), and print its result as JSON.
+  data, embedded (no server), and print its result as JSON;
+- `eddy log|show|query|diff|replay|rerun|bisect|compact APP_DIR ...`: the
+  log-replay tools (wire/cli/history.py);
+- `eddy sim ...`: the deterministic simulator (wire/cli/sim.py, the only
+  place outside tests that imports `sim`).
 
 Exit codes: 0 success, 1 the app or the function failed (the reason on
 stderr), 2 bad usage (argparse), 130 interrupted.
