@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dev = commands.add_parser(
-        "dev", help="serve an app over HTTP, reloading it when its files change",
-        description="Serve an app's functions over Convex's HTTP API on one port. "
+        "dev", help="serve an app (HTTP + live queries), reloading it when its files change",
+        description="Serve an app's functions on one port: Convex's HTTP API and its "
+                    "WebSocket sync protocol (live queries for the official Convex "
+                    "clients and Eddy's Python client). "
                     "Prints the URL and the admin key. Reloads the app when a file "
                     "changes; an app that fails to load is reported as file:line: message "
                     "and the last good version keeps serving. Ctrl-C stops it cleanly.",
