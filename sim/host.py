@@ -18,6 +18,7 @@ invocation and completion times, which the checkers read (sim/checkers/).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from typing import Any
@@ -151,6 +152,19 @@ class NodeHost:
             return f"disk_fault: {fault.message}"
         finally:
             self.node = None
+
+    @contextlib.asynccontextmanager
+    async def attached(self):
+        """`async with host.attached() as node:` the live node (waiting for one
+        if it is down); when that node dies the block is cancelled and ends
+        quietly, as a call in flight does (for sessions that outlive a call)."""
+        node = await self.wait_up()
+        with trio.CancelScope() as scope:
+            self._calls.add(scope)
+            try:
+                yield node
+            finally:
+                self._calls.discard(scope)
 
     def _published(self, group: list[Commit]) -> None:
         for commit in group:

@@ -8,4 +8,8 @@ schema = define_schema({
     "accounts": define_table({"name": v.string(), "balance": v.int64()}).index("by_name", ["name"]),
     "counters": define_table({"name": v.string(), "value": v.int64()}).index("by_name", ["name"]),
     "lists": define_table({"key": v.string(), "items": v.array(v.int64())}).index("by_key", ["key"]),
+    # leaderboard (sim/app/leaderboard.py): every write spans both tables.
+    "scores": define_table({"board": v.string(), "player": v.string(), "points": v.int64()})
+    .index("by_board_points", ["board", "points"]).index("by_player", ["board", "player"]),
+    "score_log": define_table({"board": v.string(), "player": v.string(), "points": v.int64()}),
 })

@@ -35,8 +35,11 @@ class Check:
 def builtin_workloads() -> dict:
     from sim.workloads.bank import BankWorkload
     from sim.workloads.counters import CounterWorkload
+    from sim.workloads.leaderboard import LeaderboardWorkload
     from sim.workloads.list_append import ListAppendWorkload
-    return {"bank": BankWorkload, "counters": CounterWorkload, "list-append": ListAppendWorkload}
+    from sim.workloads.hot_keys import HotKeysWorkload
+    return {"bank": BankWorkload, "counters": CounterWorkload, "list-append": ListAppendWorkload,
+            "leaderboard": LeaderboardWorkload, "hot-keys": HotKeysWorkload}
 
 
 def load_workloads(spec: str) -> list:

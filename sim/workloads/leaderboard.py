@@ -1,0 +1,119 @@
+"""Leaderboards: live take(n) queries on hot boards, and commits spanning two tables.
+
+Writers set and remove players' scores (sim/app/leaderboard.py): each write
+is one commit into two tables (`scores` and `score_log`), and moves or
+removes rows inside the boards' index ranges, so the limited views of the
+live `top`/`bottom` queries lose rows and refill. Subscribers hold sessions
+on the node's subscription actor with those queries and check every Update
+against time-travel queries at its ts (sim/checkers/update_oracle.py); a
+session lives a random while, and dies with its node.
+
+Clients alternate roles in the order they first step: writer, subscriber,
+writer, ... (one subscriber per two clients of this workload).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from sim.checkers.update_oracle import UpdateOracle
+from sim.workloads import Check
+
+BOARDS = ["b0", "b1"]
+PLAYERS = [f"p{n}" for n in range(8)]
+POINTS_MAX = 40
+# How long a final session may wait for its Update at the latest ts (the
+# node is healed by then: an answer takes milliseconds).
+final_wait_s = 10.0
+
+
+def live_queries() -> dict[int, tuple[str, dict]]:
+    queries = {}
+    for board in BOARDS:
+        for n in (1, 3, 5):
+            queries[len(queries) + 1] = ("leaderboard:top", {"board": board, "n": n})
+        queries[len(queries) + 1] = ("leaderboard:bottom", {"board": board, "n": 2})
+        queries[len(queries) + 1] = ("leaderboard:everyone", {"board": board})
+    return queries
+
+
+class LeaderboardWorkload:
+    name = "leaderboard"
+
+    def __init__(self) -> None:
+        self.roles: dict[int, str] = {}
+        self.oracle = UpdateOracle("leaderboard")
+        self.sessions = 0
+
+    def _role(self, client) -> str:
+        if client.id not in self.roles:
+            self.roles[client.id] = "subscriber" if len(self.roles) % 2 else "writer"
+        return self.roles[client.id]
+
+    async def setup(self, client) -> None:
+        pass
+
+    async def step(self, client) -> None:
+        if self._role(client) == "subscriber":
+            await self._subscribe(client, life_s=client.rng.uniform(0.3, 2.0))
+            return
+        rng = client.rng
+        board, player = rng.choice(BOARDS), rng.choice(PLAYERS)
+        draw = rng.random()
+        if draw < 0.6:
+            await client.call("mutation", "leaderboard:score",
+                              {"board": board, "player": player, "points": rng.randint(0, POINTS_MAX),
+                               "pause_ms": rng.choice([0, 1])})
+        elif draw < 0.9:
+            await client.call("mutation", "leaderboard:remove", {"board": board, "player": player})
+        else:
+            await client.call("query", "leaderboard:top", {"board": board, "n": 3})
+
+    async def _subscribe(self, client, life_s: float | None, final: bool = False) -> None:
+        """One session: add the live queries, check Updates for `life_s`
+        (or, `final`, until an Update at the node's latest ts)."""
+        queries = live_queries()
+        self.sessions += 1
+        label = f"client {client.id} session {self.sessions}"
+        async with client.host.attached() as node:
+            session = node.subscriptions.open_session()
+            try:
+                session.modify(adds=[(query_id, path, args, None)
+                                     for query_id, (path, args) in sorted(queries.items())])
+                until_ts = None
+                if final:
+                    until_ts = node.latest_ts
+                    session.request_update(until_ts)
+                with trio.move_on_after(life_s if life_s is not None else final_wait_s) as waited:
+                    await self.oracle.follow(node, session, queries, label, client.trace, until_ts)
+                if final and waited.cancelled_caught:
+                    self.oracle.stuck.append(f"{label} got no Update at ts >= {until_ts} within "
+                                             f"{final_wait_s:g}s of asking for one")
+            finally:
+                session.close()
+
+    async def finish(self, client) -> None:
+        if self._role(client) == "subscriber":
+            # After the heal: one more session must see the final state.
+            await self._subscribe(client, life_s=None, final=True)
+        else:
+            for board in BOARDS:
+                await client.call("query", "leaderboard:everyone", {"board": board})
+
+    def wrote(self, operation) -> bool:
+        return operation.path in ("leaderboard:score", "leaderboard:remove")
+
+    def check(self, record) -> list[Check]:
+        checks = self.oracle.check()
+        finals = [op for op in record.history
+                  if op.path == "leaderboard:everyone" and op.status == "ok"]
+        for op in finals:
+            players = [player for player, _ in op.value]
+            if len(players) != len(set(players)):
+                checks.append(Check("leaderboard: a player appears once per board", False,
+                                    f"client {op.client} read board {op.args['board']} at ts {op.ts}: "
+                                    f"{op.value}"))
+                return checks
+        checks.append(Check("leaderboard: a player appears once per board", True,
+                            f"{len(finals)} final reads"))
+        return checks
