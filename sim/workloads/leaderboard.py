@@ -8,8 +8,8 @@ on the node's subscription actor with those queries and check every Update
 against time-travel queries at its ts (sim/checkers/update_oracle.py); a
 session lives a random while, and dies with its node.
 
-Clients alternate roles in the order they first step: writer, subscriber,
-writer, ... (one subscriber per two clients of this workload).
+Every client writes; the first, third, ... client of the workload to step
+also holds a session while it writes (so one client alone still has one).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ POINTS_MAX = 40
 # How long a final session may wait for its Update at the latest ts (the
 # node is healed by then: an answer takes milliseconds).
 final_wait_s = 10.0
+# Mean think time between a subscriber's own writes (sim/run.py's think_s_mean).
+think_s_mean = 0.02
 
 
 def live_queries() -> dict[int, tuple[str, dict]]:
@@ -45,18 +47,30 @@ class LeaderboardWorkload:
         self.oracle = UpdateOracle("leaderboard")
         self.sessions = 0
 
-    def _role(self, client) -> str:
+    def _subscribes(self, client) -> bool:
+        """Whether the client holds sessions: the first, third, ... client of
+        this workload to step (so even a single client of it has one)."""
         if client.id not in self.roles:
-            self.roles[client.id] = "subscriber" if len(self.roles) % 2 else "writer"
-        return self.roles[client.id]
+            self.roles[client.id] = "subscriber" if len(self.roles) % 2 == 0 else "writer"
+        return self.roles[client.id] == "subscriber"
 
     async def setup(self, client) -> None:
         pass
 
     async def step(self, client) -> None:
-        if self._role(client) == "subscriber":
-            await self._subscribe(client, life_s=client.rng.uniform(0.3, 2.0))
+        """A round: for a random while, writes, and (subscribers) one session checked throughout."""
+        life_s = client.rng.uniform(0.3, 2.0)
+        if not self._subscribes(client):
+            await self._write(client)
             return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._subscribe, client, life_s)
+            deadline = trio.current_time() + life_s
+            while trio.current_time() < deadline:
+                await self._write(client)
+                await trio.sleep(client.rng.expovariate(1 / think_s_mean))
+
+    async def _write(self, client) -> None:
         rng = client.rng
         board, player = rng.choice(BOARDS), rng.choice(PLAYERS)
         draw = rng.random()
@@ -93,12 +107,11 @@ class LeaderboardWorkload:
                 session.close()
 
     async def finish(self, client) -> None:
-        if self._role(client) == "subscriber":
+        if self._subscribes(client):
             # After the heal: one more session must see the final state.
             await self._subscribe(client, life_s=None, final=True)
-        else:
-            for board in BOARDS:
-                await client.call("query", "leaderboard:everyone", {"board": board})
+        for board in BOARDS:
+            await client.call("query", "leaderboard:everyone", {"board": board})
 
     def wrote(self, operation) -> bool:
         return operation.path in ("leaderboard:score", "leaderboard:remove")
