@@ -18,6 +18,11 @@ Kinds:
 - `clock`: the World clock jumps forwards and backwards (NTP steps, VM
   migrations).
 
+Network kinds (sim/net.py; only runs with protocol clients have a network):
+`partition`, `clog`, `packet_loss`, `duplication`, `reorder`,
+`slow_consumer`, `conn_reset`. A swarm draws them after the node's kinds, so
+adding them changed no seed's node faults.
+
 A run has a safety phase with the drawn faults, then `heal` turns every fault
 off for the liveness phase.
 """
@@ -30,10 +35,12 @@ import random
 import trio
 
 from sim.host import NodeHost
+from sim.net import NET_FAULT_KINDS
 from sim.trace import Trace
 from sim.world import SimWorld
 
 FAULT_KINDS = ("crash", "power_loss", "disk_errors", "enospc", "disk_latency", "clock")
+ALL_FAULT_KINDS = FAULT_KINDS + NET_FAULT_KINDS
 
 
 @dataclasses.dataclass
@@ -47,7 +54,7 @@ class FaultPlan:
 
     @property
     def kinds(self) -> list[str]:
-        return [kind for kind in FAULT_KINDS if kind in self.intervals_s]
+        return [kind for kind in ALL_FAULT_KINDS if kind in self.intervals_s]
 
     def describe(self) -> str:
         if not self.intervals_s:
@@ -64,24 +71,31 @@ def parse_fault_kinds(text: str | None) -> list[str] | None:
     if text is None or text == "swarm":
         return None
     if text == "all":
-        return list(FAULT_KINDS)
+        return list(ALL_FAULT_KINDS)
     if text == "none":
         return []
     kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
-    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+    unknown = [kind for kind in kinds if kind not in ALL_FAULT_KINDS]
     if unknown:
-        raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
+        raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(ALL_FAULT_KINDS)}")
     return kinds
 
 
 def draw_plan(rng: random.Random, kinds: list[str] | None) -> FaultPlan:
     """The seed's fault mix: `kinds` if given, else each kind on with probability 1/2."""
-    if kinds is None:
+    swarm = kinds is None
+    if swarm:
         kinds = [kind for kind in FAULT_KINDS if rng.random() < 0.5]
-    intervals = {kind: rng.choice([0.5, 1.0, 2.0, 5.0]) for kind in kinds}
-    return FaultPlan(intervals,
+    intervals = {kind: rng.choice([0.5, 1.0, 2.0, 5.0]) for kind in kinds if kind in FAULT_KINDS}
+    plan = FaultPlan(intervals,
                      write_error_probability=rng.choice([0.01, 0.05, 0.2]),
                      latency_s_max=rng.choice([0.002, 0.02, 0.2]))
+    # Network kinds are drawn last, so they shift none of the draws above.
+    net_kinds = ([kind for kind in NET_FAULT_KINDS if rng.random() < 0.5] if swarm
+                 else [kind for kind in kinds if kind in NET_FAULT_KINDS])
+    for kind in net_kinds:
+        intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
+    return plan
 
 
 class FaultInjector:
@@ -97,6 +111,8 @@ class FaultInjector:
         self.world = world
         self.trace = trace
         self.counts: dict[str, int] = {}
+        # The simulated network (sim/net.py), when the run has one.
+        self.network = None
 
     async def run(self) -> None:
         """Injects faults until cancelled; one task per kind, each on its own substream."""
@@ -119,6 +135,8 @@ class FaultInjector:
 
     def _inject(self, kind: str, rng: random.Random) -> bool:
         disk = self.world.disk
+        if kind in NET_FAULT_KINDS:
+            return self.network is not None and self.network.inject(kind, rng)
         if kind == "crash":
             return self.host.crash(power_loss=False)
         if kind == "power_loss":
@@ -150,4 +168,6 @@ class FaultInjector:
         disk.write_error_probability = 0.0
         disk.capacity_bytes = None
         disk.latency_s_min, disk.latency_s_max, disk.sync_latency_s = 0.0, 0.002, 0.001
+        if self.network is not None:
+            self.network.heal()
         self.trace.event("healed")
