@@ -18,6 +18,8 @@ seed and options give the same trace, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -32,7 +34,9 @@ from actors.node import open_node
 
 from sim import bugs
 from sim.checkers import durability
+from sim.clients import ProtocolStack
 from sim.faults import FaultInjector, draw_plan
+from sim.net import NET_FAULT_KINDS
 from sim.host import DATA_DIR, NodeHost, SimClient
 from sim.trace import Trace
 from sim.workloads import Check, load_workloads
@@ -173,6 +177,7 @@ class _RunState:
         self.plan_text = ""
         self.fault_counts: dict[str, int] = {}
         self.host: NodeHost | None = None
+        self.protocol: ProtocolStack | None = None
         self.sim_s = 0.0
         self.issuing = True
         self.healed_s = 0.0
@@ -192,13 +197,22 @@ class _RunState:
         workloads = load_workloads(options.workload)
         self.host = host = NodeHost(world, app, trace)
         plan = draw_plan(world.stream("swarm"), options.faults)
+        # Clients of workloads that speak the sync protocol, over a simulated network.
+        self.protocol = stack = ProtocolStack.for_run(workloads, options.clients, world, host, trace)
+        if stack is None:
+            plan.intervals_s = {k: v for k, v in plan.intervals_s.items() if k not in NET_FAULT_KINDS}
         self.plan_text = plan.describe()
         trace.event("plan", self.plan_text, options.bug)
         injector = FaultInjector(plan, host, world, trace)
-        clients = [SimClient(n, host, world.stream("client", n), self.history, trace)
+        injector.network = stack and stack.network
+        clients = [stack.client(n, world.stream("client", n), self.history)
+                   if stack is not None and stack.speaks(n)
+                   else SimClient(n, host, world.stream("client", n), self.history, trace)
                    for n in range(options.clients)]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(host.run)
+            if stack is not None:
+                nursery.start_soon(stack.run)
             await host.wait_up()
             for workload in workloads:
                 await workload.setup(clients[0])
@@ -206,6 +220,10 @@ class _RunState:
             self.fault_counts = dict(sorted(injector.counts.items()))
             for kind, count in sorted(world.disk.fault_counts.items()):
                 self.fault_counts[f"disk {kind}"] = count
+            if stack is not None:
+                for kind, count in sorted(stack.network.counts.items()):
+                    self.fault_counts[f"net {kind}"] = count
+                stack.stop()
             host.stop()
         self.sim_s = trio.current_time()
         if self.failure is None:
@@ -234,6 +252,9 @@ class _RunState:
                                         for op in pending[:3]))
                 self.trace.event("liveness_failure", len(pending))
                 clients_nursery.cancel_scope.cancel()
+            elif self.protocol is not None:
+                # Every writer stopped: each protocol client must reach the final ts.
+                await self.protocol.finish(deadline.deadline)
 
     async def _client_loop(self, client: SimClient, workload) -> None:
         self._clients_running += 1
@@ -265,6 +286,13 @@ class _RunState:
             async with open_node(app=app, data_dir=DATA_DIR, world=damaged_world):
                 pass
         checks.append(await durability.check_corruption_detected(self.world.disk, DATA_DIR, open_on))
+        if self.protocol is not None:
+            @contextlib.asynccontextmanager
+            async def reference_node():
+                reference_world = SimWorld(self.options.seed, disk=copy.deepcopy(self.world.disk))
+                async with open_node(app=app, data_dir=DATA_DIR, world=reference_world) as node:
+                    yield node
+            checks.extend(await self.protocol.check(reference_node))
         self.checks = checks
         for check in checks:
             self.trace.event("check", check.name, check.ok, check.explanation)

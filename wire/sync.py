@@ -160,9 +160,13 @@ class SyncServer:
             closed as too slow (tests shorten it).
     """
 
-    def __init__(self, node_provider: Any, *, send_stall_s: float = send_stall_s_max) -> None:
+    def __init__(self, node_provider: Any, *, send_stall_s: float = send_stall_s_max,
+                 clock_ms: Any = None) -> None:
         self.node_provider = node_provider
         self.send_stall_s = send_stall_s
+        # The core's wall clock in milliseconds (`now_ms`); the simulator
+        # passes its virtual World clock (sim/clients.py).
+        self.now_ms = clock_ms or now_ms
         self.results = core.MutationResults()
         self.in_flight: dict[tuple[str, int], trio.Event] = {}
         self.connection_count = 0
@@ -201,7 +205,8 @@ class Connection:
         self.send = send
         # Recorded for logs: "python-0.8.1" from the header, or npm's URL version.
         self.client = client or (f"npm-{client_version}" if client_version else None)
-        self.session = core.SyncSession(server.results, now_ms=now_ms())
+        self.now_ms = server.now_ms
+        self.session = core.SyncSession(server.results, now_ms=self.now_ms())
         self.queries = node.subscriptions.open_session()
         self.style: codecs._Style | None = None  # chosen by the first frame
         self.outgoing_send, self.outgoing_receive = trio.open_memory_channel(outgoing_frames_max)
@@ -334,8 +339,8 @@ class Connection:
                    else codecs.load_msgpack_frame(data or b""))
             parsed = codecs.decode_client_message(obj, style)
         except EddyError as error:
-            return self.session.fail(error.message, now_ms=now_ms())
-        return self.session.receive(parsed, now_ms=now_ms(), latest_ts=self.node.latest_ts)
+            return self.session.fail(error.message, now_ms=self.now_ms())
+        return self.session.receive(parsed, now_ms=self.now_ms(), latest_ts=self.node.latest_ts)
 
     async def _write(self) -> None:
         # One cancel scope for the writer's life whose deadline is moved
@@ -364,7 +369,7 @@ class Connection:
                 self.transition_written = trio.Event()
                 await self.transition_written.wait()
             update = await self.queries.wait_update()
-            self._feed(self.session.update_received(update, now_ms=now_ms()))
+            self._feed(self.session.update_received(update, now_ms=self.now_ms()))
 
     async def _ping(self) -> None:
         """Sends Pings when the core says so, and ends a session whose token expired.
@@ -380,23 +385,23 @@ class Connection:
             if self.expires_at_ms is not None:
                 # Checked a little after expiry: the verifier allows for clock skew.
                 due_ms = min(due_ms, self.expires_at_ms + expiry_check_delay_ms)
-            delay_s = max(0.0, (due_ms - now_ms()) / 1000.0)
+            delay_s = max(0.0, (due_ms - self.now_ms()) / 1000.0)
             with trio.move_on_after(delay_s):
                 await self.ping_due_changed.wait()
             if self.expires_at_ms is not None and self.node.auth.is_expired(self.expires_at_ms):
                 self.expires_at_ms = None
-                self._feed(self.session.token_expired(now_ms=now_ms()))
-            self._feed(self.session.tick(now_ms=now_ms()))
+                self._feed(self.session.token_expired(now_ms=self.now_ms()))
+            self._feed(self.session.tick(now_ms=self.now_ms()))
 
     async def _resolve_token(self, effect: core.ResolveToken) -> None:
         try:
             caller = await self._caller_for(effect)
         except EddyError as error:
-            self._feed(self.session.token_rejected(error.message, now_ms=now_ms()))
+            self._feed(self.session.token_rejected(error.message, now_ms=self.now_ms()))
         else:
             self.expires_at_ms = caller.expires_at_ms
             self.ping_due_changed.set()  # the expiry check may be due sooner now
-            self._feed(self.session.token_resolved(caller, caller.identity, now_ms=now_ms()))
+            self._feed(self.session.token_resolved(caller, caller.identity, now_ms=self.now_ms()))
 
     async def _caller_for(self, effect: core.ResolveToken) -> Caller:
         """The caller a token proves (PROTOCOL.md 12); raises EddyError(UNAUTHENTICATED)."""
@@ -420,12 +425,12 @@ class Connection:
 
         def decided(commit_ts: int | None) -> None:
             # Rule 4: the session's next mutation may start on top of this one.
-            self._feed(self.session.mutation_decided(request_id, commit_ts, now_ms=now_ms()))
+            self._feed(self.session.mutation_decided(request_id, commit_ts, now_ms=self.now_ms()))
 
         outcome = await self._mutate(request_id, effect.path, effect.args, effect.caller,
                                      decided)
         if outcome is not None:
-            self._feed(self.session.mutation_done(effect.request_id, outcome, now_ms=now_ms()))
+            self._feed(self.session.mutation_done(effect.request_id, outcome, now_ms=self.now_ms()))
 
     async def _run_batch(self, effect: core.RunMutations) -> None:
         # The items are independent (the client asked for them together), so
@@ -439,7 +444,7 @@ class Connection:
             for index, (request_id, path, args) in enumerate(effect.items):
                 nursery.start_soon(one, index, request_id, path, args)
         if all(outcome is not None for outcome in outcomes):
-            self._feed(self.session.mutations_done(outcomes, now_ms=now_ms()))
+            self._feed(self.session.mutations_done(outcomes, now_ms=self.now_ms()))
 
     async def _mutate(self, request_id: int, path: str, args: dict, caller: Any,
                       on_decided: Any = None) -> core.CallOutcome | None:
@@ -450,7 +455,7 @@ class Connection:
         Returns None when the connection must close instead (already arranged).
         """
         key = (self.session.session_id, request_id)
-        with trio.CancelScope(shield=True):
+        with self._mutation_shield():
             while key in self.server.in_flight:
                 await self.server.in_flight[key].wait()
             stored = self.server.results.get(*key)
@@ -470,6 +475,11 @@ class Connection:
                 self.server.results.put(*key, outcome)
             return outcome
 
+    def _mutation_shield(self) -> trio.CancelScope:
+        """The scope a mutation runs in: shielded from the connection's end.
+        (The simulator's subclass also cancels it when the node process dies.)"""
+        return trio.CancelScope(shield=True)
+
     async def _run_action(self, effect: core.RunAction) -> None:
         try:
             outcome = await call_outcome(self.node, "action", effect.path, effect.args,
@@ -477,7 +487,7 @@ class Connection:
         except _CloseConnection as error:
             self._close(error.code, error.reason)
             return
-        self._feed(self.session.action_done(effect.request_id, outcome, now_ms=now_ms()))
+        self._feed(self.session.action_done(effect.request_id, outcome, now_ms=self.now_ms()))
 
 
 def _same_key(given: str, expected: str) -> bool:

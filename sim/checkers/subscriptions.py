@@ -1,0 +1,124 @@
+"""The subscription oracle: what protocol clients saw, against time travel.
+
+Protocol clients (sim/clients.py) record in a `SubscriptionLog` every query
+result they receive, as (query, ts, value) where ts is the Transition's
+`endVersion.ts`, and what they hold at chosen moments. After the run a node
+is opened on the final disk and each (path, args, ts) is evaluated as a
+time-travel query (`node.call("query", path, args, at_ts=ts)`, the reference:
+the committed history at ts, independent of the subscription machinery and
+of the sync protocol). Checks:
+
+- values: every result a client received at ts equals the reference at ts
+  (a dropped, stale, reordered or mis-refilled delta shows here);
+- own writes: when a client's mutation resolves (a Transition at or after its
+  commit ts arrived), *every* result the client holds, updated in that
+  Transition or not, equals the reference at the client's ts, which is at or
+  after the commit: the client sees its own acknowledged writes, and a query
+  left out of a Transition really did not change;
+- order: within a connection each Transition starts at the client's version
+  (PROTOCOL.md 3.2), ts never goes back, each query's results come at
+  strictly rising ts, and no connection starts before a ts the client has
+  already observed; a correct client never gets a FatalError;
+- liveness: after the faults heal and every writer stopped, each client
+  reaches a ts at or after the final ts (a mutation writing nothing forces
+  its Transition) and every query it holds equals the reference there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+from sim.workloads import Check
+
+Reference = Callable[[str, dict, int], Awaitable[tuple[bool, Any]]]
+
+
+def _show(value: Any) -> str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 160 else text[:160] + "..."
+
+
+def _same(ok: bool, value: Any, ref_ok: bool, ref_value: Any) -> bool:
+    if ok != ref_ok:
+        return False
+    # Errors compare by kind only: the message may name a request.
+    return not ok or (type(value) is type(ref_value) and value == ref_value)
+
+
+class _Cache:
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+        self.results: dict[tuple[str, str, int], tuple[bool, Any]] = {}
+
+    async def __call__(self, path: str, args: dict, ts: int) -> tuple[bool, Any]:
+        key = (path, json.dumps(args, sort_keys=True), ts)
+        if key not in self.results:
+            self.results[key] = await self.reference(path, args, ts)
+        return self.results[key]
+
+
+async def check(log, reference: Reference, client_ids: list[int]) -> list[Check]:
+    """The oracle's checks over `log` (sim.clients.SubscriptionLog)."""
+    cached = _Cache(reference)
+    checks = []
+    by_reason: dict[str, list] = {"delivered": [], "resolved": [], "final": []}
+    for snapshot in log.snapshots:
+        by_reason[snapshot.reason].append(snapshot)
+
+    async def first_mismatch(snapshots) -> str | None:
+        for snapshot in snapshots:
+            for query_id, path, args, ok, value in snapshot.results:
+                ref_ok, ref_value = await cached(path, args, snapshot.ts)
+                if not _same(ok, value, ref_ok, ref_value):
+                    got = _show(value) if ok else f"error {value!r}"
+                    expected = _show(ref_value) if ref_ok else f"error {ref_value!r}"
+                    what = f" (mutation request {snapshot.request_id} committed at ts " \
+                           f"{snapshot.commit_ts} had resolved)" if snapshot.reason == "resolved" else ""
+                    return (f"client {snapshot.client} connection {snapshot.connection}: query "
+                            f"{query_id} {path} {_show(args)} held {got} at ts {snapshot.ts}"
+                            f"{what}, but the history at ts {snapshot.ts} gives {expected}")
+        return None
+
+    delivered = by_reason["delivered"]
+    mismatch = await first_mismatch(delivered)
+    count = sum(len(s.results) for s in delivered)
+    checks.append(Check("subscriptions: values equal time travel at their ts", mismatch is None,
+                        mismatch or f"{count} results received"))
+
+    resolved = by_reason["resolved"]
+    early = next((s for s in resolved if s.ts < s.commit_ts), None)
+    mismatch = (f"client {early.client}: mutation request {early.request_id} committed at ts "
+                f"{early.commit_ts} resolved while the client was at ts {early.ts}"
+                if early else await first_mismatch(resolved))
+    checks.append(Check("subscriptions: a client sees its own writes", mismatch is None,
+                        mismatch or f"{len(resolved)} mutations resolved, each with every held "
+                                    "result current"))
+
+    violations = log.violations
+    checks.append(Check("subscriptions: versions chain, ts rises, no FatalError", not violations,
+                        (f"client {violations[0][0]}: {violations[0][1]}"
+                         + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""))
+                        if violations else f"{log.transitions} Transitions"))
+
+    finals = {s.client: s for s in by_reason["final"]}
+    missing = [client for client in client_ids if client not in finals]
+    problem = None
+    if log.unfinished:
+        problem = "; ".join(log.unfinished[:3])
+    elif missing:
+        problem = f"clients {missing} never reached a final state"
+    elif log.final_ts is not None:
+        behind = next((s for s in finals.values() if s.ts < log.final_ts), None)
+        if behind is not None:
+            problem = (f"client {behind.client} ended at ts {behind.ts}, before the final ts "
+                       f"{log.final_ts}")
+    if problem is None:
+        problem = await first_mismatch(finals.values())
+    checks.append(Check("subscriptions: every subscription reaches the final ts", problem is None,
+                        problem or f"{len(finals)} clients current at ts >= {log.final_ts}",
+                        liveness=bool(log.unfinished or missing)))
+    return checks
