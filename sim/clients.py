@@ -71,10 +71,13 @@ send_stall_s = 5.0
 class SimSyncServer(sync.SyncServer):
     """The sync endpoint of one node incarnation (see the module docstring)."""
 
-    def __init__(self, node, world, trace) -> None:
+    def __init__(self, node, world, trace, incarnation: int = 0,
+                 log: SubscriptionLog | None = None) -> None:
         super().__init__(lambda: node, send_stall_s=send_stall_s,
                          clock_ms=lambda: world.clock.now_ns() / 1e6)
         self.node = node
+        self.incarnation = incarnation
+        self.log = log
         self.trace = trace
         self.shields: set[trio.CancelScope] = set()
         self.dead = False
@@ -129,6 +132,17 @@ class _SimConnection(sync.Connection):
             # The socket is gone: the reader sees the disconnect and ends the session.
             await trio.sleep_forever()
 
+    async def _mutate(self, request_id: int, path: str, args: dict, caller: Any,
+                      on_decided: Any = None) -> Any:
+        server = self.server
+        key = (self.session.session_id, request_id)
+        # Whether the shell will run it (rather than answer from its results).
+        runs = key not in server.in_flight and server.results.get(*key) is None
+        outcome = await super()._mutate(request_id, path, args, caller, on_decided)
+        if runs and server.log is not None and isinstance(outcome, m.CallSucceeded):
+            server.log.executions.setdefault(key, []).append((server.incarnation, outcome.ts))
+        return outcome
+
     def _mutation_shield(self) -> trio.CancelScope:
         scope = super()._mutation_shield()
         server = self.server
@@ -152,11 +166,12 @@ class _Registered:
         return self.scope.__exit__(*exc)
 
 
-async def serve_node(host: NodeHost, network: SimNetwork, world, trace) -> None:
+async def serve_node(host: NodeHost, network: SimNetwork, world, trace,
+                     log: SubscriptionLog | None = None) -> None:
     """Listens on the network for each incarnation of the node, until cancelled."""
     while True:
         node = await host.wait_up()
-        server = SimSyncServer(node, world, trace)
+        server = SimSyncServer(node, world, trace, host.incarnation, log)
         try:
             with trio.CancelScope() as scope:
                 # Cancelled by the host when this incarnation dies, as its calls are.
@@ -212,9 +227,13 @@ class SubscriptionLog:
         violations: rules broken as seen by clients (start version mismatch,
             ts going back, FatalError ...): (client, description).
         final_ts: the node's newest ts once every writer stopped (set by the run).
+        executions: (sessionId, requestId) -> (incarnation, commit ts) of each
+            time the node ran that mutation to success (a re-send answered
+            from MutationResults does not count).
     """
 
     def __init__(self) -> None:
+        self.executions: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self.snapshots: list[Snapshot] = []
         self.violations: list[tuple[int, str]] = []
         self.final_ts: int | None = None
@@ -594,11 +613,19 @@ class ProtocolStack:
                 trace) -> ProtocolStack | None:
         """A stack if some client's workload (client n runs workload n mod
         len(workloads)) speaks the protocol, else None."""
-        ids = {n for n in range(client_count)
-               if getattr(workloads[n % len(workloads)], "protocol", False)}
+        ids = set()
+        for n in range(client_count):
+            speaks = getattr(workloads[n % len(workloads)], "protocol", False)
+            # "some": every other client of that workload.
+            if speaks is True or (speaks == "some" and (n // len(workloads)) % 2 == 1):
+                ids.add(n)
         if not ids:
             return None
-        stack = cls(world, host, trace)
+        # The mutation that writes nothing, for the final barrier: the
+        # reference app's, unless a protocol workload names its own.
+        barrier = next((w.barrier_path for w in workloads if hasattr(w, "barrier_path")),
+                       "hot:noop")
+        stack = cls(world, host, trace, barrier)
         stack.protocol_ids = ids
         return stack
 
@@ -623,7 +650,8 @@ class ProtocolStack:
     async def _run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.network.run)
-            nursery.start_soon(serve_node, self.host, self.network, self.world, self.trace)
+            nursery.start_soon(serve_node, self.host, self.network, self.world, self.trace,
+                               self.log)
             for protocol in self.clients:
                 nursery.start_soon(protocol.run)
 
