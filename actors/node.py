@@ -41,6 +41,36 @@ __all__ = ["CallResult", "Node", "open_node"]
 # How many offending documents a schema error lists before it says "and N more".
 schema_errors_listed_max = 20
 
+# meta key of the data folder's generation (8-byte big-endian): raised, and
+# synced, every time a node opens the folder.
+GENERATION_KEY = b"generation"
+
+
+class StorageMark:
+    """What a process saw of one data folder: the generation its last opening
+    wrote and the newest commit ts it saw durable there (raised as groups
+    are published). Kept in the World's `storage_seen`, by data folder.
+
+    Stale storage. A data folder older than what the process already saw
+    (an older copy came back: a restored disk snapshot or backup, a volume
+    mounted from the wrong replica) would serve a past state as the present,
+    silently losing acknowledged writes and re-issuing their timestamps.
+    Every opening raises the folder's generation; a folder whose generation is
+    below the last one written, or whose newest commit is older than one
+    already durable, is refused with STALE_STORAGE. Synced writes never go
+    back, so a healthy folder always passes; a crash or power loss cannot
+    trip it (the generation and the commits it compares are synced).
+    """
+
+    __slots__ = ("generation", "ts")
+
+    def __init__(self, generation: int, ts: int) -> None:
+        self.generation = generation
+        self.ts = ts
+
+    def published(self, group) -> None:
+        self.ts = group[-1].ts
+
 
 class Node:
     """A running Eddy node. Made by `open_node`; see docs/internals.md."""
@@ -198,6 +228,34 @@ def _index_definitions(schema) -> dict:
     return {name: dict(table.indexes) for name, table in schema.tables.items()}
 
 
+def _check_not_stale(node: Node, world, data_dir: str) -> int:
+    """The generation this opening writes (see StorageMark).
+
+    Raises:
+        EddyError(STALE_STORAGE): the folder is older than what this
+            process (the World's `storage_seen`) saw of it.
+    """
+    generation = _stored_generation(node.store)
+    seen = getattr(world, "storage_seen", None)
+    mark = None if seen is None else seen.get(data_dir)
+    if mark is not None and (generation < mark.generation or node.latest_ts < mark.ts):
+        raise EddyError(
+            ErrorCode.STALE_STORAGE,
+            f"The data folder {data_dir} is older than this process last saw it: "
+            f"generation {generation} (last written {mark.generation}), newest commit ts "
+            f"{node.latest_ts} (ts {mark.ts} was already durable). An older copy came back "
+            "(a restored snapshot or backup?); serving it would lose acknowledged writes. "
+            "Put the newest copy back, or move this one aside and restart the process.",
+            generation=generation, expected_generation=mark.generation,
+            latest_ts=node.latest_ts, durable_ts_seen=mark.ts)
+    return generation + 1
+
+
+def _stored_generation(store) -> int:
+    stored = store.get("meta", GENERATION_KEY)
+    return 0 if stored is None else int.from_bytes(stored, "big")
+
+
 def _log_tables(store) -> list[int]:
     numbers = []
     lo = b""
@@ -237,8 +295,15 @@ async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
         _settle_garbage_collector()
         node.subscriptions = SubscriptionActor(node)
         node._ensure_admin_key()
+        generation = _check_not_stale(node, world, data_dir)
+        opening = [("meta", GENERATION_KEY, generation.to_bytes(8, "big"))]
         if store.get("meta", b"admin_key") is None:
-            await store.write([("meta", b"admin_key", node.admin_key.encode())], sync=True)
+            opening.append(("meta", b"admin_key", node.admin_key.encode()))
+        await store.write(opening, sync=True)
+        seen = getattr(world, "storage_seen", None)
+        if seen is not None:
+            mark = seen[data_dir] = StorageMark(generation, node.latest_ts)
+            node.sequencer.on_publish.append(mark.published)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.sequencer.run)

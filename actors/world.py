@@ -19,7 +19,14 @@ class OsEntropy:
 
 
 class RealWorld:
-    """Production's World (engine.world.World)."""
+    """Production's World (engine.world.World).
+
+    `storage_seen` is what this process saw of each data folder it opened
+    (actors/node.py, "stale storage"): shared by every RealWorld of the
+    process, as the process is what remembers.
+    """
+
+    storage_seen: dict = {}
 
     def __init__(self) -> None:
         self.clock = SystemClock()

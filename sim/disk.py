@@ -19,7 +19,10 @@ Rules:
 4. Every stored value is sealed with the same CRC-32 as RocksStore's
    (actors.storage.seal); a bit flip (`flip_bit`) is caught on read as
    `EddyError(CORRUPT_RECORD)` naming the key, never served.
-5. Faults a test or the fault injector sets: `write_error_probability` (an
+5. `snapshot` copies a volume and `swap` puts a copy in its place: a disk
+   snapshot restored, so an older copy of the data comes back (the
+   stale-storage fault, sim/host.py).
+6. Faults a test or the fault injector sets: `write_error_probability` (an
    I/O error, the batch not applied), `capacity_bytes` (ENOSPC past it),
    write latency (`latency_s_min`/`latency_s_max`, slower with sync), all on
    trio's clock, so under MockClock they cost no wall time.
@@ -143,6 +146,22 @@ class SimDisk:
                 dropped += 1
             volume.unsynced.clear()
         return dropped
+
+    def snapshot(self, path: str) -> Volume:
+        """A copy of `path` as a storage snapshot takes it: every applied
+        batch, synced or not (crash-consistent), nothing left to sync."""
+        volume = self.volume(path)
+        copy = Volume()
+        copy.visible = {cf: SortedDict(family) for cf, family in volume.visible.items()}
+        copy.used_bytes = volume.used_bytes
+        return copy
+
+    def swap(self, path: str, volume: Volume) -> Volume:
+        """Puts `volume` in place of `path`'s (an older copy restored, or the
+        right one put back); returns the volume it replaced."""
+        previous = self.volume(path)
+        self.volumes[path] = volume
+        return previous
 
     def flip_bit(self, path: str, cf: str) -> bytes | None:
         """Flips one bit of a random record of `cf` in `path`; returns its key."""

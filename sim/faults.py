@@ -23,6 +23,10 @@ Network kinds (sim/net.py; only runs with protocol clients have a network):
 `slow_consumer`, `conn_reset`. A swarm draws them after the node's kinds, so
 adding them changed no seed's node faults.
 
+Stale storage: `stale_storage` takes a disk snapshot, and at its next
+event crashes the node and restores that older copy; the node must refuse
+it (sim/host.py).
+
 A run has a safety phase with the drawn faults, then `heal` turns every fault
 off for the liveness phase.
 """
@@ -40,7 +44,10 @@ from sim.trace import Trace
 from sim.world import SimWorld
 
 FAULT_KINDS = ("crash", "power_loss", "disk_errors", "enospc", "disk_latency", "clock")
-ALL_FAULT_KINDS = FAULT_KINDS + NET_FAULT_KINDS
+# An older copy of the data restored at a restart (sim/host.py, stale storage);
+# drawn after the network kinds, so it shifts none of their draws.
+STALE_FAULT_KINDS = ("stale_storage",)
+ALL_FAULT_KINDS = FAULT_KINDS + NET_FAULT_KINDS + STALE_FAULT_KINDS
 
 
 @dataclasses.dataclass
@@ -94,6 +101,10 @@ def draw_plan(rng: random.Random, kinds: list[str] | None) -> FaultPlan:
     net_kinds = ([kind for kind in NET_FAULT_KINDS if rng.random() < 0.5] if swarm
                  else [kind for kind in kinds if kind in NET_FAULT_KINDS])
     for kind in net_kinds:
+        intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
+    stale_kinds = ([kind for kind in STALE_FAULT_KINDS if rng.random() < 0.5] if swarm
+                   else [kind for kind in kinds if kind in STALE_FAULT_KINDS])
+    for kind in stale_kinds:
         intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
     return plan
 
@@ -160,6 +171,9 @@ class FaultInjector:
         if kind == "clock":
             self.world.clock.jump(rng.choice([-1, 1]) * rng.randrange(10**6, 10 * 10**9))
             return True
+        if kind == "stale_storage":
+            # A snapshot now; at the next event, that snapshot restored at a crash.
+            return self.host.stale_storage_fault()
         raise AssertionError(kind)
 
     def heal(self) -> None:

@@ -28,7 +28,7 @@ import trio
 from actors.app import App
 from actors.node import open_node
 from engine.commits import Commit
-from engine.errors import AppError, EddyError, FunctionCrashed
+from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 
 from sim import bugs
 from sim.disk import DiskFault
@@ -69,7 +69,17 @@ class NodeHost:
         published: (ts, path) of every commit the node published, across
             incarnations, in publication order.
         stop_reasons: why each incarnation ended ("crash", "power_loss",
-            "disk_fault: ...").
+            "disk_fault: ...", "stale_storage_refused", ...).
+        stale_refused: older copies of the data the node refused to open.
+        stale_violations: what went wrong with stale storage, readable: a
+            node that served an older copy, or refused a current one.
+
+    Stale storage (the `stale_storage` fault): `stale_storage_fault` either
+    takes a snapshot of the data volume or, later, crashes the node and
+    restores that snapshot in place of the volume, as a disk snapshot or a
+    backup restored by mistake would. The next opening must refuse it with
+    EddyError(STALE_STORAGE) (actors/node.py, StorageMark); the host then
+    puts the current volume back (the operator's fix) and opens again.
     """
 
     def __init__(self, world: SimWorld, app: App, trace: Trace) -> None:
@@ -87,6 +97,11 @@ class NodeHost:
         self._calls: set[trio.CancelScope] = set()
         self._stopping = False
         self.rng = world.stream("host")
+        self.stale_refused = 0
+        self.stale_violations: list[str] = []
+        self._snapshot = None  # (volume copy, its generation, its newest commit ts)
+        self._stale_armed = None  # a snapshot to restore before the next opening
+        self._current_volume = None  # set aside while a stale copy is in place
 
     async def wait_up(self):
         while self.node is None:
@@ -132,9 +147,16 @@ class NodeHost:
     async def _incarnation(self) -> str:
         self.incarnation += 1
         self._crash = trio.Event()
+        stale = self._restore_stale_copy()
         try:
             with trio.CancelScope() as scope:
                 async with open_node(app=self.app, data_dir=DATA_DIR, world=self.world) as node:
+                    if stale is not None:
+                        self._stale_violation(
+                            f"the node opened an older copy of its data (generation {stale[1]}, "
+                            f"newest commit ts {stale[2]}) restored at t={trio.current_time():.3f}s "
+                            f"instead of refusing it with StaleStorage")
+                        return "stale_storage_served"
                     node.sequencer.on_publish.append(self._published)
                     bugs.plant(self.world.planted_bug, node, self.world)
                     self.trace.event("node_started", self.incarnation, node.latest_ts)
@@ -150,8 +172,59 @@ class NodeHost:
             # An injected storage failure ends the node, as DESIGN.md says a
             # storage error must; anything else is a real crash and propagates.
             return f"disk_fault: {fault.message}"
+        except EddyError as error:
+            if error.code is not ErrorCode.STALE_STORAGE:
+                raise
+            self.trace.event("stale_storage_refused", stale is not None)
+            if stale is not None:
+                self.stale_refused += 1
+                return "stale_storage_refused"
+            self._stale_violation(
+                f"opening the node at t={trio.current_time():.3f}s failed with StaleStorage, but "
+                f"no older copy was restored: durable data went missing ({error.message})")
+            # The operator's override: accept the folder as it is, and go on.
+            self.world.storage_seen.pop(DATA_DIR, None)
+            return "stale_storage_false_alarm"
         finally:
             self.node = None
+            if self._current_volume is not None:
+                # The operator puts the current volume back.
+                self.world.disk.swap(DATA_DIR, self._current_volume)
+                self._current_volume = None
+
+    # ----- stale storage ---------------------------------------------------
+
+    def stale_storage_fault(self) -> bool:
+        """The stale-storage fault (see the class docstring): takes a snapshot
+        if none is held, else restores it at a crash, if it is older than the
+        volume. Returns whether a restore was set off."""
+        disk = self.world.disk
+        if DATA_DIR not in disk.volumes:
+            return False
+        generation, ts = _volume_age(disk.volume(DATA_DIR))
+        if self._snapshot is None:
+            self._snapshot = (disk.snapshot(DATA_DIR), generation, ts)
+            self.trace.event("snapshot", generation, ts)
+            return False
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot[1:] >= (generation, ts) or self._stale_armed is not None:
+            return False  # nothing happened since: the copy is not older
+        self._stale_armed = snapshot
+        self.crash(power_loss=False)
+        return True
+
+    def _restore_stale_copy(self):
+        """Puts the armed snapshot in place of the volume; returns it, or None."""
+        snapshot, self._stale_armed = self._stale_armed, None
+        if snapshot is None:
+            return None
+        self._current_volume = self.world.disk.swap(DATA_DIR, snapshot[0])
+        self.trace.event("stale_storage_restored", snapshot[1], snapshot[2])
+        return snapshot
+
+    def _stale_violation(self, text: str) -> None:
+        self.stale_violations.append(text)
+        self.trace.event("stale_storage_violation", text)
 
     @contextlib.asynccontextmanager
     async def attached(self):
@@ -186,6 +259,17 @@ class NodeHost:
             finally:
                 self._calls.discard(scope)
         raise NodeCrashed()
+
+
+def _volume_age(volume) -> tuple[int, int]:
+    """(generation, newest commit ts) of a data volume, read from its records."""
+    from actors.node import GENERATION_KEY
+    from actors.storage import unseal
+    stored = volume.visible["meta"].get(GENERATION_KEY)
+    generation = 0 if stored is None else int.from_bytes(unseal("meta", GENERATION_KEY, stored), "big")
+    commits = volume.visible["commits"]
+    ts = int.from_bytes(commits.keys()[-1], "big") if commits else 0
+    return generation, ts
 
 
 class SimClient:

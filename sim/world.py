@@ -100,6 +100,10 @@ class SimWorld:
         self.disk = disk
         self.planted_bug = planted_bug
         self.store: SimStore | None = None
+        # What "the process" saw of each data folder (actors/node.py,
+        # StorageMark): the World outlives node incarnations, so an older
+        # copy of the data coming back is noticed at the next opening.
+        self.storage_seen: dict = {}
 
     def stream(self, *labels: object) -> random.Random:
         """An independent generator for one actor or call site."""

@@ -7,6 +7,8 @@
   and every log entry has its commit record: nothing is half there.
 - Commit order: the node published commits in strictly rising ts across
   every incarnation.
+- Stale storage: every older copy of the data restored at a restart was
+  refused (StaleStorage), and no current one was.
 - Corruption: a bit flipped in a copy of the final disk makes the node refuse
   to open, naming the damaged record, rather than serve it.
 """
@@ -77,6 +79,15 @@ def check_published_order(published: list[tuple[int, str]]) -> Check:
                          f"({path_before})")
     return Check("commit order: ts strictly rises across restarts", True,
                  f"{len(published)} commits published")
+
+
+def check_stale_storage(host) -> Check:
+    """Older copies refused, current ones served (sim/host.py, stale storage)."""
+    name = "stale storage: older copies refused, current ones served"
+    if host.stale_violations:
+        more = len(host.stale_violations) - 1
+        return Check(name, False, host.stale_violations[0] + (f" ({more} more)" if more else ""))
+    return Check(name, True, f"{host.stale_refused} older copies refused")
 
 
 async def check_corruption_detected(disk, path: str, open_node_on) -> Check:
