@@ -296,6 +296,10 @@ class ProtocolClient:
         self._next_query_id = 0
         # Per query id, the ts of its last delivery in this connection.
         self._delivered_ts: dict[int, int] = {}
+        # Queries added and not yet answered in this connection: query id ->
+        # the query-set version that added it. A Transition reaching that
+        # version must carry its result (PROTOCOL.md 3.2).
+        self._awaiting: dict[int, int] = {}
 
     # ----- the API workloads use
 
@@ -352,6 +356,11 @@ class ProtocolClient:
             return  # the reconnect re-adds every live query
         base = self.query_set_version
         self.query_set_version += 1
+        for item in modifications:
+            if isinstance(item, m.QueryAdd):
+                self._awaiting[item.query_id] = base + 1
+            else:
+                self._awaiting.pop(item.query_id, None)
         self._send(m.ModifyQuerySet(base, base + 1, modifications))
 
     def _send(self, message: Any) -> None:
@@ -399,6 +408,7 @@ class ProtocolClient:
         self.version = m.INITIAL_VERSION
         self.results = {}
         self._delivered_ts = {}
+        self._awaiting = {}
         self._outgoing = send_channel
         self._send(m.Connect(self.session_id, self.connection_count, self.last_close_reason,
                              self.max_observed_ts, 0.0))
@@ -500,6 +510,15 @@ class ProtocolClient:
             else:
                 self.results[query_id] = (end.ts, False, item.error_message)
             delivered.append(query_id)
+        for query_id, added_in in list(self._awaiting.items()):
+            if query_id in self.results:
+                del self._awaiting[query_id]
+            elif added_in <= end.query_set:
+                del self._awaiting[query_id]
+                self._violation(f"connection {connection}: query {query_id} "
+                                f"({self.queries[query_id].path}) was added in query-set version "
+                                f"{added_in}, but the Transition to version {end.query_set} "
+                                "carried no result for it")
         self.version = end
         self.max_observed_ts = max(self.max_observed_ts or 0, end.ts)
         self.trace.event("transition", self.id, connection, end.query_set, end.ts,
