@@ -54,6 +54,12 @@ BUGS = {
         "then believes it covers its whole range, so the live query returns n-1 "
         "rows while n exist (caught by the subscription oracle; workload "
         "leaderboard)",
+    "lost-mutation-dedup":
+        "the sync endpoint forgets every mutation result, so a mutation a client "
+        "re-sends after a broken connection (with its original request id) runs "
+        "again instead of being answered from its stored result (caught by the "
+        "exactly-once checker: one call committed twice in one incarnation; needs "
+        "protocol clients over the simulated network, e.g. workload hot-keys)",
 }
 
 # How often the random bugs strike: per delivery with results (dropped delta),
@@ -95,8 +101,36 @@ def plant(name: str | None, node, world) -> None:
     elif name == "take-refill-off-by-one":
         views = node.subscriptions.registry.views
         views.update = types.MethodType(_update_with_short_refill, views)
+    elif name in SERVER_BUGS:
+        pass  # planted into the sync endpoint by plant_server
     else:
         raise ValueError(f"unknown bug {name!r}")
+
+
+# Bugs of the sync endpoint (wire/sync.py's SyncServer), which the simulator
+# makes per node incarnation (sim/clients.py) after the node opened.
+SERVER_BUGS = ("lost-mutation-dedup",)
+
+
+def plant_server(name: str | None, server, world) -> None:
+    """Plants bug `name` into a sync endpoint just made for a simulated node."""
+    if name == "lost-mutation-dedup":
+        server.results = _ForgetfulResults()
+
+
+class _ForgetfulResults:
+    """wire.session.MutationResults that keeps nothing."""
+
+    bytes = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def get(self, session_id, request_id):
+        return None
+
+    def put(self, session_id, request_id, outcome) -> None:
+        pass
 
 
 class _UnsyncedStore:

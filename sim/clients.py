@@ -52,6 +52,7 @@ from engine.errors import EddyError
 from wire import codecs, messages as m, sync
 from wire.codecs import JSON_STYLE, NATIVE_STYLE, SERVER_NATIVE_STYLE
 
+from sim import bugs
 from sim.host import NodeHost, Operation, SimClient
 from sim.net import ConnectionBroken, ConnectionClosed, ConnectionRefused, Endpoint, SimNetwork
 
@@ -82,6 +83,7 @@ class SimSyncServer(sync.SyncServer):
         self.shields: set[trio.CancelScope] = set()
         self.dead = False
         self.nursery: trio.Nursery | None = None
+        bugs.plant_server(getattr(world, "planted_bug", None), self, world)  # sim/bugs.py
 
     def accept(self, endpoint: Endpoint) -> None:
         self.nursery.start_soon(self._serve, endpoint)

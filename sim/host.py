@@ -97,6 +97,8 @@ class NodeHost:
         self._calls: set[trio.CancelScope] = set()
         self._stopping = False
         self.rng = world.stream("host")
+        # (virtual time, newest durable ts) at each opening that served.
+        self.openings: list[tuple[float, int]] = []
         self.stale_refused = 0
         self.stale_violations: list[str] = []
         self._snapshot = None  # (volume copy, its generation, its newest commit ts)
@@ -160,6 +162,7 @@ class NodeHost:
                     node.sequencer.on_publish.append(self._published)
                     bugs.plant(self.world.planted_bug, node, self.world)
                     self.trace.event("node_started", self.incarnation, node.latest_ts)
+                    self.openings.append((trio.current_time(), node.latest_ts))
                     self.node = node
                     self._up.set()
                     self._up = trio.Event()

@@ -280,6 +280,7 @@ class _RunState:
         checks.append(durability.check_atomic(store, commits))
         checks.append(durability.check_published_order(self.host.published))
         checks.append(durability.check_stale_storage(self.host))
+        checks.append(durability.check_exactly_once(self.history, commits, self.host.openings))
         checks.append(durability.check_no_function_crashed(self.history))
 
         async def open_on(disk) -> None:

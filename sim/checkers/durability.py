@@ -7,6 +7,9 @@
   and every log entry has its commit record: nothing is half there.
 - Commit order: the node published commits in strictly rising ts across
   every incarnation.
+- Exactly once: within one node incarnation no mutation commits more often
+  than calls with its path and arguments were in flight (a re-sent request
+  is answered from the node's results, not run again).
 - Stale storage: every older copy of the data restored at a restart was
   refused (StaleStorage), and no current one was.
 - Corruption: a bit flipped in a copy of the final disk makes the node refuse
@@ -15,7 +18,9 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
+import json
 
 from engine.commits import log_key, parse_commit_record, parse_log_key
 from engine.errors import EddyError, ErrorCode
@@ -79,6 +84,46 @@ def check_published_order(published: list[tuple[int, str]]) -> Check:
                          f"({path_before})")
     return Check("commit order: ts strictly rises across restarts", True,
                  f"{len(published)} commits published")
+
+
+def check_exactly_once(history: list, commits: dict[int, dict],
+                       openings: list[tuple[float, int]]) -> Check:
+    """Within each incarnation (`openings`: (virtual time, newest ts) at each
+    opening), commits with one path and arguments are at most the mutation
+    calls with them that were in flight then. Across incarnations a re-sent
+    request may legitimately run again (results do not survive a crash)."""
+    name = "exactly once: no request ran twice in one incarnation"
+    if not openings:
+        return Check(name, True, "no incarnation")
+    starts = [ts for _, ts in openings]
+    times = [t for t, _ in openings] + [float("inf")]
+
+    def key(path, args) -> str:
+        return path + " " + json.dumps(args, sort_keys=True, default=repr)
+
+    committed: dict[tuple[int, str], list[int]] = {}
+    for ts, record in sorted(commits.items()):
+        incarnation = bisect.bisect_left(starts, ts) - 1
+        if incarnation >= 0:
+            committed.setdefault((incarnation, key(record["path"], record["args"])), []).append(ts)
+    calls: dict[tuple[int, str], int] = {}
+    for op in history:
+        if op.kind != "mutation" or op.status == "fail":
+            continue
+        end = float("inf") if op.complete_s is None else op.complete_s
+        for incarnation in range(len(openings)):
+            if op.invoke_s <= times[incarnation + 1] and end >= times[incarnation]:
+                k = (incarnation, key(op.path, op.args))
+                calls[k] = calls.get(k, 0) + 1
+    for (incarnation, call), found in sorted(committed.items()):
+        allowed = calls.get((incarnation, call), 0)
+        if len(found) > allowed and allowed:
+            return Check(name, False,
+                         f"{call} committed {len(found)} times (ts {', '.join(map(str, found[:4]))}) "
+                         f"in node incarnation {incarnation + 1}, but only {allowed} such call"
+                         f"{'s were' if allowed > 1 else ' was'} in flight: a re-sent request ran "
+                         f"again instead of being answered from its stored result")
+    return Check(name, True, f"{len(committed)} distinct mutations checked")
 
 
 def check_stale_storage(host) -> Check:
