@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any, AsyncIterator
 
+import msgpack
 import trio
 
 from engine import values
@@ -37,6 +38,12 @@ from actors.world import RealWorld
 log = logging.getLogger("eddy.node")
 
 __all__ = ["CallResult", "Node", "open_node"]
+
+# Newest commits searched for the request keys of mutations sent before a
+# restart. A client re-sends only what was in flight when the node stopped,
+# which is among its last commits; 10,000 covers every in-flight mutation of
+# many busy connections and costs a fraction of a second to index at start.
+logged_results_max = 10_000
 
 # How many offending documents a schema error lists before it says "and N more".
 schema_errors_listed_max = 20
@@ -86,6 +93,8 @@ class Node:
         self.admin_key = ""
         self.sequencer: SequencerActor | None = None
         self.subscriptions: SubscriptionActor | None = None  # set by open_node
+        # (sessionId, requestId) -> (packed result, commit ts); set by recover.
+        self._logged_results: dict[tuple[str, int], tuple[bytes, int]] = {}
         self.runner = FunctionRunner(self)
         # The app's trusted auth providers (actors/auth.py); one with no
         # providers, which refuses every token, when the app has no auth_config.py.
@@ -158,6 +167,7 @@ class Node:
         for key, _ in self.store.scan("commits", reverse=True):
             last_ts = int.from_bytes(key, "big")
             break
+        self._load_logged_results()
         stray = [n for n in _log_tables(self.store) if n not in self.catalog.shards]
         if stray:
             raise EddyError(ErrorCode.CORRUPT_RECORD,
@@ -166,6 +176,29 @@ class Node:
                                         self.world.clock)
         if check_schema:
             self._check_schema(self.schema)
+
+    def logged_mutation_result(self, session_id: str, request_id: int) -> tuple | None:
+        """(value, ts) of a mutation a sync client sent before this node
+        started, found in the newest commits; None if there is none."""
+        found = self._logged_results.get((session_id, request_id))
+        return None if found is None else (values.unpack(found[0]), found[1])
+
+    def _load_logged_results(self) -> None:
+        """Indexes the request keys of the newest commits (see
+        `logged_results_max`), so a re-sent mutation is not run twice."""
+        self._logged_results: dict[tuple[str, int], tuple[bytes, int]] = {}
+        scanned = 0
+        for key, payload in self.store.scan("commits", reverse=True):
+            scanned += 1
+            if scanned > logged_results_max:
+                break
+            if b"request" not in payload:
+                continue
+            record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            request = record.get("request")
+            if request is not None:
+                self._logged_results.setdefault((request[0], request[1]),
+                                                (record["result"], int.from_bytes(key, "big")))
 
     def _check_schema(self, schema) -> None:
         if schema is None or not getattr(schema, "schema_validation", True):

@@ -84,7 +84,8 @@ class FunctionRunner:
 
     async def call(self, kind: str | None, path, args=None, *, identity=None, admin: bool = True,
                    at_ts: int | None = None,
-                   on_decided: Callable[[int | None], None] | None = None) -> CallResult:
+                   on_decided: Callable[[int | None], None] | None = None,
+                   request: tuple[str, int] | None = None) -> CallResult:
         """Runs a function by path (or FunctionDef) and returns its CallResult.
 
         A checkpoint. Raises EddyError, AppError or FunctionCrashed.
@@ -94,6 +95,10 @@ class FunctionRunner:
                 before it waits for durability: with the commit ts, or None
                 if it wrote nothing. The sync protocol starts a session's
                 next mutation then (wire/session.py rule 4).
+            request: for a mutation, the sync protocol's (sessionId,
+                requestId); logged with the commit and its result, so a re-send
+                after a restart is answered without running it again
+                (`Node.logged_mutation_result`).
         """
         if isinstance(path, FunctionDef):
             if path.path is None:
@@ -107,7 +112,7 @@ class FunctionRunner:
         if at_ts is not None:
             raise EddyError(ErrorCode.BAD_REQUEST, "Only queries can run at a past ts.")
         if function.kind is FunctionKind.MUTATION:
-            return await self.run_mutation(function, args, identity, on_decided)
+            return await self.run_mutation(function, args, identity, on_decided, request)
         return await self.run_action(function, args, identity)
 
     def _transaction(self, snapshot_ts: int, writable: bool) -> Transaction:
@@ -143,10 +148,10 @@ class FunctionRunner:
         return CallResult(value, at_ts, ctx.log_lines)
 
     async def run_mutation(self, function: FunctionDef, args: dict, identity,
-                           on_decided: Callable[[int | None], None] | None = None
-                           ) -> CallResult:
+                           on_decided: Callable[[int | None], None] | None = None,
+                           request: tuple[str, int] | None = None) -> CallResult:
         sequencer = self.node.sequencer
-        call = CallInfo(function.path, args, identity, "mutation")
+        call = CallInfo(function.path, args, identity, "mutation", request)
         attempt = 0
         while True:
             await sequencer.wait_lane_free()
@@ -201,6 +206,7 @@ class FunctionRunner:
             txn = ctx.transaction
             if not txn.writes:
                 return None, value, txn
+            call.result = value
             return sequencer.admit(txn, call), value, txn
         finally:
             state.end(snapshot_ts)

@@ -44,6 +44,12 @@ class CallInfo:
     args: Any
     identity: Any = None
     kind: str = "mutation"
+    # The sync protocol's (sessionId, requestId), when a client sent it, and
+    # the mutation's result: logged with the commit, so a client re-sending
+    # the mutation after a node restart gets this result instead of a second
+    # run (PROTOCOL.md 5.1, as Convex's backend does).
+    request: tuple[str, int] | None = None
+    result: Any = None
 
 
 @dataclasses.dataclass
@@ -117,6 +123,9 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
         "tables": commit.created_tables,
         "writes": [[n, [i for i, _ in w]] for n, w in commit.writes.items()],
     }
+    if call.request is not None:
+        record["request"] = list(call.request)
+        record["result"] = values.pack(call.result)
     ops: list[WriteOp] = [("commits", ts_key(commit.ts), msgpack.packb(record, use_bin_type=True))]
     for number, writes in commit.writes.items():
         entry = msgpack.packb(writes, use_bin_type=True)  # Tuples pack as arrays.

@@ -108,7 +108,8 @@ ANONYMOUS = Caller()
 
 
 async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Caller,
-                       on_decided: Any = None) -> core.CallOutcome:
+                       on_decided: Any = None,
+                       request: tuple[str, int] | None = None) -> core.CallOutcome:
     """Runs a function and turns its outcome into the core's terms.
 
     A checkpoint. Retryable and internal errors are not a function's outcome:
@@ -119,11 +120,11 @@ async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Call
     identity = None if caller is None else caller.identity
     admin = False if caller is None else caller.admin
     try:
-        if on_decided is None:
+        if on_decided is None and request is None:
             result = await node.call(kind, path, args, identity=identity, admin=admin)
         else:
             result = await node.runner.call(kind, path, args, identity=identity, admin=admin,
-                                            on_decided=on_decided)
+                                            on_decided=on_decided, request=request)
     except AppError as error:
         return core.CallFailed(str(error), _log_lines(error), True, error.data)
     except FunctionCrashed as error:
@@ -461,10 +462,13 @@ class Connection:
             stored = self.server.results.get(*key)
             if stored is not None:
                 return stored
+            logged = self.node.logged_mutation_result(*key)
+            if logged is not None:  # ran before the node restarted
+                return core.CallSucceeded(logged[0], logged[1], [])
             done = self.server.in_flight[key] = trio.Event()
             try:
                 outcome = await call_outcome(self.node, "mutation", path, args,
-                                             caller or ANONYMOUS, on_decided)
+                                             caller or ANONYMOUS, on_decided, key)
             except _CloseConnection as error:
                 self._close(error.code, error.reason)
                 return None

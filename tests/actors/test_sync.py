@@ -414,3 +414,26 @@ def test_a_client_that_stops_reading_is_closed_and_others_carry_on(tmp_path, mon
     # the connection drop (1006), or the 1013 ClientTooSlow frame if it drained.
     assert reason.code == 1006 or (reason.code == 1013 and "ClientTooSlow" in reason.reason)
     assert still_served
+
+
+def test_a_mutation_resent_after_a_restart_is_not_run_twice(tmp_path):
+    """(sessionId, requestId) is logged with the commit: a re-send to a restarted node gets the
+    original result and ts, and the write is there once."""
+    async def send_once(base):
+        async with raw_client(base) as client:
+            await client.connect("same-session")
+            await client.send({"type": "Mutation", "requestId": 7, "udfPath": "messages:send",
+                               "args": [{"body": "once"}]})
+            return await client.receive_type("MutationResponse")
+
+    async def main():
+        async with serving(tmp_path) as (node, base):
+            first = await send_once(base)
+        async with serving(tmp_path) as (node, base):
+            again = await send_once(base)
+            listed = await node.query("messages:list")
+        return first, again, listed
+    first, again, listed = trio.run(main)
+    assert first["success"] and again["success"]
+    assert again["ts"] == first["ts"] and again["result"] == first["result"]
+    assert listed == ["once"]
