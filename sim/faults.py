@@ -122,6 +122,10 @@ class FaultInjector:
         self.world = world
         self.trace = trace
         self.counts: dict[str, int] = {}
+        # Shrinking (sim/shrink.py): `keep` holds the (kind, attempt number)
+        # injection attempts to make (None: all); `injected` lists those made.
+        self.keep: frozenset | None = None
+        self.injected: list[tuple[str, int]] = []
         # The simulated network (sim/net.py), when the run has one.
         self.network = None
 
@@ -138,8 +142,15 @@ class FaultInjector:
     async def _inject_forever(self, kind: str) -> None:
         rng = self.world.stream("faults", kind)
         mean_s = self.plan.intervals_s[kind]
+        attempt = 0
         while True:
             await trio.sleep(rng.expovariate(1 / mean_s))
+            attempt += 1
+            if self.keep is not None and (kind, attempt) not in self.keep:
+                continue
+            # Every attempt is a unit for shrinking, even one that changed
+            # nothing (a toggle off, a snapshot taken, a crash of a node down).
+            self.injected.append((kind, attempt))
             if self._inject(kind, rng):
                 self.counts[kind] = self.counts.get(kind, 0) + 1
                 self.trace.event("fault", kind)

@@ -286,11 +286,28 @@ class SimClient:
         self.history = history
         self.trace = trace
         self.call_count = 0
+        # Shrinking (sim/shrink.py): while `shrinking` (the safety phase), a
+        # call whose index is not in `keep` (a set, or None: all) is skipped;
+        # `safety_calls` lists the indexes of the calls made then.
+        self.keep: frozenset | None = None
+        self.skip_durations: dict | None = None  # a skipped call waits as long as it took
+        self.shrinking = False
+        self.safety_calls: list[int] = []
 
     async def call(self, kind: str, path: str, args: Any) -> Operation:
         """Calls the node once; returns the recorded Operation (never raises for
-        the call's own failure)."""
+        the call's own failure). A call shrinking skips returns an Operation
+        with status "skipped", not in the history."""
         self.call_count += 1
+        if self.shrinking:
+            if self.keep is not None and (self.id, self.call_count) not in self.keep:
+                self.trace.event("skipped", self.id, self.call_count)
+                took = (self.skip_durations or {}).get((self.id, self.call_count), 0.0)
+                if took:
+                    await trio.sleep(took)
+                return Operation(self.id, self.call_count, kind, path, args, trio.current_time(),
+                                 trio.current_time(), "skipped")
+            self.safety_calls.append(self.call_count)
         operation = Operation(self.id, self.call_count, kind, path, args, trio.current_time())
         self.history.append(operation)
         self.trace.event("invoke", self.id, self.call_count, path, args)

@@ -70,6 +70,14 @@ class RunOptions:
     bug: str | None = None
     app_dir: str | None = None
     keep_events: bool = False  # keep every event's repr in the result (determinism checks)
+    # Shrinking (sim/shrink.py): the safety-phase calls ((client, index)) and
+    # fault injections ((kind, attempt)) to keep; None keeps all.
+    calls: frozenset | None = None
+    fault_events: frozenset | None = None
+    # How long each call of the unshrunk run took ((client, index) -> virtual
+    # seconds): a skipped call waits as long, so every other call keeps its
+    # time. Measured by running the unshrunk seed first when not given.
+    call_durations: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def replay_command(self) -> str:
         faults = "swarm" if self.faults is None else (",".join(self.faults) or "none")
@@ -77,6 +85,11 @@ class RunOptions:
                    f"--duration {self.duration_s:g}s --clients {self.clients}")
         if self.app_dir:
             command += f" --app {self.app_dir}"
+        if self.calls is not None:
+            command += " --calls " + (",".join(f"{c}:{i}" for c, i in sorted(self.calls)) or "none")
+        if self.fault_events is not None:
+            command += " --fault-events " + (",".join(f"{k}:{n}" for k, n in sorted(self.fault_events))
+                                             or "none")
         if self.bug:
             command = f"EDDY_SIM_BUG={self.bug} " + command
         return command
@@ -100,6 +113,11 @@ class RunResult:
     failure: str | None = None  # None, "safety", "liveness" or "crash"
     explanation: str = ""
     events: list[str] | None = None
+    # What shrinking may drop: the safety-phase calls of plain clients and
+    # the fault injections made (sim/shrink.py).
+    safety_calls: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    fault_events: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    history: list = dataclasses.field(default_factory=list)  # the Operations
 
     @property
     def exit_code(self) -> int:
@@ -116,6 +134,8 @@ def run(options: RunOptions) -> RunResult:
     """Runs one seed to the end and returns what happened (never raises for a
     failure of the node: that is the result's `failure`)."""
     started = time.perf_counter()
+    if options.calls is not None and options.call_durations is None:
+        options = dataclasses.replace(options, call_durations=call_durations(options))
     # What app functions and the node log (a crashed function's traceback)
     # stays out of the report; a run's failures are its checks' business.
     eddy_log = logging.getLogger("eddy")
@@ -144,7 +164,17 @@ def run(options: RunOptions) -> RunResult:
         incarnations=state.host.incarnation if state.host else 0,
         commit_count=len(state.host.published) if state.host else 0,
         sim_s=state.sim_s, wall_s=time.perf_counter() - started,
-        failure=state.failure, explanation=state.explanation, events=trace.events)
+        failure=state.failure, explanation=state.explanation, events=trace.events,
+        safety_calls=[(c.id, i) for c in state.clients for i in c.safety_calls],
+        fault_events=list(state.injector.injected) if state.injector else [],
+        history=state.history)
+
+
+def call_durations(options: RunOptions) -> dict:
+    """(client, index) -> virtual seconds each call of the unshrunk run took."""
+    whole = run(dataclasses.replace(options, calls=None, fault_events=None, keep_events=False))
+    return {(op.client, op.index): (op.complete_s or op.invoke_s) - op.invoke_s
+            for op in whole.history}
 
 
 def _describe_crash(error: BaseException) -> tuple[str, str]:
@@ -177,6 +207,8 @@ class _RunState:
         self.plan_text = ""
         self.fault_counts: dict[str, int] = {}
         self.host: NodeHost | None = None
+        self.clients: list = []
+        self.injector: FaultInjector | None = None
         self.protocol: ProtocolStack | None = None
         self.sim_s = 0.0
         self.issuing = True
@@ -203,12 +235,16 @@ class _RunState:
             plan.intervals_s = {k: v for k, v in plan.intervals_s.items() if k not in NET_FAULT_KINDS}
         self.plan_text = plan.describe()
         trace.event("plan", self.plan_text, options.bug)
-        injector = FaultInjector(plan, host, world, trace)
+        self.injector = injector = FaultInjector(plan, host, world, trace)
         injector.network = stack and stack.network
+        injector.keep = options.fault_events
         clients = [stack.client(n, world.stream("client", n), self.history)
                    if stack is not None and stack.speaks(n)
                    else SimClient(n, host, world.stream("client", n), self.history, trace)
                    for n in range(options.clients)]
+        self.clients = clients
+        for client in clients:
+            client.keep, client.skip_durations = options.calls, options.call_durations
         async with trio.open_nursery() as nursery:
             nursery.start_soon(host.run)
             if stack is not None:
@@ -234,6 +270,7 @@ class _RunState:
         async with trio.open_nursery() as clients_nursery:
             for client in clients:
                 workload = workloads[client.id % len(workloads)]
+                client.shrinking = type(client) is SimClient  # protocol clients are kept whole
                 clients_nursery.start_soon(self._client_loop, client, workload)
             with trio.move_on_after(options.duration_s):
                 await injector.run()
@@ -262,6 +299,7 @@ class _RunState:
             while self.issuing:
                 await workload.step(client)
                 await trio.sleep(client.rng.expovariate(1 / think_s_mean))
+            client.shrinking = False  # the final reads always run
             await workload.finish(client)
         finally:
             self._clients_running -= 1

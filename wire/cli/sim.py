@@ -5,6 +5,8 @@
 - `eddy sim sweep --seeds 1-100 [--jobs 2] [--budget 10m]` runs many seeds.
 - `eddy sim determinism --seed N` re-runs a seed in fresh processes with
   other hash seeds and heaps and names the first differing event.
+- `eddy sim shrink --seed N` reduces a failing run to a few calls and faults
+  that fail the same way and prints the command replaying them.
 - `eddy sim bugs` lists the bugs EDDY_SIM_BUG can plant.
 
 Exit codes: 0 every check passed, 3 a safety violation, 4 a liveness failure,
@@ -67,6 +69,23 @@ def add_commands(subparsers) -> None:
     _add_run_options(determinism)
     determinism.set_defaults(handler=_determinism)
 
+    shrink = commands.add_parser(
+        "shrink", help="reduce a failing seed to a few calls and faults that fail the same way",
+        description="Runs the seed, then searches (delta debugging) for the fewest of its "
+                    "safety-phase calls and fault injections that still fail the same way (same "
+                    "failure kind and first failed check), every other draw of the run kept as it "
+                    "was. Prints the command replaying the smallest run found.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shrink.add_argument("--seed", type=int, required=True)
+    _add_run_options(shrink)
+    shrink.add_argument("--budget", type=_duration, default=600.0,
+                        help="stop searching after this much wall time, keeping the best found "
+                             "(default 10m)")
+    shrink.add_argument("--runs-max", type=int, default=400,
+                        help="stop after this many runs (default 400)")
+    shrink.add_argument("--verbose", action="store_true", help="print every run of the search")
+    shrink.set_defaults(handler=_shrink)
+
     bugs = commands.add_parser("bugs", help="list the bugs EDDY_SIM_BUG can plant, one a line")
     bugs.add_argument("--explain", action="store_true", help="say what each bug breaks")
     bugs.set_defaults(handler=_bugs)
@@ -86,6 +105,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="run this app instead of the simulator's reference app "
                              "(with your own --workload file)")
     parser.add_argument("--bug", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", default=None, metavar="C:I,...",
+                        help="make only these safety-phase calls (client:index; `none`), as "
+                             "`eddy sim shrink` prints; every other call is skipped")
+    parser.add_argument("--fault-events", default=None, metavar="KIND:N,...",
+                        help="make only these fault injections (kind:attempt; `none`), as "
+                             "`eddy sim shrink` prints")
 
 
 def _duration(text: str) -> float:
@@ -105,7 +130,27 @@ def _options(options: argparse.Namespace, seed: int):
     return RunOptions(seed=seed, workload=options.workload,
                       faults=parse_fault_kinds(options.faults), duration_s=options.duration,
                       clients=options.clients, bug=selected_bug(options.bug),
-                      app_dir=options.app, keep_events=getattr(options, "keep_events", False))
+                      app_dir=options.app, keep_events=getattr(options, "keep_events", False),
+                      calls=_units(options.calls, int), fault_events=_units(options.fault_events, str))
+
+
+def _units(text: str | None, first) -> frozenset | None:
+    """`0:5,3:12` -> {(0, 5), (3, 12)}; `none` -> {}; None -> None (keep all).
+
+    Raises:
+        ValueError: not a list of A:N.
+    """
+    if text is None:
+        return None
+    if text.strip() == "none":
+        return frozenset()
+    units = set()
+    for part in text.split(","):
+        name, separator, number = part.strip().rpartition(":")
+        if not separator or not name:
+            raise ValueError(f"not a list of A:N: {text!r}")
+        units.add((first(name), int(number)))
+    return frozenset(units)
 
 
 def _usage_error(error: ValueError) -> int:
@@ -204,6 +249,41 @@ def _determinism(options: argparse.Namespace) -> int:
         return EXIT_NONDETERMINISM
     print(f"identical: {len(results[0]['checkpoints'])} checkpoints and every event agree")
     return 0
+
+
+def _shrink(options: argparse.Namespace) -> int:
+    from sim.run import EXIT_CODES
+    from sim.shrink import shrink
+    try:
+        run_options = _options(options, options.seed)
+    except ValueError as error:
+        return _usage_error(error)
+    report = (lambda line: print(line, flush=True)) if options.verbose else None
+    print(f"shrinking seed {options.seed} (budget {options.budget:g}s, at most "
+          f"{options.runs_max} runs)", flush=True)
+    try:
+        result = shrink(run_options, budget_s=options.budget, runs_max=options.runs_max,
+                        report=report)
+    except ValueError as error:
+        print(f"eddy sim shrink: {error}")
+        return 0 if "passes" in str(error) else EXIT_CODES["nondeterminism"]
+    final = result.final
+    print(f"original: {result.calls_before} calls and {result.faults_before} faults in the "
+          f"safety phase; fails: {' / '.join(str(part) for part in result.signature)}")
+    print(f"shrunk to {len(result.calls)} calls and {len(result.faults)} faults in {result.runs} runs "
+          f"({result.wall_s:.1f}s){'' if result.complete else ' (budget spent: not minimal)'}")
+    kept = set(result.calls)
+    for op in sorted((op for op in final.history if (op.client, op.index) in kept),
+                     key=lambda op: op.invoke_s):
+        print(f"  call {op.client}:{op.index} t={op.invoke_s:.3f}s {op.kind} {op.path} "
+              f"{json.dumps(op.args, default=repr)} -> {op.status}")
+    for kind, attempt in result.faults:
+        print(f"  fault {kind}:{attempt}")
+    explanation = final.explanation.split("\nTraceback")[0][:2000]
+    print(f"{(final.failure or 'no').upper()} FAILURE (exit {final.exit_code}):")
+    print("  " + explanation.replace("\n", "\n  "))
+    print(f"replay: {result.options.replay_command()}")
+    return final.exit_code
 
 
 def _bugs(options: argparse.Namespace) -> int:
