@@ -94,10 +94,12 @@ def add_commands(subparsers) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="all",
                         help="all (default), a comma list of bank, counters, list-append, "
-                             "or a .py file defining `workload`")
+                             "leaderboard, hot-keys, or a .py file defining `workload`")
     parser.add_argument("--faults", default="swarm",
                         help="swarm (default: the seed draws its own mix), all, none, or a comma "
-                             "list of crash, power_loss, disk_errors, enospc, disk_latency, clock")
+                             "list of crash, power_loss, disk_errors, enospc, disk_latency, clock, "
+                             "partition, clog, packet_loss, duplication, reorder, slow_consumer, "
+                             "conn_reset, stale_storage")
     parser.add_argument("--duration", type=_duration, default=30.0,
                         help="simulated time of the faulty phase, e.g. 30s, 2m, 500ms (default 30s)")
     parser.add_argument("--clients", type=int, default=8, help="simulated clients (default 8)")
