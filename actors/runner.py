@@ -308,6 +308,10 @@ def _with_lines(error: Exception, lines: list[str]) -> Exception:
 
 
 def _check_size(value, what: str) -> None:
+    kind = type(value)
+    if value is None or kind is bool or kind is float or (
+            kind is str and len(value) < 4096 and value.isascii()):
+        return  # most results (an id, a count, nothing): valid and small by construction
     size = values.check_value(value)
     if size > limits.value_bytes_max:
         raise EddyError(ErrorCode.LIMIT_EXCEEDED,
