@@ -52,15 +52,9 @@ def wait_until_serving(process: subprocess.Popen, port: int) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("POST", "/api/query_ts", body=b"{}",
-                               headers={"content-type": "application/json"})
-            connection.getresponse().read()
-            connection.close()
+        if common.answers_query_ts(port):
             return
-        except OSError:
-            time.sleep(0.2)
+        time.sleep(0.2)
     raise RuntimeError(f"the server did not answer within {SERVER_START_S_MAX} s")
 
 

@@ -27,7 +27,6 @@ seconds from /proc).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import itertools
 import multiprocessing
 import os
@@ -102,15 +101,9 @@ class EddyProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"eddy dev exited with code {self.process.returncode}: "
                                    f"{self.log_tail()}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                connection.request("POST", "/api/query_ts", body=b"{}",
-                                   headers={"content-type": "application/json"})
-                connection.getresponse().read()
-                connection.close()
+            if common.answers_query_ts(self.port):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"eddy dev did not answer within {SERVER_START_S_MAX} s")
 

@@ -17,6 +17,7 @@ Benchmarks are not engine code: they read the wall clock directly.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import statistics
 import tempfile
@@ -319,3 +320,17 @@ def conflict_classifier() -> Callable[[BaseException], str | None]:
         return None
 
     return classify
+
+
+def answers_query_ts(port: int) -> bool:
+    """Whether a server on 127.0.0.1:`port` answers `POST /api/query_ts`
+    (the readiness probe of the benchmarks that start `eddy dev`)."""
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("POST", "/api/query_ts", body=b"{}",
+                           headers={"content-type": "application/json"})
+        connection.getresponse().read()
+        connection.close()
+        return True
+    except OSError:
+        return False
