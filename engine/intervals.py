@@ -25,6 +25,7 @@ tree in every run (DESIGN.md section 6).
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Iterable
 
@@ -131,6 +132,28 @@ def _stab(node: _Node | None, key: bytes, bound: tuple, found: list[_Node]) -> N
         node = node.right
 
 
+def _stab_sorted(node: _Node | None, keys: list[bytes], i: int, j: int,
+                 found: list[_Node]) -> None:
+    """Appends every node of the subtree whose range holds one of `keys[i:j]`
+    (sorted, distinct) once: one walk for all the keys of a write, which
+    visits each node on their shared paths once rather than once per key."""
+    while node is not None:
+        reach = node.reach
+        if reach[0] == 0:  # rule 2: keys at or above the reach are held by no range here
+            j = bisect.bisect_left(keys, reach[1], i, j)
+        if i >= j:
+            return
+        _stab_sorted(node.left, keys, i, j, found)
+        # Rule 1: keys below this node's lo lie in no range of it or its right.
+        i = bisect.bisect_left(keys, node.lo, i, j)
+        if i >= j:
+            return
+        hi = node.hi
+        if hi is None or keys[i] < hi:  # the smallest key at or above lo
+            found.append(node)
+        node = node.right
+
+
 class IntervalIndex:
     """Ranges of one database index and the members that read them.
 
@@ -161,16 +184,22 @@ class IntervalIndex:
 
     def add_many(self, lo: bytes, hi: bytes | None, members: list[int]) -> None:
         """`add` for several members at once (subscriptions moving together)."""
-        self.add(lo, hi, members[0])
-        self._entries[(lo, hi)].members.update(dict.fromkeys(members))
+        node = self._entries.get((lo, hi))
+        if node is None:
+            self.add(lo, hi, members[0])
+            node = self._entries[(lo, hi)]
+        node.members.update(dict.fromkeys(members))
 
     def discard_many(self, lo: bytes, hi: bytes | None, members: list[int]) -> None:
         """`discard` for several members at once."""
         node = self._entries.get((lo, hi))
         if node is None:
             return
-        for member in members:
-            node.members.pop(member, None)
+        if len(members) >= len(node.members) and node.members.keys() <= set(members):
+            node.members.clear()  # all of them leave (a shared result moved on)
+        else:
+            for member in members:
+                node.members.pop(member, None)
         if not node.members:
             del self._entries[(lo, hi)]
             self._root = _delete(self._root, node.order)
@@ -199,11 +228,11 @@ class IntervalIndex:
     def stab_many(self, keys: Iterable[bytes]) -> dict[int, None]:
         """Members reading a range that holds any of `keys`, in a fixed order."""
         members: dict[int, None] = {}
-        for key in keys:
-            found: list[_Node] = []
-            _stab(self._root, key, (0, key), found)
-            for node in found:
-                members.update(node.members)
+        ordered = sorted(set(keys))
+        found: list[_Node] = []
+        _stab_sorted(self._root, ordered, 0, len(ordered), found)
+        for node in found:
+            members.update(node.members)
         return members
 
     def ranges(self) -> list[tuple[bytes, bytes | None, list[int]]]:

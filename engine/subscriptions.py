@@ -335,18 +335,20 @@ class SubscriptionRegistry:
         if old == new:
             return
         old_set, new_set = set(old), set(new)
-        for index, lo, hi in old:
-            if (index, lo, hi) not in new_set:
-                interval_index = self.indexes[index]
-                interval_index.discard_many(lo, hi, members)
-                if not len(interval_index):
-                    del self.indexes[index]
+        # Adds first: a range moving within one index then never empties it
+        # (a new IntervalIndex seeds its own generator, per move).
         for index, lo, hi in new:
             if (index, lo, hi) not in old_set:
                 interval_index = self.indexes.get(index)
                 if interval_index is None:
                     interval_index = self.indexes[index] = IntervalIndex(seed=len(self.indexes))
                 interval_index.add_many(lo, hi, members)
+        for index, lo, hi in old:
+            if (index, lo, hi) not in new_set:
+                interval_index = self.indexes[index]
+                interval_index.discard_many(lo, hi, members)
+                if not len(interval_index):
+                    del self.indexes[index]
 
     def hold_views(self, subscription: Subscription, reads: list[Read]) -> None:
         """Makes `reads` (a run's, at `views.ts`) the subscription's views
@@ -401,19 +403,7 @@ class SubscriptionRegistry:
         if ranges is subscription.ranges or ranges == subscription.ranges:
             subscription.ranges = ranges
             return
-        old, new = set(subscription.ranges), set(ranges)
-        for index, lo, hi in subscription.ranges:
-            if (index, lo, hi) not in new:
-                interval_index = self.indexes[index]
-                interval_index.discard(lo, hi, subscription.id)
-                if not len(interval_index):
-                    del self.indexes[index]
-        for index, lo, hi in ranges:
-            if (index, lo, hi) not in old:
-                interval_index = self.indexes.get(index)
-                if interval_index is None:
-                    interval_index = self.indexes[index] = IntervalIndex(seed=len(self.indexes))
-                interval_index.add(lo, hi, subscription.id)
+        self._move_ranges([subscription.id], subscription.ranges, ranges)
         subscription.ranges = ranges
 
 

@@ -40,13 +40,27 @@ class IntervalMachine(RuleBasedStateMachine):
         self.index.discard(lo, hi, member)
         self.model.discard((lo, hi, member))
 
+    @rule(lo=keys, hi=his, group=st.lists(members, min_size=1, max_size=5))
+    def add_many(self, lo, hi, group):
+        self.index.add_many(lo, hi, group)
+        self.model.update((lo, hi, m) for m in group)
+
+    @rule(data=st.data(), extra=st.lists(members, max_size=3))
+    def discard_many(self, data, extra):
+        if self.model:
+            lo, hi, _ = data.draw(st.sampled_from(sorted(self.model, key=repr)))
+            held = sorted(m for l, h, m in self.model if (l, h) == (lo, hi))
+            group = data.draw(st.lists(st.sampled_from(held), unique=True)) + extra
+            self.index.discard_many(lo, hi, group)
+            self.model.difference_update((lo, hi, m) for m in group)
+
     @rule(key=keys)
     def stab(self, key):
         found = self.index.stab(key)
         assert len(found) == len(set(found)), "a member reported twice"
         assert set(found) == brute_stab(self.model, key)
 
-    @rule(probe=st.lists(keys, max_size=4))
+    @rule(probe=st.lists(keys, max_size=8))
     def stab_many(self, probe):
         expected = set().union(*(brute_stab(self.model, k) for k in probe)) if probe else set()
         assert set(self.index.stab_many(probe)) == expected
@@ -112,3 +126,27 @@ def test_a_stab_visits_few_nodes_among_many_disjoint_ranges():
     finally:
         intervals._stab = original
     assert visited < 200, visited
+
+
+def test_one_walk_stabs_a_write_of_many_keys():
+    """100 keys falling in 10 of 20,000 disjoint ranges are stabbed in one walk
+    that visits far fewer nodes than 100 separate stabs would."""
+    import engine.intervals as intervals
+    index = IntervalIndex()
+    for i in range(20_000):
+        index.add((10 * i).to_bytes(4, "big"), (10 * i + 10).to_bytes(4, "big"), i)
+    visited = 0
+    original = intervals._stab_sorted
+
+    def counting(node, keys, i, j, found):
+        nonlocal visited
+        visited += 1
+        return original(node, keys, i, j, found)
+
+    intervals._stab_sorted = counting
+    try:
+        found = index.stab_many([k.to_bytes(4, "big") for k in range(50_000, 50_100)])
+    finally:
+        intervals._stab_sorted = original
+    assert sorted(found) == list(range(5_000, 5_010))
+    assert visited < 150, visited
