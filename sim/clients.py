@@ -77,6 +77,7 @@ class SimSyncServer(sync.SyncServer):
         super().__init__(lambda: node, send_stall_s=send_stall_s,
                          clock_ms=lambda: world.clock.now_ns() / 1e6)
         self.node = node
+        self.pause = world.pause  # the process's pauses (sim/world.py)
         self.incarnation = incarnation
         self.log = log
         self.trace = trace
@@ -113,15 +114,19 @@ class _SimConnection(sync.Connection):
                          client="sim", client_version=None)
 
     async def _asgi_receive(self) -> dict:
+        pause = self.server.pause
         try:
+            await pause.wait_running()
             frame = await self.endpoint.receive()
         except (ConnectionBroken, ConnectionClosed):
             return {"type": "websocket.disconnect"}
+        await pause.wait_running()  # a frame that came in a pause is read after it
         if isinstance(frame, str):
             return {"type": "websocket.receive", "text": frame}
         return {"type": "websocket.receive", "bytes": frame}
 
     async def _asgi_send(self, message: dict) -> None:
+        await self.server.pause.wait_running()
         if message["type"] == "websocket.close":
             self.endpoint.close(message.get("code", 1000), message.get("reason", ""))
             return
@@ -138,8 +143,10 @@ class _SimConnection(sync.Connection):
                       on_decided: Any = None) -> Any:
         server = self.server
         key = (self.session.session_id, request_id)
-        # Whether the shell will run it (rather than answer from its results).
-        runs = key not in server.in_flight and server.results.get(*key) is None
+        # Whether the shell will run it (rather than answer from its results,
+        # or from the log of an earlier incarnation).
+        runs = (key not in server.in_flight and server.results.get(*key) is None
+                and self.node.logged_mutation_result(*key) is None)
         outcome = await super()._mutate(request_id, path, args, caller, on_decided)
         if runs and server.log is not None and isinstance(outcome, m.CallSucceeded):
             server.log.executions.setdefault(key, []).append((server.incarnation, outcome.ts))

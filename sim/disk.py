@@ -189,6 +189,8 @@ class SimStore:
         self.read_only = read_only
         self._volume = volume
         self._closed = False
+        # The process's pauses (sim/world.py, ProcessPause); None: never paused.
+        self.pause = None
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         self._check_open()
@@ -227,7 +229,9 @@ class SimStore:
         """Applies `ops` atomically after the disk's latency (rules 1, 2, 5).
 
         A checkpoint. Cancelled during the latency, nothing is applied; the
-        batch itself is applied in one step, never half.
+        batch itself is applied in one step, never half. A paused process
+        (`pause`) issues nothing until it resumes, and sees a write that
+        landed during the pause complete only then.
 
         Raises:
             DiskFault: an injected I/O error or ENOSPC; nothing was applied.
@@ -236,6 +240,8 @@ class SimStore:
         if self.read_only:
             raise EddyError(ErrorCode.INTERNAL, "This store was opened read-only.")
         disk = self.disk
+        if self.pause is not None:
+            await self.pause.wait_running()
         delay = disk.rng.uniform(disk.latency_s_min, disk.latency_s_max) if disk.latency_s_max else 0.0
         if sync:
             delay += disk.sync_latency_s
@@ -258,6 +264,8 @@ class SimStore:
         if sync and not disk.ignore_sync:
             disk.sync_count += 1
             self._volume.unsynced.clear()
+        if self.pause is not None:
+            await self.pause.wait_running()
 
     def close(self) -> None:
         self._closed = True

@@ -17,6 +17,11 @@ Kinds:
 - `disk_latency`: slow writes and syncs, with a slow tail.
 - `clock`: the World clock jumps forwards and backwards (NTP steps, VM
   migrations).
+- `pause`: the node process stops for 10 ms to 6 s (a GC pause, a VM
+  descheduled or migrated, SIGSTOP) while clients' timers keep running; it
+  takes in, answers, reads, sends and writes nothing until it resumes
+  (sim/world.py, ProcessPause). Drawn last of all kinds, so it shifts no
+  other draw of a seed.
 
 Network kinds (sim/net.py; only runs with protocol clients have a network):
 `partition`, `clog`, `packet_loss`, `duplication`, `reorder`,
@@ -47,7 +52,12 @@ FAULT_KINDS = ("crash", "power_loss", "disk_errors", "enospc", "disk_latency", "
 # An older copy of the data restored at a restart (sim/host.py, stale storage);
 # drawn after the network kinds, so it shifts none of their draws.
 STALE_FAULT_KINDS = ("stale_storage",)
-ALL_FAULT_KINDS = FAULT_KINDS + NET_FAULT_KINDS + STALE_FAULT_KINDS
+# Process pauses; drawn after every other kind, so they shift none of their draws.
+PAUSE_FAULT_KINDS = ("pause",)
+ALL_FAULT_KINDS = FAULT_KINDS + NET_FAULT_KINDS + STALE_FAULT_KINDS + PAUSE_FAULT_KINDS
+# How long a pause lasts: GC pauses, then VM deschedules and migrations, then
+# a SIGSTOP past the sync endpoint's 5 s send stall (ClientTooSlow).
+pause_s_choices = (0.01, 0.05, 0.2, 1.0, 6.0)
 
 
 @dataclasses.dataclass
@@ -102,10 +112,11 @@ def draw_plan(rng: random.Random, kinds: list[str] | None) -> FaultPlan:
                  else [kind for kind in kinds if kind in NET_FAULT_KINDS])
     for kind in net_kinds:
         intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
-    stale_kinds = ([kind for kind in STALE_FAULT_KINDS if rng.random() < 0.5] if swarm
-                   else [kind for kind in kinds if kind in STALE_FAULT_KINDS])
-    for kind in stale_kinds:
-        intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
+    for later_kinds in (STALE_FAULT_KINDS, PAUSE_FAULT_KINDS):
+        drawn = ([kind for kind in later_kinds if rng.random() < 0.5] if swarm
+                 else [kind for kind in kinds if kind in later_kinds])
+        for kind in drawn:
+            intervals[kind] = rng.choice([0.5, 1.0, 2.0, 5.0])
     return plan
 
 
@@ -182,6 +193,8 @@ class FaultInjector:
         if kind == "clock":
             self.world.clock.jump(rng.choice([-1, 1]) * rng.randrange(10**6, 10 * 10**9))
             return True
+        if kind == "pause":
+            return self.host.pause(rng.choice(pause_s_choices))
         if kind == "stale_storage":
             # A snapshot now; at the next event, that snapshot restored at a crash.
             return self.host.stale_storage_fault()
@@ -195,4 +208,5 @@ class FaultInjector:
         disk.latency_s_min, disk.latency_s_max, disk.sync_latency_s = 0.0, 0.002, 0.001
         if self.network is not None:
             self.network.heal()
+        self.world.pause.end()
         self.trace.event("healed")

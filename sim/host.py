@@ -4,7 +4,8 @@ Theory of operation. `NodeHost.run` is the node's life: open the real node
 (`actors.node.open_node`) on the simulated World, serve until a crash is
 asked for or a storage fault ends it, apply the crash to the disk (a power
 loss drops unsynced writes), wait, and open it again on the same disk. Each
-opening is an *incarnation*.
+opening is an *incarnation*. `pause` stops the live process for a while
+(the World's ProcessPause); a process that dies is no longer paused.
 
 Clients (`SimClient`) call the node's embedded API through the host. A call
 belongs to the incarnation it started on; when that incarnation dies, the
@@ -125,6 +126,14 @@ class NodeHost:
         self._crash.set()
         return True
 
+    def pause(self, duration_s: float) -> bool:
+        """Stops the live node's process for `duration_s` (a GC or VM pause);
+        False when it is down or already stopped (sim/world.py, ProcessPause)."""
+        if self.node is None or not self.world.pause.begin(duration_s):
+            return False
+        self.trace.event("paused", self.incarnation, duration_s)
+        return True
+
     def stop(self) -> None:
         self._stopping = True
         self._crash.set()
@@ -135,6 +144,7 @@ class NodeHost:
         while not self._stopping:
             reason = await self._incarnation()
             self.stop_reasons.append(reason)
+            self.world.pause.end()  # a process that died is paused no more
             self.trace.event("node_stopped", self.incarnation, reason)
             for scope in list(self._calls):
                 scope.cancel()
@@ -255,10 +265,16 @@ class NodeHost:
             EddyError, AppError, FunctionCrashed: the call failed.
         """
         node = await self.wait_up()
+        pause = self.world.pause
         with trio.CancelScope() as scope:
             self._calls.add(scope)
             try:
-                return await node.call(kind, path, args)
+                # A paused process takes the call in, and answers it, only
+                # once it runs again (sim/world.py, ProcessPause).
+                await pause.wait_running()
+                result = await node.call(kind, path, args)
+                await pause.wait_running()
+                return result
             finally:
                 self._calls.discard(scope)
         raise NodeCrashed()
@@ -293,6 +309,8 @@ class SimClient:
         self.skip_durations: dict | None = None  # a skipped call waits as long as it took
         self.shrinking = False
         self.safety_calls: list[int] = []
+        # Mean virtual seconds between calls (RunOptions.think_s, set by the run).
+        self.think_s = 0.1
 
     async def call(self, kind: str, path: str, args: Any) -> Operation:
         """Calls the node once; returns the recorded Operation (never raises for

@@ -53,8 +53,15 @@ EXIT_NONDETERMINISM = 6
 EXIT_CODES = {None: EXIT_OK, "safety": EXIT_SAFETY, "liveness": EXIT_LIVENESS,
               "crash": EXIT_CRASH, "nondeterminism": EXIT_NONDETERMINISM}
 
-# Mean virtual seconds a client thinks between calls.
-think_s_mean = 0.02
+# The reference scenario's think time: a client waits this long on average
+# (exponentially distributed) between one call's answer and its next call.
+# 8 clients offer about 60 calls per simulated second in all (each call
+# takes a few simulated ms), within the 10-100 operations per second Jepsen
+# tests usually run at; calls still overlap (about one in ten finds another
+# in flight on its workload's keys), and `pause_ms` in the reference app
+# widens the windows in which optimistic concurrency must catch conflicts.
+# `--think` lowers it to hammer the node (docs/simulation.md, "Speed").
+reference_think_s = 0.1
 
 _apps: dict[str, App] = {}
 
@@ -67,6 +74,7 @@ class RunOptions:
     duration_s: float = 30.0
     liveness_s: float = 30.0
     clients: int = 8
+    think_s: float = reference_think_s  # mean wait between a client's calls
     bug: str | None = None
     app_dir: str | None = None
     keep_events: bool = False  # keep every event's repr in the result (determinism checks)
@@ -83,6 +91,8 @@ class RunOptions:
         faults = "swarm" if self.faults is None else (",".join(self.faults) or "none")
         command = (f"eddy sim run --seed {self.seed} --workload {self.workload} --faults {faults} "
                    f"--duration {self.duration_s:g}s --clients {self.clients}")
+        if self.think_s != reference_think_s:
+            command += f" --think {self.think_s * 1000:g}ms"
         if self.app_dir:
             command += f" --app {self.app_dir}"
         if self.calls is not None:
@@ -245,6 +255,7 @@ class _RunState:
         self.clients = clients
         for client in clients:
             client.keep, client.skip_durations = options.calls, options.call_durations
+            client.think_s = options.think_s
         async with trio.open_nursery() as nursery:
             nursery.start_soon(host.run)
             if stack is not None:
@@ -254,6 +265,8 @@ class _RunState:
                 await workload.setup(clients[0])
             await self._safety_and_liveness(workloads, clients, injector)
             self.fault_counts = dict(sorted(injector.counts.items()))
+            if world.pause.count:
+                self.fault_counts["paused ms"] = round(world.pause.paused_s * 1000)
             for kind, count in sorted(world.disk.fault_counts.items()):
                 self.fault_counts[f"disk {kind}"] = count
             if stack is not None:
@@ -298,7 +311,7 @@ class _RunState:
         try:
             while self.issuing:
                 await workload.step(client)
-                await trio.sleep(client.rng.expovariate(1 / think_s_mean))
+                await trio.sleep(client.rng.expovariate(1 / client.think_s))
             client.shrinking = False  # the final reads always run
             await workload.finish(client)
         finally:

@@ -17,6 +17,19 @@ Storage is a `SimDisk` (sim/disk.py) that outlives node incarnations: the
 World opens a `SimStore` on it for every `open_node`, and a crash or power
 loss is applied to the disk between incarnations.
 
+A process pause (the `pause` fault: a GC or VM pause, SIGSTOP) is
+`SimWorld.pause`, a `ProcessPause`: while it lasts, the node's process is
+stopped as the outside world sees it. Every way in and out of the process
+waits at `ProcessPause.wait_running`: a client's call entering the node and
+its answer leaving it (sim/host.py), each disk write being issued and its
+completion being seen (sim/disk.py; the device itself keeps going, so a
+write already under way still lands), every frame the node's sync endpoint
+reads or sends (sim/clients.py; the client's kernel keeps buffering up to the
+window, then its sends block), and the subscription sessions the update
+oracle reads. Clients' timers keep running. The node's in-memory work that
+was already running may still finish inside the pause, unseen: nothing it
+does reaches a client or the disk before the pause ends.
+
 `deterministic_scheduling(seed)` turns on trio's deterministic scheduling
 switch (the one trio's Hypothesis plugin uses, trio/_core/_run.py) and seeds
 its scheduler's generator. trio is pinned in pyproject.toml because the
@@ -64,6 +77,50 @@ class SimClock:
         self.skew_ns += delta_ns
 
 
+class ProcessPause:
+    """The node process's pauses (see the module docstring).
+
+    Fields:
+        until_s: virtual time at which the current pause ends (0: running).
+        count, paused_s: pauses begun and their total planned seconds.
+    """
+
+    def __init__(self) -> None:
+        self.until_s = 0.0
+        self.count = 0
+        self.paused_s = 0.0
+        self._ended: trio.Event | None = None
+
+    def begin(self, duration_s: float) -> bool:
+        """Stops the process for `duration_s` from now; False if it is stopped already."""
+        now = trio.current_time()
+        if now < self.until_s:
+            return False
+        self.until_s = now + duration_s
+        self.count += 1
+        self.paused_s += duration_s
+        self._ended = trio.Event()
+        return True
+
+    def end(self) -> None:
+        """Resumes the process now (the heal, or the process died)."""
+        self.until_s = 0.0
+        if self._ended is not None:
+            self._ended.set()
+            self._ended = None
+
+    async def wait_running(self) -> None:
+        """Returns at once while the process runs, else when the pause ends.
+
+        Not a checkpoint when running. Cancelled (the process was killed
+        while stopped), it leaves nothing behind.
+        """
+        while trio.current_time() < self.until_s:
+            ended = self._ended
+            with trio.move_on_at(self.until_s):
+                await ended.wait()
+
+
 class SimEntropy:
     """engine.world.Entropy as a seeded substream of the run's root seed."""
 
@@ -100,6 +157,7 @@ class SimWorld:
         self.disk = disk
         self.planted_bug = planted_bug
         self.store: SimStore | None = None
+        self.pause = ProcessPause()
         # What "the process" saw of each data folder (actors/node.py,
         # StorageMark): the World outlives node incarnations, so an older
         # copy of the data coming back is noticed at the next opening.
@@ -111,6 +169,7 @@ class SimWorld:
 
     def open_store(self, path: str, read_only: bool = False) -> SimStore:
         self.store = self.disk.open(path, read_only=read_only)
+        self.store.pause = self.pause
         return self.store
 
 

@@ -7,9 +7,11 @@
   and every log entry has its commit record: nothing is half there.
 - Commit order: the node published commits in strictly rising ts across
   every incarnation.
-- Exactly once: within one node incarnation no mutation commits more often
-  than calls with its path and arguments were in flight (a re-sent request
-  is answered from the node's results, not run again).
+- Exactly once: no request key (sessionId, requestId) is on two commits,
+  and no path and arguments commit more often than calls with them could
+  account for, over the run and within each incarnation: a re-sent request is
+  answered from the node's results (in memory, or logged before a restart),
+  not run again.
 - Stale storage: every older copy of the data restored at a restart was
   refused (StaleStorage), and no current one was.
 - Corruption: a bit flipped in a copy of the final disk makes the node refuse
@@ -88,42 +90,89 @@ def check_published_order(published: list[tuple[int, str]]) -> Check:
 
 def check_exactly_once(history: list, commits: dict[int, dict],
                        openings: list[tuple[float, int]]) -> Check:
-    """Within each incarnation (`openings`: (virtual time, newest ts) at each
-    opening), commits with one path and arguments are at most the mutation
-    calls with them that were in flight then. Across incarnations a re-sent
-    request may legitimately run again (results do not survive a crash)."""
-    name = "exactly once: no request ran twice in one incarnation"
+    """No request ran twice, in one node incarnation or across restarts.
+
+    The node de-duplicates a re-sent mutation by its (sessionId, requestId),
+    from memory within an incarnation and from the log after a restart
+    (`Node.logged_mutation_result`), so, from the log alone:
+
+    - no request key is on two commits;
+    - commits with one path and arguments are at most the mutation calls
+      with them that did not fail, over the whole run, and within each
+      incarnation (`openings`: (virtual time, newest ts) at each opening) at
+      most those in flight then (a cross-check that needs no request ids).
+    """
+    name = "exactly once: no request ran twice, across restarts too"
+    by_request: dict[tuple, list[int]] = {}
+    for ts, record in sorted(commits.items()):
+        if record.get("request") is not None:
+            by_request.setdefault(tuple(record["request"]), []).append(ts)
+    twice = next(((key, found) for key, found in sorted(by_request.items()) if len(found) > 1), None)
+    if twice is not None:
+        (session_id, request_id), found = twice
+        return Check(name, False,
+                     f"session {session_id} request {request_id} committed {len(found)} times "
+                     f"(ts {', '.join(map(str, found[:4]))}{_incarnations_of(found, openings)}): "
+                     f"a re-sent request ran again instead of being answered from its stored "
+                     f"or logged result")
+    problem = _more_commits_than_calls(history, commits, openings)
+    if problem:
+        return Check(name, False, problem)
+    return Check(name, True, f"{len(commits)} commits, {len(by_request)} with a request key")
+
+
+def _incarnations_of(found: list[int], openings: list[tuple[float, int]]) -> str:
+    starts = [ts for _, ts in openings]
+    numbers = [bisect.bisect_left(starts, ts) for ts in found]
     if not openings:
-        return Check(name, True, "no incarnation")
+        return ""
+    if len(set(numbers)) == 1:
+        return f", all in node incarnation {numbers[0]}"
+    return f", in node incarnations {', '.join(map(str, numbers))}"
+
+
+def _call_key(path: str, args) -> str:
+    return path + " " + json.dumps(args, sort_keys=True, default=repr)
+
+
+def _more_commits_than_calls(history: list, commits: dict[int, dict],
+                             openings: list[tuple[float, int]]) -> str | None:
+    """A readable finding if some path and arguments committed more often than
+    calls with them could account for (see check_exactly_once), else None."""
     starts = [ts for _, ts in openings]
     times = [t for t, _ in openings] + [float("inf")]
-
-    def key(path, args) -> str:
-        return path + " " + json.dumps(args, sort_keys=True, default=repr)
-
-    committed: dict[tuple[int, str], list[int]] = {}
+    committed: dict[str, list[int]] = {}
     for ts, record in sorted(commits.items()):
-        incarnation = bisect.bisect_left(starts, ts) - 1
-        if incarnation >= 0:
-            committed.setdefault((incarnation, key(record["path"], record["args"])), []).append(ts)
-    calls: dict[tuple[int, str], int] = {}
+        committed.setdefault(_call_key(record["path"], record["args"]), []).append(ts)
+    calls: dict[str, int] = {}
+    in_flight: dict[tuple[int, str], int] = {}
     for op in history:
         if op.kind != "mutation" or op.status == "fail":
             continue
+        key = _call_key(op.path, op.args)
+        calls[key] = calls.get(key, 0) + 1
         end = float("inf") if op.complete_s is None else op.complete_s
         for incarnation in range(len(openings)):
             if op.invoke_s <= times[incarnation + 1] and end >= times[incarnation]:
-                k = (incarnation, key(op.path, op.args))
-                calls[k] = calls.get(k, 0) + 1
-    for (incarnation, call), found in sorted(committed.items()):
-        allowed = calls.get((incarnation, call), 0)
-        if len(found) > allowed and allowed:
-            return Check(name, False,
-                         f"{call} committed {len(found)} times (ts {', '.join(map(str, found[:4]))}) "
-                         f"in node incarnation {incarnation + 1}, but only {allowed} such call"
-                         f"{'s were' if allowed > 1 else ' was'} in flight: a re-sent request ran "
-                         f"again instead of being answered from its stored result")
-    return Check(name, True, f"{len(committed)} distinct mutations checked")
+                in_flight[(incarnation, key)] = in_flight.get((incarnation, key), 0) + 1
+    for call, found in sorted(committed.items()):
+        allowed = calls.get(call, 0)
+        if allowed and len(found) > allowed:
+            return (f"{call} committed {len(found)} times (ts {', '.join(map(str, found[:4]))}"
+                    f"{_incarnations_of(found, openings)}), but only {allowed} such call"
+                    f"{'s' if allowed > 1 else ''} did not fail: a re-sent request ran again "
+                    f"instead of being answered from its stored or logged result")
+        per_incarnation: dict[int, list[int]] = {}
+        for ts in found:
+            per_incarnation.setdefault(bisect.bisect_left(starts, ts) - 1, []).append(ts)
+        for incarnation, there in sorted(per_incarnation.items()):
+            allowed = in_flight.get((incarnation, call), 0)
+            if incarnation >= 0 and allowed and len(there) > allowed:
+                return (f"{call} committed {len(there)} times (ts {', '.join(map(str, there[:4]))}) "
+                        f"in node incarnation {incarnation + 1}, but only {allowed} such call"
+                        f"{'s were' if allowed > 1 else ' was'} in flight: a re-sent request ran "
+                        f"again instead of being answered from its stored result")
+    return None
 
 
 def check_stale_storage(host) -> Check:

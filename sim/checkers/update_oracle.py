@@ -64,15 +64,19 @@ class UpdateOracle:
             self.violations.append((kind, text))
 
     async def follow(self, node, session, queries: dict[int, tuple[str, Any]], label: str,
-                     trace=None, until_ts: int | None = None) -> None:
+                     trace=None, until_ts: int | None = None, pause=None) -> None:
         """Reads `session`'s Updates (its queries were added as `queries`:
         query id -> (path, args)) and checks each; returns once an Update at
-        ts >= `until_ts` was checked (never when None: cancel it)."""
+        ts >= `until_ts` was checked (never when None: cancel it). `pause`:
+        the node process's ProcessPause (sim/world.py); an Update is read
+        only while the process runs."""
         held: dict[int, Any] = {}
         outcome_ts: dict[int, int] = {}
         last_ts = -1
         while True:
             update = await session.wait_update()
+            if pause is not None:
+                await pause.wait_running()
             self.update_count += 1
             if trace is not None:
                 trace.event("update", label, update.ts, sorted(update.results))

@@ -25,8 +25,6 @@ POINTS_MAX = 40
 # How long a final session may wait for its Update at the latest ts (the
 # node is healed by then: an answer takes milliseconds).
 final_wait_s = 10.0
-# Mean think time between a subscriber's own writes (sim/run.py's think_s_mean).
-think_s_mean = 0.02
 
 
 def live_queries() -> dict[int, tuple[str, dict]]:
@@ -68,7 +66,7 @@ class LeaderboardWorkload:
             deadline = trio.current_time() + life_s
             while trio.current_time() < deadline:
                 await self._write(client)
-                await trio.sleep(client.rng.expovariate(1 / think_s_mean))
+                await trio.sleep(client.rng.expovariate(1 / client.think_s))
 
     async def _write(self, client) -> None:
         rng = client.rng
@@ -89,7 +87,9 @@ class LeaderboardWorkload:
         queries = live_queries()
         self.sessions += 1
         label = f"client {client.id} session {self.sessions}"
+        pause = client.host.world.pause
         async with client.host.attached() as node:
+            await pause.wait_running()
             session = node.subscriptions.open_session()
             try:
                 session.modify(adds=[(query_id, path, args, None)
@@ -99,7 +99,8 @@ class LeaderboardWorkload:
                     until_ts = node.latest_ts
                     session.request_update(until_ts)
                 with trio.move_on_after(life_s if life_s is not None else final_wait_s) as waited:
-                    await self.oracle.follow(node, session, queries, label, client.trace, until_ts)
+                    await self.oracle.follow(node, session, queries, label, client.trace, until_ts,
+                                             pause)
                 if final and waited.cancelled_caught:
                     self.oracle.stuck.append(f"{label} got no Update at ts >= {until_ts} within "
                                              f"{final_wait_s:g}s of asking for one")

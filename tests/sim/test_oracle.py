@@ -19,7 +19,7 @@ ORACLE_CHECKS = {"subscriptions: values equal time travel at their ts",
                  "subscriptions: a client sees its own writes",
                  "subscriptions: versions chain, ts rises, no FatalError",
                  "subscriptions: every subscription reaches the final ts",
-                 "mutations: a re-sent request runs once"}
+                 "mutations: a re-sent request runs once, across restarts too"}
 
 
 def _failure_text(result) -> str:
@@ -143,11 +143,28 @@ def test_client_side_violations_fail_the_order_check():
     assert not check.ok and "PROTOCOL.md 3.2" in check.explanation
 
 
-def test_a_mutation_run_twice_in_one_incarnation_fails():
-    once = subscriptions.check_exactly_once({("s", 1): [(1, 10)], ("s", 2): [(1, 11), (2, 30)]})
-    assert once.ok and "ran again after a node restart" in once.explanation
+def test_a_mutation_run_twice_fails_in_one_incarnation_and_across_restarts():
+    """A second commit ts for one request fails, before or after a restart; one ts answered twice does not."""
+    once = subscriptions.check_exactly_once({("s", 1): [(1, 10)], ("s", 2): [(1, 11), (2, 11)]})
+    assert once.ok
     twice = subscriptions.check_exactly_once({("s", 1): [(1, 10), (1, 12)]})
-    assert not twice.ok and "request 1 ran 2 times" in twice.explanation
+    assert not twice.ok and "request 1 ran 2 times in node incarnation 1" in twice.explanation
+    after_restart = subscriptions.check_exactly_once({("s", 2): [(1, 11), (2, 30)]})
+    assert not after_restart.ok and "after a restart" in after_restart.explanation
+
+
+def test_the_log_check_fails_a_request_committed_twice_across_restarts():
+    """From the log alone: one (sessionId, requestId) on commits in two incarnations fails."""
+    from sim.checkers import durability
+    from sim.host import Operation
+    commits = {10: {"path": "hot:add", "args": {"key": "h0", "delta": 1}, "request": ["s", 4]},
+               30: {"path": "hot:add", "args": {"key": "h0", "delta": 1}, "request": ["s", 4]}}
+    call = Operation(0, 1, "mutation", "hot:add", {"key": "h0", "delta": 1}, 0.5, 3.0, "ok")
+    check = durability.check_exactly_once([call], commits, [(0.0, 0), (2.0, 20)])
+    assert not check.ok and "request 4 committed 2 times" in check.explanation
+    assert "incarnations 1, 2" in check.explanation
+    del commits[30]
+    assert durability.check_exactly_once([call], commits, [(0.0, 0), (2.0, 20)]).ok
 
 
 @pytest.mark.slow

@@ -98,11 +98,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", default="swarm",
                         help="swarm (default: the seed draws its own mix), all, none, or a comma "
                              "list of crash, power_loss, disk_errors, enospc, disk_latency, clock, "
-                             "partition, clog, packet_loss, duplication, reorder, slow_consumer, "
+                             "pause, partition, clog, packet_loss, duplication, reorder, slow_consumer, "
                              "conn_reset, stale_storage")
     parser.add_argument("--duration", type=_duration, default=30.0,
                         help="simulated time of the faulty phase, e.g. 30s, 2m, 500ms (default 30s)")
     parser.add_argument("--clients", type=int, default=8, help="simulated clients (default 8)")
+    parser.add_argument("--think", type=_duration, default=None,
+                        help="mean time a client waits between calls, e.g. 20ms (default 100ms, "
+                             "the reference scenario's; lower hammers the node)")
     parser.add_argument("--app", metavar="APP_DIR", default=None,
                         help="run this app instead of the simulator's reference app "
                              "(with your own --workload file)")
@@ -129,7 +132,8 @@ def _options(options: argparse.Namespace, seed: int):
     from sim.run import RunOptions
     from sim.workloads import load_workloads
     load_workloads(options.workload)  # fail early on an unknown name
-    return RunOptions(seed=seed, workload=options.workload,
+    think = {} if options.think is None else {"think_s": options.think}
+    return RunOptions(**think, seed=seed, workload=options.workload,
                       faults=parse_fault_kinds(options.faults), duration_s=options.duration,
                       clients=options.clients, bug=selected_bug(options.bug),
                       app_dir=options.app, keep_events=getattr(options, "keep_events", False),
@@ -238,6 +242,8 @@ def _determinism(options: argparse.Namespace) -> int:
         return _usage_error(error)
     args = ["--seed", str(options.seed), "--workload", options.workload, "--faults",
             options.faults, "--duration", f"{options.duration}s", "--clients", str(options.clients)]
+    if options.think is not None:
+        args += ["--think", f"{options.think}s"]
     if options.app:
         args += ["--app", options.app]
     if run_options.bug:
