@@ -8,6 +8,9 @@
 - `eddy sim shrink --seed N` reduces a failing run to a few calls and faults
   that fail the same way and prints the command replaying them.
 - `eddy sim bugs` lists the bugs EDDY_SIM_BUG can plant.
+- `eddy sim real [--seed N] [--faults kill,stop|none] [--duration 20s]` runs
+  the same workloads and checkers against a real `eddy dev` process, with
+  SIGKILL and SIGSTOP as faults (sim/real/).
 
 Exit codes: 0 every check passed, 3 a safety violation, 4 a liveness failure,
 5 the node or simulator crashed, 6 non-determinism, 2 bad usage.
@@ -89,6 +92,7 @@ def add_commands(subparsers) -> None:
     bugs = commands.add_parser("bugs", help="list the bugs EDDY_SIM_BUG can plant, one a line")
     bugs.add_argument("--explain", action="store_true", help="say what each bug breaks")
     bugs.set_defaults(handler=_bugs)
+    _add_real_command(commands)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -191,15 +195,8 @@ def _print_result(result, verbose: bool) -> None:
     print(f"simulated {result.sim_s:.1f}s in {result.wall_s:.2f}s wall ({speed:.0f}x), "
           f"{result.incarnations} node incarnations, {result.commit_count} commits, "
           f"{result.event_count} events")
-    print("operations:")
-    for key, count in result.operation_counts.items():
-        print(f"  {key}: {count}")
-    print("faults injected: " + (", ".join(f"{kind} {count}" for kind, count in
-                                           result.fault_counts.items()) or "none"))
-    print(f"checks: {len(result.checks)} run, {sum(c.ok for c in result.checks)} passed")
-    for check in result.checks:
-        detail = f" ({check.explanation})" if check.explanation and check.ok else ""
-        print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}{detail}")
+    _print_operations_and_faults(result)
+    _print_checks(result.checks)
     if result.failure:
         explanation = result.explanation
         if not verbose and result.failure == "crash":
@@ -210,6 +207,21 @@ def _print_result(result, verbose: bool) -> None:
         print("  " + explanation.replace("\n", "\n  "))
         print(f"replay: {options.replay_command()}")
     print(f"trace {result.trace}")
+
+
+def _print_operations_and_faults(result) -> None:
+    print("operations:")
+    for key, count in result.operation_counts.items():
+        print(f"  {key}: {count}")
+    print("faults injected: " + (", ".join(f"{kind} {count}" for kind, count in
+                                           result.fault_counts.items()) or "none"))
+
+
+def _print_checks(checks) -> None:
+    print(f"checks: {len(checks)} run, {sum(c.ok for c in checks)} passed")
+    for check in checks:
+        detail = f" ({check.explanation})" if check.explanation and check.ok else ""
+        print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}{detail}")
 
 
 def _sweep(options: argparse.Namespace) -> int:
@@ -299,6 +311,114 @@ def _bugs(options: argparse.Namespace) -> int:
     for name, description in BUGS.items():
         print(f"{name}: {description}" if options.explain else name)
     return 0
+
+
+REAL_DESCRIPTION = """\
+Runs the simulator's workloads and checkers against a real `eddy dev`
+process: the reference app (or --app) on a free loopback port with a scratch
+data folder, one client per --clients speaking the sync protocol over real
+WebSockets. During the safety phase (--duration) the seed's fault schedule
+sends SIGKILL (then a restart on the same data folder) and SIGSTOP (then
+SIGCONT after a pause); then the faults heal, every pending call must
+complete (--liveness), every client must reach the latest ts, the process is
+stopped, and the checks run: bank conservation, counters, Elle
+serializability on list-append, durability and atomicity of acknowledged
+writes read from the data folder, exactly-once across restarts, the
+subscription oracle (every value a client received equals a time-travel
+query at its ts), and the node's logs.
+
+Real time is not simulated: the seed fixes each client's choices and the
+fault schedule, not the interleaving, so rerunning a seed is a new
+experiment rather than a replay. The run is bounded: at most --timeout
+(default duration + liveness + 90s).
+"""
+
+REAL_EPILOG = """\
+Exit codes: 0 passed, 3 safety violation, 4 liveness failure (or the overall
+timeout), 5 crash (eddy dev died by itself or failed to start), 2 bad usage.
+A failed run keeps its data and the node's logs and prints where they are.
+Workloads: bank, counters, list-append, hot-keys (default: all four), or a
+.py workload file; leaderboard needs the simulator's in-process node.
+"""
+
+
+def _add_real_command(commands) -> None:
+    real = commands.add_parser(
+        "real", help="the same workloads and checkers against a real eddy dev process, "
+                     "with SIGKILL and SIGSTOP",
+        description=REAL_DESCRIPTION, epilog=REAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    real.add_argument("--seed", type=int, default=None,
+                      help="fixes the operations and the fault schedule (default: a random one, "
+                           "printed)")
+    real.add_argument("--workload", default="bank,counters,list-append,hot-keys",
+                      help="a comma list of bank, counters, list-append, hot-keys (default all "
+                           "four), or a .py file defining `workload`")
+    real.add_argument("--faults", default="kill,stop",
+                      help="kill,stop (default), kill, stop, or none")
+    real.add_argument("--duration", type=_duration, default=20.0,
+                      help="real time of the faulty phase, e.g. 20s, 2m (default 20s)")
+    real.add_argument("--liveness", type=_duration, default=30.0,
+                      help="how long pending calls may take to complete after the heal "
+                           "(default 30s)")
+    real.add_argument("--timeout", type=_duration, default=None,
+                      help="bound on the whole run (default duration + liveness + 90s)")
+    real.add_argument("--clients", type=int, default=8, help="protocol clients (default 8)")
+    real.add_argument("--think", type=_duration, default=0.05,
+                      help="mean time a client waits between calls (default 50ms)")
+    real.add_argument("--app", metavar="APP_DIR", default=None,
+                      help="serve this app instead of the simulator's reference app "
+                           "(with your own --workload file)")
+    real.add_argument("--data", metavar="DIR", default=None,
+                      help="keep the data folder here (default: a scratch folder, removed "
+                           "after a passing run)")
+    real.add_argument("--verbose", action="store_true", help="print full failure explanations")
+    real.set_defaults(handler=_real)
+
+
+def _real(options: argparse.Namespace) -> int:
+    import random
+    from sim.real.run import RealOptions, check_workloads, run
+    kinds = tuple(kind.strip() for kind in options.faults.split(",")
+                  if kind.strip() and kind.strip() != "none")
+    unknown = [kind for kind in kinds if kind not in ("kill", "stop")]
+    try:
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; the real tier has kill and stop")
+        check_workloads(options.workload)
+    except ValueError as error:
+        return _usage_error(error)
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    real_options = RealOptions(seed=seed, workload=options.workload, faults=kinds,
+                               duration_s=options.duration, liveness_s=options.liveness,
+                               timeout_s=options.timeout, clients=options.clients,
+                               think_s=options.think, app_dir=options.app, data_dir=options.data)
+    print(f"real-process run: seed {seed}, workload {options.workload}, {options.clients} "
+          f"clients, faults {','.join(kinds) or 'none'}, {options.duration:g}s "
+          f"(bounded by {real_options.overall_timeout_s:g}s)")
+    print("real time is not simulated: the seed fixes each client's operations and the fault "
+          "schedule, not the interleaving; a rerun is a new experiment, not a replay", flush=True)
+    result = run(real_options)
+    _print_real_result(result, options.verbose)
+    return result.exit_code
+
+
+def _print_real_result(result, verbose: bool) -> None:
+    print("fault schedule: " + (", ".join(f"{event.kind} at {event.at_s:.2f}s for "
+                                          f"{event.hold_s:.2f}s" for event in result.schedule)
+                                or "none"))
+    print(f"ran {result.wall_s:.1f}s wall, {result.incarnations} eddy dev starts, "
+          f"{result.commit_count} commits")
+    _print_operations_and_faults(result)
+    print("WebSocket connections: " + (", ".join(f"{count} {kind}" for kind, count in
+                                                 sorted(result.connection_counts.items())) or "none"))
+    _print_checks(result.checks)
+    if result.failure:
+        explanation = result.explanation if verbose else result.explanation[:4000]
+        print(f"{result.failure.upper()} FAILURE (exit {result.exit_code}):")
+        print("  " + explanation.replace("\n", "\n  "))
+        print(f"data folder: {result.data_dir}; node logs: {result.log_dir}")
+    print(f"rerun: {result.options.command()}")
 
 
 __all__ = ["add_commands"]
