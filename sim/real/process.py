@@ -71,6 +71,7 @@ class DevProcess:
         self.process: trio.Process | None = None
         self.paused = False
         self.start_count = 0
+        self._exiting = False  # set while this object itself ends the process
 
     @property
     def url(self) -> str:
@@ -135,11 +136,19 @@ class DevProcess:
         """SIGKILL (`kill -9`), and wait until it is gone. A checkpoint; no-op when down."""
         if self.process is None:
             return
+        self._exiting = True
         self.process.kill()
         with trio.CancelScope(shield=True):
             await self.process.wait()
         self.process = None
         self.paused = False
+        self._exiting = False
+
+    def exited_by_itself(self) -> int | None:
+        """The exit code of a process that ended without `kill` or `stop`, else None."""
+        if self.process is None or self._exiting:
+            return None
+        return self.process.poll()
 
     def pause(self) -> None:
         """SIGSTOP: the process freezes with its sockets open."""
@@ -160,6 +169,7 @@ class DevProcess:
             return None
         self.resume()
         process = self.process
+        self._exiting = True
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(stop_timeout_s):
             await process.wait()
@@ -167,6 +177,7 @@ class DevProcess:
             await self.kill()
             return None
         self.process = None
+        self._exiting = False
         return process.returncode
 
     async def latest_ts(self) -> int:

@@ -10,7 +10,8 @@ and goes through the simulator's phases in real time:
 2. Safety phase (`duration_s`): every client steps its workload in a loop
    while the fault schedule is applied: `kill` is SIGKILL, then a restart on
    the same data folder and port after a down time; `stop` is SIGSTOP, then
-   SIGCONT after a pause. Faults come one at a time, in schedule order.
+   SIGCONT after a pause. Each kind keeps its own timeline, so a kill may
+   hit a paused process (SIGKILL ends it all the same).
 3. Heal: a paused process is resumed, a killed one restarted; clients stop
    starting calls.
 4. Liveness phase (at most `liveness_s`): every pending call must complete,
@@ -56,13 +57,15 @@ DEFAULT_WORKLOADS = "bank,counters,list-append,hot-keys"
 # Workloads that need the node in the same process (leaderboard holds
 # sessions on the subscription actor directly).
 IN_PROCESS_WORKLOADS = ("leaderboard",)
-# Mean seconds between two faults of one kind, drawn per run from this range
-# (a restart takes about a second, so faster would leave little up time).
-fault_interval_s_range = (2.0, 5.0)
+# Mean seconds from the end of one fault to the next of its kind, drawn per
+# run from this range: each kind then holds the node down or stopped for
+# about a fifth to a third of the phase (a restart adds about a second), so
+# clients get work done between faults and the two kinds still overlap.
+fault_interval_s_range = (3.0, 8.0)
 # How long a killed process stays down before its restart, and a pause lasts
 # (well under the clients' 30 s inactivity limit, so a pause is not a death).
 kill_down_s_range = (0.05, 1.0)
-stop_hold_s_range = (0.2, 3.0)
+stop_hold_s_range = (0.2, 2.5)
 # Mean seconds a client waits between its calls: 8 clients then offer a
 # few hundred calls a second, about what one `eddy dev` on a shared 2-core
 # machine serves, so faults meet a busy node without a growing backlog.
@@ -149,8 +152,9 @@ def check_workloads(spec: str) -> list:
 
 def draw_schedule(seed: int, kinds: tuple[str, ...], duration_s: float) -> list[FaultEvent]:
     """The faults of a run, from its seed: for each kind a mean interval, then
-    arrivals at exponential gaps; a kind that drew none in the phase gets one
-    somewhere in its middle, so every kind asked for happens."""
+    faults at exponential gaps after the previous one's hold; a kind that drew
+    none in the phase gets one somewhere in its middle, so every kind asked
+    for happens."""
     events = []
     for kind in kinds:
         rng = random.Random(split_seed(seed, "real", "faults", kind))
@@ -160,7 +164,7 @@ def draw_schedule(seed: int, kinds: tuple[str, ...], duration_s: float) -> list[
         mine = []
         while at_s < duration_s:
             mine.append(FaultEvent(at_s, kind, rng.uniform(*hold_range)))
-            at_s += rng.expovariate(1 / interval_s)
+            at_s += mine[-1].hold_s + rng.expovariate(1 / interval_s)
         if not mine:
             mine.append(FaultEvent(duration_s * rng.uniform(0.2, 0.8), kind, rng.uniform(*hold_range)))
         events.extend(mine)
@@ -236,7 +240,6 @@ class _RealRun:
         self.issuing = True
         self.network: RealNetwork | None = None
         self.record: RunRecord | None = None
-        self._killing = False
 
     def fail(self, kind: str, explanation: str) -> None:
         if self.failure is None:
@@ -277,7 +280,6 @@ class _RealRun:
         await self.process.start()
 
     async def _stop(self) -> None:
-        self._killing = True
         code = await self.process.stop()
         if code not in (0, None):
             self.fail("crash", f"eddy dev exited with code {code} on SIGTERM:\n"
@@ -287,9 +289,9 @@ class _RealRun:
         """Ends the run as a crash if the process dies when no fault killed it."""
         while True:
             await trio.sleep(watch_interval_s)
-            process = self.process.process
-            if process is not None and not self._killing and process.poll() is not None:
-                self.fail("crash", f"eddy dev exited by itself with code {process.returncode} "
+            code = self.process.exited_by_itself()
+            if code is not None:
+                self.fail("crash", f"eddy dev exited by itself with code {code} "
                                    f"during {self.phase}:\n{self.process.log_text()}")
                 cancel_scope.cancel()
                 return
@@ -349,17 +351,26 @@ class _RealRun:
                 clients_nursery.cancel_scope.cancel()
 
     async def _inject(self, started_s: float) -> None:
-        """Applies the schedule, one fault at a time; until cancelled by the phase's end."""
-        for event in self.schedule:
+        """Applies the schedule, each kind on its own timeline (so a kill may
+        hit a paused process); until cancelled by the phase's end."""
+        async with trio.open_nursery() as nursery:
+            for kind in self.options.faults:
+                events = [event for event in self.schedule if event.kind == kind]
+                nursery.start_soon(self._inject_kind, events, started_s)
+
+    async def _inject_kind(self, events: list[FaultEvent], started_s: float) -> None:
+        """One kind's faults in order; one that falls due while the last of
+        its kind still holds waits for it. A pause of a process that is down
+        is skipped (there is nothing to stop)."""
+        for event in events:
             await trio.sleep_until(started_s + event.at_s)
-            self.injected.append((event.kind, trio.current_time()))
             if event.kind == "kill":
-                self._killing = True
+                self.injected.append((event.kind, trio.current_time()))
                 await self.process.kill()
                 await trio.sleep(event.hold_s)
-                self._killing = False
                 await self._start()
-            else:
+            elif self.process.process is not None and not self.process.paused:
+                self.injected.append((event.kind, trio.current_time()))
                 self.process.pause()
                 await trio.sleep(event.hold_s)
                 self.process.resume()
@@ -367,7 +378,6 @@ class _RealRun:
     async def _heal(self) -> None:
         self.process.resume()
         if self.process.process is None:
-            self._killing = False
             await self._start()
         if self.options.hang_at_heal:
             self.process.pause()

@@ -64,7 +64,7 @@ def test_kills_and_pauses_of_a_real_process_pass_every_check(passing_run):
     assert result.failure is None, _failure_text(result)
     assert result.exit_code == EXIT_OK
     assert result.fault_counts.get("kill", 0) >= 1 and result.fault_counts.get("stop", 0) >= 1
-    assert result.incarnations == result.fault_counts["kill"] + 1
+    assert result.incarnations >= result.fault_counts["kill"] + 1
     assert len(result.checks) >= 15 and all(check.ok for check in result.checks)
     acknowledged = [op for op in result.record.history if op.status == "ok"]
     assert len(acknowledged) >= 100, f"only {len(acknowledged)} calls acknowledged"
