@@ -28,7 +28,8 @@ from engine import limits, values
 from engine.commits import CallInfo, Commit
 from engine.context import ActionCtx, MutationCtx, QueryCtx
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
-from engine.functions import FunctionDef, FunctionKind, canonical_path, validate_args, validate_returns
+from engine.functions import (FunctionDef, FunctionKind, canonical_path, check_flat_args,
+                              validate_args, validate_returns)
 from engine.transaction import Transaction
 
 from actors import logs
@@ -69,6 +70,9 @@ class FunctionRunner:
         return function
 
     def check_args(self, function: FunctionDef, args) -> dict:
+        checked = check_flat_args(function, args)
+        if checked is not None:
+            return checked
         if args is None:
             args = {}
         elif isinstance(args, list):
@@ -154,8 +158,11 @@ class FunctionRunner:
         call = CallInfo(function.path, args, identity, "mutation", request)
         attempt = 0
         while True:
-            await sequencer.wait_lane_free()
-            await sequencer.wait_capacity()
+            # Both waits return at once almost always: test before awaiting.
+            if sequencer.lane_holder is not None:
+                await sequencer.wait_lane_free()
+            if not sequencer.has_capacity():
+                await sequencer.wait_capacity()
             attempt += 1
             serial = attempt > limits.optimistic_attempts_max
             if serial:

@@ -81,6 +81,10 @@ class SequencerActor:
         self.lane_holder = None
         self._lane_free.unpark_all()
 
+    def has_capacity(self) -> bool:
+        """Whether a new mutation may run now (`wait_capacity` would not block)."""
+        return len(self.pending) < pending_commits_max
+
     async def wait_capacity(self) -> None:
         """Blocks while too many admitted commits wait for the disk."""
         while len(self.pending) >= pending_commits_max:

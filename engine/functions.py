@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine import limits
+from engine import limits, values
 from engine.errors import EddyError, ErrorCode
 from engine.validators import ResolveTable, Validator, VObject, v
 
@@ -63,6 +63,9 @@ class FunctionDef:
     returns: Validator | None = None
     path: str | None = None
     _args_validator: VObject | None = field(default=None, init=False, repr=False)
+    # `values.flat_document_size`'s (field types, required fields) for
+    # `check_flat_args`, or () when the args validator has no flat fast path.
+    _flat_args: tuple = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
@@ -74,6 +77,7 @@ class FunctionDef:
                 raise TypeError(f"args= takes a dict of validators or v.object(...), "
                                 f"not {self.args!r}")
             self._args_validator = v.object(self.args)
+            self._flat_args = self._args_validator.flat_fields(values.is_field_name)
         if self.returns is not None and not isinstance(self.returns, Validator):
             raise TypeError(f"returns= takes a validator, not {self.returns!r}")
 
@@ -162,6 +166,29 @@ def validate_args(fdef: FunctionDef, args: Any,
                             f"Arguments must be an object, not {type(args).__name__}")
         return args
     return fdef._args_validator.check(args, "", resolve_table, ErrorCode.INVALID_ARGS)
+
+
+def check_flat_args(fdef: FunctionDef, args: dict) -> dict | None:
+    """The fast path of checking a call's arguments, as a value and against
+    the function's validators: a copy of `args` when they are a flat object
+    of scalars matching the validators' exact-type fields (see
+    `values.flat_document_size`), else None, and the caller runs the full
+    checks (which name any problem).
+
+    Args:
+        fdef: the function.
+        args: the argument object, a dict.
+
+    Returns:
+        The arguments, normalized (a fresh dict), or None.
+    """
+    flat = fdef._flat_args
+    if not flat or type(args) is not dict:
+        return None
+    size = values.flat_document_size(args, *flat)
+    if size is None or size > limits.value_bytes_max:
+        return None
+    return args.copy()
 
 
 def validate_returns(fdef: FunctionDef, value: Any,

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import limits
+from engine import limits, values
 from engine.errors import EddyError, ErrorCode
 from engine.validators import (
     ResolveTable,
@@ -249,6 +249,8 @@ class Schema:
         self.tables = tables
         self.schema_validation = schema_validation
         self.strict_table_name_types = strict_table_name_types
+        # table name -> `_flat_table`'s answer, made on first use.
+        self._flat_tables: dict[str, tuple] = {}
 
     def validate_document(self, table: str, fields: dict,
                           resolve_table: ResolveTable | None = None) -> dict:
@@ -282,6 +284,50 @@ class Schema:
         user = {k: val for k, val in fields.items() if k not in SYSTEM_FIELDS}
         normalized = self._check_user_fields(definition, table, user, resolve_table)
         return {**system, **normalized}
+
+    def check_document(self, table: str, fields: dict,
+                       resolve_table: ResolveTable | None = None) -> tuple[dict, int]:
+        """Checks an inserted or replaced document's user fields, both as a
+        value (`values.check_document_fields`) and against the table.
+
+        Flat documents of scalars that match the table's exact-type fields
+        (most inserts) take one pass (`values.flat_document_size`); anything
+        else, and every failure, takes both full checks in that order, so the
+        errors are theirs.
+
+        Args:
+            table: the table name.
+            fields: the user fields, a dict.
+            resolve_table: table number -> name, to check `v.id` fields' tables.
+
+        Returns:
+            (the fields, normalized; their size in bytes). The fields may be
+            `fields` itself: the caller copies them into the document.
+
+        Raises:
+            EddyError: what `values.check_document_fields` and
+                `validate_document` raise.
+        """
+        flat = self._flat_tables.get(table)
+        if flat is None:
+            flat = self._flat_tables[table] = self._flat_table(table)
+        if flat and type(fields) is dict:
+            size = values.flat_document_size(fields, *flat)
+            if size is not None:
+                return fields, size
+        size = values.check_document_fields(fields)
+        return self.validate_document(table, fields, resolve_table), size
+
+    def _flat_table(self, table: str) -> tuple[dict, frozenset] | tuple[()]:
+        """`flat_document_size`'s (field types, required fields) for a table
+        whose documents it can check, or () when it cannot: a table without
+        validation, a union of objects, or required fields that are not all
+        of an exact type (no flat document could have them)."""
+        definition = self.tables.get(table)
+        if definition is None or table.startswith("_") or not self.schema_validation or \
+                not isinstance(definition.validator, VObject):
+            return ()
+        return definition.validator.flat_fields(values.is_document_field_name)
 
     @staticmethod
     def _check_user_fields(definition: TableDefinition, table: str, user: dict,

@@ -74,7 +74,7 @@ class Transaction:
         # change the ids a re-run generates.
         # Both are made on first use: seeding a generator costs more than a
         # small mutation's whole write path.
-        self._id_prefix: bytes | None = None
+        self._id_hasher = None  # blake2b holding the ids' prefix; made by the first insert
         self._id_count = 0
         self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
@@ -83,8 +83,6 @@ class Transaction:
         self.log_lines: list[str] = []
         self.writes: dict[tuple[int, bytes], dict | None] = {}
         self.created_tables: list[str] = []
-        # Table names `insert` has found valid (only str names get in).
-        self._checked_table_names: set[str] = set()
         self.scanned_count = 0
         self.read_bytes = 0
         self.written_bytes = 0
@@ -93,11 +91,15 @@ class Transaction:
     def _next_internal_id(self) -> bytes:
         """The next new document's internal id: 16 bytes from the ids' stream of
         the seed (a hash of seed and counter: no generator to seed per call)."""
-        if self._id_prefix is None:
-            self._id_prefix = split_seed(self.seed, "ids").to_bytes(8, "big")
+        hasher = self._id_hasher
+        if hasher is None:
+            # blake2b(prefix + counter) is blake2b(prefix) fed the counter:
+            # absorb the prefix once and copy that state per id.
+            hasher = self._id_hasher = hashlib.blake2b(_ids_prefix(self.seed), digest_size=16)
         self._id_count += 1
-        return hashlib.blake2b(self._id_prefix + self._id_count.to_bytes(4, "big"),
-                               digest_size=16).digest()
+        hasher = hasher.copy()
+        hasher.update(self._id_count.to_bytes(4, "big"))
+        return hasher.digest()
 
     @property
     def random(self) -> random.Random:
@@ -250,19 +252,19 @@ class Transaction:
                             "Queries are read-only: call ctx.db writes from a mutation.")
 
     def _check_fields(self, table: str, fields) -> tuple[dict, int]:
-        """The schema-normalized fields and their size."""
+        """The schema-normalized fields and their size (the fields may be
+        `fields` itself: callers copy them into the new document)."""
         if not isinstance(fields, dict):
             raise EddyError(ErrorCode.INVALID_VALUE,
                             f"A document must be an object, got {values.type_name(fields)}.")
-        size = values.check_document_fields(fields)
-        if self.schema is not None:
-            fields = self.schema.validate_document(table, fields, self.resolve_table)
-        return fields, size
+        if self.schema is None:
+            return fields, values.check_document_fields(fields)
+        return self.schema.check_document(table, fields, self.resolve_table)
 
     def _record_write(self, number: int, internal_id: bytes, document: dict | None,
                       size: int = 0) -> None:
-        if (number, internal_id) not in self.writes and \
-                len(self.writes) >= limits.documents_written_max:
+        writes = self.writes
+        if len(writes) >= limits.documents_written_max and (number, internal_id) not in writes:
             raise EddyError(ErrorCode.LIMIT_EXCEEDED,
                             f"Too many documents written in one function (limit "
                             f"{limits.documents_written_max}).", limit="documents_written_max")
@@ -272,27 +274,28 @@ class Transaction:
                 raise EddyError(ErrorCode.LIMIT_EXCEEDED,
                                 f"Too many bytes written in one function (limit "
                                 f"{limits.write_bytes_max}).", limit="write_bytes_max")
-        self.writes[(number, internal_id)] = document
+        writes[(number, internal_id)] = document
 
     def insert(self, table: str, fields: dict) -> str:
         """Buffers a new document and returns its id."""
-        self._require_writable()
+        if not self.writable:
+            self._require_writable()
         self.check_deadline()
-        if type(table) is not str or table not in self._checked_table_names:
-            # A function writes to a few tables many times: check each name once.
+        if type(table) is not str or table not in _valid_table_names:
             _check_table_name(table)
-            self._checked_table_names.add(table)
         fields, size = self._check_fields(table, fields)
-        shard = self.catalog.shard(table)
-        if shard is None:
-            shard = self._create_table(table)
+        number = self.catalog.numbers.get(table)
+        if number is None:
+            number = self._create_table(table).table_number
             self.created_tables.append(table)
+        # Ids come after the checks, so a failed insert the function catches
+        # does not move the ids' stream (rule 3).
         internal_id = self._next_internal_id()
-        document_id = ids.encode_id(shard.table_number, internal_id)
+        document_id = ids.encode_id(number, internal_id)
         creation_ms = self._next_creation_ms
         self._next_creation_ms = math.nextafter(creation_ms, math.inf)
-        document = {"_id": document_id, "_creationTime": creation_ms, **fields}
-        self._record_write(shard.table_number, internal_id, document, size)
+        self._record_write(number, internal_id,
+                           {"_id": document_id, "_creationTime": creation_ms, **fields}, size)
         return document_id
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:
@@ -364,12 +367,34 @@ def _declared_index_fields(catalog: Catalog, table: str, index: str) -> list[str
 
 
 def _check_table_name(table) -> None:
+    """Raises unless `table` is a valid table name; remembers it if so."""
     if not isinstance(table, str) or not table or table.startswith("_") or \
             not table.replace("_", "a").isalnum() or not table.isascii() or \
             len(table) > limits.path_component_chars_max or table[0].isdigit():
         raise EddyError(ErrorCode.INVALID_VALUE,
                         f"Invalid table name {table!r}: use letters, digits and _, "
                         f"not starting with _ or a digit.")
+    if type(table) is str and len(_valid_table_names) < valid_table_names_max:
+        _valid_table_names.add(table)
+
+
+# Table names `_check_table_name` has passed. An app writes to a few tables
+# over and over, and a set lookup is cheaper than the checks; the bound keeps
+# a stream of made-up names from growing it without end (past it, names are
+# still checked, just not remembered).
+_valid_table_names: set[str] = set()
+valid_table_names_max = 1024
+
+
+def _ids_prefix(seed: int) -> bytes:
+    """`split_seed(seed, "ids")` as 8 bytes: the prefix every new id's hash starts with.
+
+    The same digest of the same text (`repr((seed, ("ids",)))`), formatted
+    directly for an int seed: half the cost, once per writing transaction.
+    """
+    if type(seed) is not int:
+        return split_seed(seed, "ids").to_bytes(8, "big")
+    return hashlib.blake2b(b"(%d, ('ids',))" % seed, digest_size=8).digest()
 
 
 def _check_system_field(document: dict, name: str, value) -> None:

@@ -44,6 +44,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
+from engine import limits
 from engine.errors import EddyError, ErrorCode
 
 # Table number -> table name, or None when the number names no table.
@@ -409,14 +410,45 @@ class VObject(Validator):
 
     __hash__ = None  # A dict of fields: compared by value, never hashed.
 
+    def flat_fields(self, name_allowed: Callable[[str], bool]) -> tuple:
+        """What `values.flat_document_size` needs to check flat objects for
+        this validator: (field name -> type, required field names) for the
+        fields whose whole check is one exact type (see `_exact_type`) and
+        whose names pass `name_allowed`; or () when no flat object could pass
+        (a required field of another kind) or there are too many fields.
+        """
+        field_types = {name: kind for name, kind in self._exact_types.items()
+                       if kind is not None and name_allowed(name)}
+        if not self._required <= field_types.keys() or \
+                len(field_types) > limits.document_fields_max:
+            return ()
+        return field_types, self._required
+
     def _check(self, value, path, ctx):
         if type(value) is not dict:
             raise _mismatch(self, value, path, ctx)
+        # The happy path of flat objects: every field's validator is one
+        # exact type (see `_exact_type`), so one type test per field is the
+        # whole check and the answer is a plain copy. Anything else, including
+        # every failure, takes `_check_fields`, which names the problem.
+        exact_types = self._exact_types
+        for key, item in value.items():
+            item_type = type(item)
+            if item_type is not exact_types.get(key) or (
+                    item_type is int and not INT64_MIN <= item <= INT64_MAX):
+                return self._check_fields(value, path, ctx)
+        # Every key is a field; if there are as many keys as fields, all are there.
+        if len(value) != len(exact_types) and not value.keys() >= self._required:
+            return self._check_fields(value, path, ctx)
+        return value.copy()
+
+    def _check_fields(self, value: dict, path, ctx: _Context) -> dict:
+        """The full check of an object field by field (`_check` after its fast path)."""
         exact_types = self._exact_types
         normalized = {}
         for key, item in value.items():
-            # A field whose validator is one exact type (see `_exact_type`)
-            # needs no call and no path; anything else takes the full check.
+            # A field whose validator is one exact type needs no call and no
+            # path; anything else takes the full check.
             item_type = type(item)
             if item_type is exact_types.get(key) and (
                     item_type is not int or INT64_MIN <= item <= INT64_MAX):

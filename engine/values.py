@@ -52,6 +52,9 @@ __all__ = [
     "size_of",
     "check_value",
     "check_document_fields",
+    "flat_document_size",
+    "is_field_name",
+    "is_document_field_name",
     "to_convex_json",
     "from_convex_json",
     "to_clean_json",
@@ -218,6 +221,60 @@ def check_document_fields(fields: Any) -> int:
     return size
 
 
+def flat_document_size(fields: dict, field_types: dict, required: frozenset) -> int | None:
+    """The size of a document's user fields if they are flat and plain, else None.
+
+    Flat and plain: every value is a scalar of exactly the type that
+    `field_types` gives for its field (a str ASCII, an int within int64),
+    and every field in `required` is there. Fields like that pass
+    `check_document_fields` whenever the names in `field_types` pass
+    `is_document_field_name` and there are at most 1,024 of them (and
+    `check_value`, with a size limit of its caller's, whenever they pass
+    `is_field_name`), so this is those checks' fast path: None sends the
+    caller to the full check, which also names any problem.
+
+    Args:
+        fields: a document's user fields (a dict).
+        field_types: field name -> the one type its value may have.
+        required: the fields that must be present.
+
+    Returns:
+        The size in bytes of `fields` as an object, or None.
+    """
+    size = 2
+    for key, item in fields.items():
+        kind = type(item)
+        if kind is not field_types.get(key):
+            return None
+        if kind is str:
+            if not item.isascii():
+                return None
+            size += len(key) + len(item) + 3
+        elif kind is float:
+            size += len(key) + 10
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return None
+            size += len(key) + 10
+        elif kind is bytes:
+            size += len(key) + len(item) + 3
+        else:  # None or a bool
+            size += len(key) + 2
+    if len(fields) != len(field_types) and not fields.keys() >= required:
+        return None
+    return size if size <= limits.document_bytes_max else None
+
+
+def is_field_name(name: Any) -> bool:
+    """Whether `name` is a valid field name of an object (see `check_value`)."""
+    return _field_name_problem_free(name)
+
+
+def is_document_field_name(name: Any) -> bool:
+    """Whether `name` is a valid top-level field of a document (see `check_document_fields`)."""
+    return type(name) is str and not name.startswith("_") and _field_name_problem_free(name)
+
+
 def _check(value: Any, depth: int, depth_max: int) -> int:
     """Checks one value whose parent container is at nesting `depth`."""
     kind = type(value)
@@ -311,16 +368,20 @@ valid_field_names_max = 4096
 
 def _check_field_name(key: Any) -> None:
     """Raises _ValueProblem unless `key` is a valid field name; remembers it if so."""
-    if not (
+    if not _field_name_problem_free(key):
+        raise _ValueProblem(ErrorCode.INVALID_VALUE, _field_name_problem(key))
+    if len(_valid_field_names) < valid_field_names_max:
+        _valid_field_names.add(key)
+
+
+def _field_name_problem_free(key: Any) -> bool:
+    return (
         type(key) is str
         and len(key) <= limits.field_name_chars_max
         and key.isascii()
         and key.isprintable()
         and not key.startswith("$")
-    ):
-        raise _ValueProblem(ErrorCode.INVALID_VALUE, _field_name_problem(key))
-    if len(_valid_field_names) < valid_field_names_max:
-        _valid_field_names.add(key)
+    )
 
 
 def _too_nested(depth_max: int) -> _ValueProblem:

@@ -1,0 +1,134 @@
+"""The fast paths of the write path agree with the full checks they stand in for.
+
+Document checks (`Schema.check_document`), argument checks
+(`functions.check_flat_args`) and id generation take shortcuts for the common
+case; each test here draws inputs near and across the edges of those
+shortcuts and proves the answer, or the error, is the full path's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import limits, values
+from engine.catalog import Catalog
+from engine.errors import EddyError
+from engine.functions import check_flat_args, mutation, validate_args
+from engine.schema import define_schema, define_table
+from engine.transaction import Transaction, _ids_prefix
+from engine.validators import v
+from engine.world import split_seed
+
+FIELDS = {
+    "key": v.string(),
+    "group": v.optional(v.string()),
+    "score": v.number(),
+    "n": v.optional(v.int64()),
+    "flag": v.optional(v.boolean()),
+    "blob": v.optional(v.bytes()),
+    "nothing": v.optional(v.null()),
+    "tags": v.optional(v.array(v.string())),
+}
+
+SCHEMA = define_schema({"items": define_table(FIELDS), "loose": define_table({"x": v.any()})})
+
+names = st.sampled_from(["key", "group", "score", "n", "flag", "blob", "nothing", "tags",
+                         "extra", "_id", "$bad", "x" * (limits.field_name_chars_max + 1)])
+scalars = st.one_of(
+    st.text(max_size=8), st.sampled_from(["é", "\ud800", "a" * 20]),
+    st.floats(allow_nan=True), st.integers(-(2**64), 2**64),
+    st.sampled_from([2**63 - 1, -(2**63), 2**63]), st.booleans(), st.none(),
+    st.binary(max_size=4), st.lists(st.text(max_size=3), max_size=2), st.tuples(st.integers()))
+documents = st.dictionaries(names, scalars, max_size=8)
+
+
+def full_document_check(table: str, fields):
+    """What `check_document` must agree with: the two checks it replaces, in order."""
+    size = values.check_document_fields(fields)
+    return SCHEMA.validate_document(table, fields, None), size
+
+
+def outcome(check, *args):
+    try:
+        return "ok", check(*args)
+    except EddyError as error:
+        return "error", (error.code, error.message, error.details)
+
+
+@settings(max_examples=400)
+@given(documents, st.sampled_from(["items", "loose"]))
+def test_check_document_agrees_with_the_full_checks(fields, table):
+    """Same normalized fields and size, or the same error, as values + schema checks."""
+    assert outcome(SCHEMA.check_document, table, fields) == outcome(full_document_check,
+                                                                    table, fields)
+
+
+def test_check_document_takes_the_fast_path_for_flat_documents():
+    """A flat document of the right types comes back as is, with the full check's size."""
+    fields = {"key": "k", "score": 1.5, "n": 3, "flag": True, "blob": b"ab", "nothing": None}
+    checked, size = SCHEMA.check_document("items", fields)
+    assert checked is fields
+    assert size == values.check_document_fields(fields)
+
+
+def test_check_document_refuses_oversized_flat_documents():
+    """A flat document over the size limit gets the full check's error."""
+    fields = {"key": "k" * limits.document_bytes_max, "score": 1.0}
+    assert outcome(SCHEMA.check_document, "items", fields) == outcome(full_document_check,
+                                                                      "items", fields)
+    assert outcome(SCHEMA.check_document, "items", fields)[0] == "error"
+
+
+@mutation(args=FIELDS)
+async def _flat(ctx, **args):
+    return None
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(names, scalars, max_size=8))
+def test_check_flat_args_agrees_with_the_full_checks(args):
+    """When the fast path answers, the full checks accept the same args and agree."""
+    fast = check_flat_args(_flat, args)
+    if fast is None:
+        return
+    assert fast is not args
+    assert values.check_value(args) <= limits.value_bytes_max
+    assert fast == validate_args(_flat, args)
+
+
+def test_check_flat_args_declines_what_needs_the_full_checks():
+    """Coercions, nested values and bad strings are left to the full checks."""
+    assert check_flat_args(_flat, {"key": "k", "score": 1}) is None  # int -> float
+    assert check_flat_args(_flat, {"key": "k", "score": 1.0, "tags": []}) is None
+    assert check_flat_args(_flat, {"key": "\ud800", "score": 1.0}) is None
+    assert check_flat_args(_flat, {"score": 1.0}) is None  # missing "key"
+    assert check_flat_args(_flat, {"key": "k", "score": 1.0}) == {"key": "k", "score": 1.0}
+
+
+@given(st.integers(-(2**70), 2**70))
+def test_ids_prefix_is_split_seed(seed):
+    """The ids' prefix is split_seed(seed, "ids"), whose output logged commits depend on."""
+    assert _ids_prefix(seed) == split_seed(seed, "ids").to_bytes(8, "big")
+
+
+def test_new_ids_from_a_seed_are_pinned():
+    """A seed gives the ids it gave before the fast id path (re-runs of old logs match)."""
+    txn = Transaction(Catalog(), 0, writable=True, seed=20261125, now_ms=1.5)
+    assert [txn.insert("notes", {"n": i}) for i in range(3)] == [
+        "j571tb3bpkxgax2wqtz6ghg8ak1eghzs", "j572cb0gydrgasyebw7hj7x6wcy3x26v",
+        "j578xjwzs464yh2tas75eq3fwf6gy7m9"]
+    txn = Transaction(Catalog(), 0, writable=True, seed=-7, now_ms=1.5)
+    assert [txn.insert("notes", {"n": i}) for i in range(2)] == [
+        "j57cyjjwkrb9f5pam5xbbwxq4xf95419", "j57dz9vhy1ps94rfqsnzjxvvh2r21n9y"]
+
+
+def test_a_failed_insert_does_not_move_the_ids():
+    """An insert refused by its checks draws no id, so the next insert's id is unchanged."""
+    schema = define_schema({"notes": define_table({"n": v.int64()})})
+    plain = Transaction(Catalog(), 0, writable=True, seed=5, now_ms=1.0, schema=schema)
+    failing = Transaction(Catalog(), 0, writable=True, seed=5, now_ms=1.0, schema=schema)
+    with pytest.raises(EddyError):
+        failing.insert("notes", {"n": "not an int"})
+    assert failing.insert("notes", {"n": 1}) == plain.insert("notes", {"n": 1})
