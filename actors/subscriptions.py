@@ -42,7 +42,8 @@ from engine import limits, values
 from engine.commits import Commit
 from engine.readsets import ReadSet, WriteKeys
 from engine.subscriptions import (REMOVED, QueryOutcome, SessionState, Subscription,
-                                  SubscriptionRegistry, Update, commit_write_keys)
+                                  SubscriptionRegistry, Update, commit_write_keys,
+                                  msgpack_array_header)
 from engine.view_reads import Read, fast_result, get_result
 from engine.views import after, commit_changes
 
@@ -272,14 +273,15 @@ class SubscriptionActor:
             elif self._rerun_all:
                 self._rerun_all = False
                 self.registry.drop_views()  # new code, perhaps new indexes
-                await self._advance(self.registry.current_ts, self.registry.all())
+                await self._advance(self.registry.current_ts, _Hits({}, self.registry.all()))
             if self._dirty:
                 await self._serve_sessions()
             if not (self._dirty or self._rerun_all or self._backlog
                     or self._receive.statistics().current_buffer_used):
                 await self._work.park()
 
-    def _hit_by(self, commits: list[Commit]) -> list[Subscription]:
+    def _hit_by(self, commits: list[Commit]) -> _Hits:
+        """The subscriptions the commits touch, grouped for `_advance`."""
         write_keys: WriteKeys = {}
         for commit in commits:
             if commit.write_keys is None:
@@ -287,17 +289,18 @@ class SubscriptionActor:
             else:  # admit's own keys: no need to unpack the documents again
                 for index, keys in commit.write_keys.items():
                     write_keys.setdefault(index, []).extend(keys)
-        return self.registry.stab(write_keys)
+        return _group_hits(self.registry.stab(write_keys))
 
-    def _update_views(self, commits: list[Commit], hits: list[Subscription]) -> None:
+    def _update_views(self, commits: list[Commit], hits: _Hits) -> None:
         """Step 1: brings the views of `hits` to the group's last ts."""
         registry = self.registry
         ts = commits[-1].ts
         tables = {number for commit in commits for number in commit.writes}
         held = registry.views.views
         # Many hits share a view (one document read by 10,000
-        # subscriptions): collect the distinct keys first, then filter them.
-        keys = {key for subscription in hits for key in subscription.views}
+        # subscriptions): a fast group holds one, the others are few.
+        keys = {key[0] for key in hits.fast_groups}
+        keys.update(key for subscription in hits.others for key in subscription.views)
         views = {key: held[key] for key in keys if key[0][0] in tables}
         if views:
             catalog = self.node.catalog
@@ -305,34 +308,12 @@ class SubscriptionActor:
             registry.views.update(views.values(), changes, catalog, ts)
         registry.views.advance(ts)
 
-    async def _advance(self, ts: int, hits: list[Subscription]) -> None:
+    async def _advance(self, ts: int, hits: _Hits) -> None:
         """Step 1: brings `hits` to `ts` from their views, then delivers what changed."""
         registry = self.registry
-        changed = []
-        # Fast-path subscriptions with the same view and terminal share one
-        # result, computed once and recorded for all of them together.
-        fast_groups: dict[tuple, list[Subscription]] = {}
-        others = []
-        # This loop runs per subscription hit. Hits sharing a view come in
-        # runs (their view keys are the ViewSet's own key object, see
-        # `hold_views`), so a hit like the one before joins its group
-        # without building and hashing the group key.
-        last_view = last_share = group = None
-        for subscription in hits:
-            fast = subscription.fast
-            if fast is None:
-                others.append(subscription)
-                continue
-            share = fast.share  # FastPath.cache_key, inlined
-            view_key = subscription.views[0]
-            if view_key is not last_view or share != last_share or share[2]:
-                key = (view_key, share, subscription.id if share[2] else None)
-                group = fast_groups.get(key)
-                if group is None:
-                    group = fast_groups[key] = []
-                last_view, last_share = view_key, share
-            group.append(subscription)
-        for group in fast_groups.values():
+        changed: list[Subscription] = []
+        others = hits.others
+        for group in hits.fast_groups.values():
             if not self._fast_update(group, ts, changed):
                 others.extend(group)
         for subscription in others:
@@ -454,6 +435,41 @@ class SubscriptionActor:
                 trio.lowlevel.reschedule(task)
 
 
+@dataclasses.dataclass
+class _Hits:
+    """The subscriptions a group of commits touched, as `_advance` brings them
+    up: fast-path ones grouped by (view key, FastPath.share, owner), each
+    group sharing one result; the others run their functions."""
+
+    fast_groups: dict[tuple, list[Subscription]]
+    others: list[Subscription]
+
+
+def _group_hits(hits: list[Subscription]) -> _Hits:
+    fast_groups: dict[tuple, list[Subscription]] = {}
+    others = []
+    # This loop runs per subscription hit. Hits sharing a view come in runs
+    # (their view keys are the ViewSet's own key object, see `hold_views`),
+    # so a hit like the one before joins its group without building and
+    # hashing the group key.
+    last_view = last_share = group = None
+    for subscription in hits:
+        fast = subscription.fast
+        if fast is None:
+            others.append(subscription)
+            continue
+        share = fast.share  # FastPath.cache_key, inlined
+        view_key = subscription.views[0]
+        if view_key is not last_view or share != last_share or share[2]:
+            key = (view_key, share, subscription.id if share[2] else None)
+            group = fast_groups.get(key)
+            if group is None:
+                group = fast_groups[key] = []
+            last_view, last_share = view_key, share
+        group.append(subscription)
+    return _Hits(fast_groups, others)
+
+
 # A take of at most this many rows cannot exceed the return value limit
 # (each document is at most document_bytes_max plus its system fields), so
 # the fast path skips sizing it.
@@ -464,7 +480,8 @@ def _fast_evaluation(view, fast, ts: int):
     """(outcome, the read it makes) for a fast path over `view`, or False."""
     if fast.is_get:
         return _fast_get(view, ts)
-    result = fast_result(fast, view.scan_rows(), view.complete)
+    rows = list(view.scan_rows())
+    result = fast_result(fast, rows, view.complete, view.documents)
     if result is None:
         return False
     documents, consumed, last_key = result
@@ -479,7 +496,6 @@ def _fast_evaluation(view, fast, ts: int):
         read_set.add(index, last_key, hi)
     else:
         read_set.add(index, lo, after(last_key))
-    rows = list(view.scan_rows())
     if consumed is not None:
         del rows[consumed:]
     read = Read(view.key[:4] + (consumed,), rows, consumed is None, True)
@@ -488,8 +504,9 @@ def _fast_evaluation(view, fast, ts: int):
         # The value is the rows as stored, so its fingerprint (the msgpack of
         # [value, error, log lines, journal]) is their packed forms joined:
         # no need to pack the documents again.
-        outcome._fingerprint = _FINGERPRINT_HEAD + _array_header(len(rows)) + \
-            b"".join(packed for _, _, packed in rows) + _FINGERPRINT_TAIL
+        packed_value = msgpack_array_header(len(rows)) + b"".join(packed for _, _, packed in rows)
+        outcome._packed_value = packed_value
+        outcome._fingerprint = _FINGERPRINT_HEAD + packed_value + _FINGERPRINT_TAIL
     return outcome, read
 
 
@@ -506,15 +523,6 @@ def _fast_get(view, ts: int):
     outcome._fingerprint = _FINGERPRINT_HEAD + (_PACKED_NONE if row is None else row[2]) + \
         _FINGERPRINT_TAIL
     return outcome, read
-
-
-def _array_header(length: int) -> bytes:
-    """msgpack's header of an array of `length` items."""
-    if length < 16:
-        return bytes([0x90 | length])
-    if length < 1 << 16:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
 
 
 _FINGERPRINT_HEAD = b"\x94"  # a msgpack array of 4

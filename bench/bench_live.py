@@ -2,9 +2,12 @@
 
 Every scenario starts a fresh `eddy dev bench/app_live` as a real process
 and drives it with Eddy's Python client (`from wire import connect`, msgpack)
-from this process; server CPU is read from /proc/<pid>/stat (utime + stime,
-all threads, 10 ms resolution). Each prints `workload | baseline | eddy |
-ratio | target` with its baseline measured in the same run.
+from this process. Server CPU: many-intersections and incremental read each
+thread's time on a CPU from /proc/<pid>/task/*/schedstat (nanoseconds;
+live_common.ThreadCpu) per write or change and print the mean with a 95%
+confidence interval; fan-out and observe-insert read /proc/<pid>/stat
+(utime + stime, all threads, 10 ms ticks). Each prints `workload | baseline
+| eddy | ratio | target` with its baseline measured in the same run.
 
 Scenarios (`--scenario`, default all):
 
@@ -23,7 +26,7 @@ Scenarios (`--scenario`, default all):
   Targets: p50 <= 3 ms, p99 <= 20 ms.
 - many-intersections (Convex's ManyIntersections): `--ranges` (20,000)
   subscriptions on distinct ranges [10 i, 10 i + 10) of the `by_k` index,
-  then `--writes` (50) writes of 100 documents each, every write inside 10
+  then `--writes` (100) writes of 100 documents each, every write inside 10
   of the ranges. Server CPU per write with the subscriptions vs the same
   writes before any subscription existed; the subscriptions whose values
   changed (counted by what the clients receive) vs those the writes touch.
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -70,14 +74,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from bench_ws import add_common_arguments, open_clients, open_eddy  # noqa: E402
+from bench_ws import add_common_arguments, open_clients, open_eddy, process_cpu_s  # noqa: E402
 from common import Row, Unavailable  # noqa: E402
-from live_common import SUBSCRIBE_S_MAX, Figure, Subscribers, now_ns, percentile  # noqa: E402
+from live_common import (SUBSCRIBE_S_MAX, Figure, Subscribers, ThreadCpu, mean_interval,  # noqa: E402
+                         now_ns, percentile, ratio_interval)
 
 APP_LIVE_DIR = Path(__file__).resolve().parent / "app_live"
 SCENARIOS = ["observe-insert", "many-intersections", "incremental", "fan-out"]
 UPDATE_S_MAX = 60  # How long a write's updates may take before the run gives up.
 SETTLE_S = 0.3  # Quiet time after a write's expected updates, to catch stray ones.
+CHANGE_SETTLE_S = 0.005  # incremental: quiet after each change, its last frames written.
 RANGE_WIDTH = 10  # many-intersections: keys per subscribed range
 WRITE_DOCUMENTS_COUNT = 100  # many-intersections: documents per write
 SEED_BATCH_COUNT = 1000  # incremental: rows inserted per seeding mutation
@@ -307,19 +313,21 @@ def many_intersections_eddy(args, server) -> dict:
         if update_counts[index] > 1:
             changed.add(index)
 
+    server_cpu = ThreadCpu(server.pid, process_cpu_s)
+
     async def timed_writes(writer, keys_of, wait_for=None) -> list[float]:
         """Server CPU seconds per write (write, expected updates, settle)."""
         cpu = []
         for write in range(args.writes):
             keys = keys_of(write)
-            before = server.cpu_s()
+            before = server_cpu.seconds()
             await writer.mutation("live:insert_points", {"keys": keys})
             if wait_for is not None:
                 with trio.fail_after(UPDATE_S_MAX):
                     while not wait_for(keys):
                         await trio.sleep(0.005)
             await trio.sleep(SETTLE_S)
-            cpu.append(server.cpu_s() - before)
+            cpu.append(server_cpu.seconds() - before)
         return cpu
 
     async def main() -> dict:
@@ -353,7 +361,7 @@ def many_intersections_eddy(args, server) -> dict:
                 nursery.cancel_scope.cancel()
         return {"cpu_without": cpu_without, "cpu_with": cpu_with, "changed": set(changed),
                 "expected": expected, "subscribe_s": subscribe_s,
-                "connections": connection_count}
+                "connections": connection_count, "resolution": server_cpu.resolution}
 
     return trio.run(main)
 
@@ -408,13 +416,14 @@ def many_intersections(args, scratch: Path) -> None:
         common.print_report("ManyIntersections", [Row("CPU per write", unavailable,
                                                       unavailable)])
         return
-    without_ms = 1000 * statistics.mean(measured["cpu_without"])
-    with_ms = 1000 * statistics.mean(measured["cpu_with"])
+    without_ms, without_half = (1000 * x for x in mean_interval(measured["cpu_without"]))
+    with_ms, with_half = (1000 * x for x in mean_interval(measured["cpu_with"]))
+    ratio_low, ratio_high = ratio_interval((with_ms, with_half), (without_ms, without_half))
     untouched = measured["changed"] - measured["expected"]
     missed = measured["expected"] - measured["changed"]
     rows = [
-        Row("server CPU per 100-doc write", Figure(without_ms, "ms", 1),
-            Figure(with_ms, "ms", 1), target="<= 1.50x",
+        Row("server CPU per 100-doc write", Figure(without_ms, "ms", 2),
+            Figure(with_ms, "ms", 2), target="<= 1.50x",
             ratio_text=f"{with_ms / without_ms:.2f}x" if without_ms else "-"),
         Row("subscriptions updated (clients)", Figure(len(measured["expected"]), ""),
             Figure(len(measured["changed"]), ""), target="= touched",
@@ -426,10 +435,13 @@ def many_intersections(args, scratch: Path) -> None:
     notes += [
         "baseline column: the same writes before any subscription existed (CPU), "
         "the subscriptions the writes touch (counts)",
+        f"server CPU read at {measured['resolution']} resolution; mean per write with a 95% "
+        f"confidence interval: without {without_ms:.2f} +- {without_half:.2f} ms, with "
+        f"{with_ms:.2f} +- {with_half:.2f} ms; ratio {ratio_low:.2f}x to {ratio_high:.2f}x",
         f"per-write CPU samples (ms), without: "
-        f"{', '.join(f'{1000 * c:.0f}' for c in measured['cpu_without'])}",
+        f"{', '.join(f'{1000 * c:.1f}' for c in measured['cpu_without'])}",
         f"per-write CPU samples (ms), with: "
-        f"{', '.join(f'{1000 * c:.0f}' for c in measured['cpu_with'])}",
+        f"{', '.join(f'{1000 * c:.1f}' for c in measured['cpu_with'])}",
         f"eddy: subscribing took {measured['subscribe_s']:.1f} s over "
         f"{measured['connections']} connections",
         f"statistics(): an embedded node (open_node) with the same {args.ranges:,} "
@@ -445,9 +457,10 @@ def many_intersections(args, scratch: Path) -> None:
 # incremental
 
 
-def http_query_cpu_s(server, path: str, count: int) -> float:
-    """Server CPU seconds per `POST /api/query` of `path` (sequential, one connection)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+def http_query_cpu_s(server_cpu: ThreadCpu, port: int, path: str, count: int) -> list[float]:
+    """Server CPU seconds of each of `count` `POST /api/query` of `path`
+    (sequential, one connection)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     body = json.dumps({"path": path, "args": {}, "format": "json"})
 
     def call() -> None:
@@ -460,12 +473,13 @@ def http_query_cpu_s(server, path: str, count: int) -> float:
 
     for _ in range(20):
         call()  # Warm up the connection and the code paths.
-    before = server.cpu_s()
+    used = []
     for _ in range(count):
+        before = server_cpu.seconds()
         call()
-    used = server.cpu_s() - before
+        used.append(server_cpu.seconds() - before)
     connection.close()
-    return used / count
+    return used
 
 
 def incremental_eddy(args, server) -> dict:
@@ -478,17 +492,24 @@ def incremental_eddy(args, server) -> dict:
     def on_value(index: int, value) -> None:
         latest[index] = value[0]["score"] if value else -1
 
-    async def changes(writer, player, first_score: int, wait_all: bool) -> float:
-        """Server CPU seconds per change over `args.changes` changes."""
-        before = server.cpu_s()
+    server_cpu = ThreadCpu(server.pid, process_cpu_s)
+
+    async def changes(writer, player, first_score: int, wait_all: bool) -> list[float]:
+        """Server CPU seconds of each of `args.changes` changes."""
+        used = []
         for change in range(args.changes):
             score = first_score + change
+            before = server_cpu.seconds()
             await writer.mutation("live:set_score", {"player": player, "score": score})
             if wait_all:
                 with trio.fail_after(UPDATE_S_MAX):
                     while sum(1 for s in latest.values() if s == score) < args.top_subscriptions:
                         await trio.sleep(0.001)
-        return (server.cpu_s() - before) / args.changes
+            # Then until the server is quiet (its last frames written), so
+            # each sample holds the whole of its change.
+            await trio.sleep(CHANGE_SETTLE_S)
+            used.append(server_cpu.seconds() - before)
+        return used
 
     async def main() -> dict:
         async with connect(server.url) as writer:
@@ -516,8 +537,11 @@ def incremental_eddy(args, server) -> dict:
         return {"cpu_alone": cpu_alone, "cpu_with": cpu_with, "seed_s": seed_s}
 
     measured = trio.run(main)
-    measured["query_cpu"] = http_query_cpu_s(server, "live:top_scores", args.queries)
-    measured["nothing_cpu"] = http_query_cpu_s(server, "live:nothing", args.queries)
+    measured["query_cpu"] = http_query_cpu_s(server_cpu, server.port, "live:top_scores",
+                                             args.queries)
+    measured["nothing_cpu"] = http_query_cpu_s(server_cpu, server.port, "live:nothing",
+                                               args.queries)
+    measured["resolution"] = server_cpu.resolution
     return measured
 
 
@@ -532,12 +556,20 @@ def incremental(args, scratch: Path) -> None:
         unavailable = common.eddy_unavailable(error, args.debug)
         common.print_report("Incremental", [Row("CPU per change", unavailable, unavailable)])
         return
-    per_subscription_us = 1e6 * (measured["cpu_with"] - measured["cpu_alone"]) \
-        / args.top_subscriptions
-    rerun_us = 1e6 * (measured["query_cpu"] - measured["nothing_cpu"])
-    rerun_http_us = 1e6 * measured["query_cpu"]
+    with_s, with_half = mean_interval(measured["cpu_with"])
+    alone_s, alone_half = mean_interval(measured["cpu_alone"])
+    query_s, query_half = mean_interval(measured["query_cpu"])
+    nothing_s, nothing_half = mean_interval(measured["nothing_cpu"])
+    count = args.top_subscriptions
+    per_subscription_us = 1e6 * (with_s - alone_s) / count
+    per_subscription_half = 1e6 * math.hypot(with_half, alone_half) / count
+    rerun_us = 1e6 * (query_s - nothing_s)
+    rerun_half = 1e6 * math.hypot(query_half, nothing_half)
+    rerun_http_us = 1e6 * query_s
+    ratio_low, ratio_high = ratio_interval((rerun_us, rerun_half),
+                                           (per_subscription_us, per_subscription_half))
     rows = [Row(f"top 10 of {args.rows:,} rows: CPU per sub per change", Figure(rerun_us, "us", 0),
-                Figure(per_subscription_us, "us", 0), target=">= 50x lower",
+                Figure(per_subscription_us, "us", 1), target=">= 50x lower",
                 ratio_text=(f"{rerun_us / per_subscription_us:.2f}x lower"
                             if per_subscription_us > 0 else "-"))]
     notes = [
@@ -545,11 +577,16 @@ def incremental(args, scratch: Path) -> None:
         f"{args.top_subscriptions} distinct subscriptions, {args.changes} changes, each "
         f"changing every subscription's result",
         f"eddy column: (server CPU per change with the subscriptions "
-        f"{1000 * measured['cpu_with']:.2f} ms - without {1000 * measured['cpu_alone']:.2f} ms)"
-        f" / {args.top_subscriptions}",
+        f"{1000 * with_s:.3f} +- {1000 * with_half:.3f} ms - without {1000 * alone_s:.3f} +- "
+        f"{1000 * alone_half:.3f} ms) / {count} = {per_subscription_us:.2f} +- "
+        f"{per_subscription_half:.2f} us (each change sampled alone, with "
+        f"{1000 * CHANGE_SETTLE_S:.0f} ms of quiet after it)",
         f"baseline column: re-running the query from scratch: server CPU per POST "
         f"/api/query of live:top_scores {rerun_http_us:.0f} us - of live:nothing "
-        f"{1e6 * measured['nothing_cpu']:.0f} us ({args.queries} calls each)",
+        f"{1e6 * nothing_s:.0f} us = {rerun_us:.0f} +- {rerun_half:.0f} us "
+        f"({args.queries} calls each)",
+        f"server CPU read at {measured['resolution']} resolution; +- is a 95% confidence "
+        f"interval of the mean; the ratio lies between {ratio_low:.1f}x and {ratio_high:.1f}x",
         "the eddy column is whatever the node does for a re-evaluation today (reads "
         "served from views kept from the commit deltas, and the fast path of "
         "engine/view_reads.py where it applies)",
@@ -724,8 +761,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shared", action="store_true",
                         help="observe-insert: identical subscriptions per channel (shared)")
     parser.add_argument("--ranges", type=int, default=20_000, help="many-intersections")
-    parser.add_argument("--writes", type=int, default=50,
-                        help="many-intersections (CPU is read in 10 ms ticks: many writes)")
+    parser.add_argument("--writes", type=int, default=100,
+                        help="many-intersections: writes measured per column")
     parser.add_argument("--rows", type=int, default=100_000, help="incremental")
     parser.add_argument("--top-subscriptions", type=int, default=100, help="incremental")
     parser.add_argument("--changes", type=int, default=100, help="incremental")

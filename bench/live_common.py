@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -20,6 +23,60 @@ class Figure:
         if self.unit == "":
             return f"{self.value:,.0f}"
         return f"{self.value:,.{self.digits}f} {self.unit}"
+
+
+class ThreadCpu:
+    """CPU seconds of a process so far, at nanosecond resolution.
+
+    /proc/<pid>/stat counts CPU in 10 ms ticks, too coarse for a write that
+    costs a few milliseconds; each thread's /proc/<pid>/task/<tid>/schedstat
+    starts with its time on a CPU in nanoseconds (user and system). A thread
+    that exits takes its figure with it, so the last figure read of every
+    thread ever seen is kept: what an exiting thread ran after the previous
+    reading is lost (the server's worker threads are long-lived). Falls back
+    to the ticks where schedstat is missing.
+    """
+
+    def __init__(self, pid: int, coarse) -> None:
+        self.pid = pid
+        self.coarse = coarse  # the 10 ms reading (bench_ws.process_cpu_s)
+        self.seen_ns: dict[str, int] = {}
+        self.precise = os.path.exists(f"/proc/{pid}/task/{pid}/schedstat")
+
+    def seconds(self) -> float:
+        if not self.precise:
+            return self.coarse(self.pid)
+        folder = f"/proc/{self.pid}/task"
+        for tid in os.listdir(folder):
+            try:
+                with open(f"{folder}/{tid}/schedstat") as handle:
+                    self.seen_ns[tid] = int(handle.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile: its last figure stays
+        return sum(self.seen_ns.values()) / 1e9
+
+    @property
+    def resolution(self) -> str:
+        return "ns (schedstat)" if self.precise else "10 ms ticks (/proc/<pid>/stat)"
+
+
+def mean_interval(samples: list[float]) -> tuple[float, float]:
+    """The mean of `samples` and the half-width of its 95% confidence interval
+    (normal approximation: 1.96 standard errors; 0 for fewer than 2 samples)."""
+    mean = statistics.fmean(samples)
+    if len(samples) < 2:
+        return mean, 0.0
+    return mean, 1.96 * statistics.stdev(samples) / math.sqrt(len(samples))
+
+
+def ratio_interval(numerator: tuple[float, float],
+                   denominator: tuple[float, float]) -> tuple[float, float]:
+    """The range of a ratio of two means given as (mean, half-width): its
+    lowest and highest value with both means inside their intervals."""
+    (top, top_half), (bottom, bottom_half) = numerator, denominator
+    low = (top - top_half) / (bottom + bottom_half) if bottom + bottom_half > 0 else math.inf
+    high = (top + top_half) / (bottom - bottom_half) if bottom - bottom_half > 0 else math.inf
+    return low, high
 
 
 def now_ns() -> int:

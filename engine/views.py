@@ -67,10 +67,15 @@ class View:
         users: subscriptions holding this view; the ViewSet drops it at 0.
         version: raised on every change of the rows, so results computed
             from them can be cached per version.
+        documents: key -> (packed, unpacked document) of rows a fast result
+            unpacked (engine/view_reads.py `fast_result`), so the next one
+            unpacks only the rows that changed; an entry goes with its row.
+            The documents are shared by the results made from them, which
+            nobody mutates (one result already serves many sessions).
     """
 
     __slots__ = ("key", "index", "lo", "hi", "descending", "limit", "keys", "rows", "key_of",
-                 "edge", "users", "version")
+                 "edge", "users", "version", "documents")
 
     def __init__(self, key: ViewKey, rows: Iterable[Row], exhausted: bool) -> None:
         self.key = key
@@ -86,6 +91,7 @@ class View:
         self.edge: bytes | None = None
         self.users = 0
         self.version = 0
+        self.documents: dict[bytes, tuple[bytes, object]] = {}
         if not exhausted:
             assert self.limit is not None and len(self.keys) == self.limit, \
                 "a view that stopped early holds exactly `limit` rows"
@@ -95,6 +101,7 @@ class View:
         assert self.keys == sorted(self.rows) and len(self.keys) == len(self.key_of)
         assert all(self.key_of[i] == k for k, (i, _) in self.rows.items())
         assert all(self._in_range(k) for k in self.keys)
+        assert all(self.rows[k][1] is packed for k, (packed, _) in self.documents.items())
         if self.limit is None:
             assert self.edge is None
         else:
@@ -157,6 +164,7 @@ class View:
             if old_key is not None:
                 del rows[old_key]
                 del keys[bisect.bisect_left(keys, old_key)]
+                self.documents.pop(old_key, None)
                 changed = True
             if new_key is None or new_key < lo or (hi is not None and new_key >= hi):
                 continue
@@ -182,6 +190,7 @@ class View:
             for key in dropped:
                 internal_id, _ = self.rows.pop(key)
                 del self.key_of[internal_id]
+                self.documents.pop(key, None)
             self.keys = self.keys[:limit] if not self.descending else self.keys[extra:]
             self._set_edge()
             return 0

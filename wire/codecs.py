@@ -27,6 +27,7 @@ import json
 from typing import Any
 
 from engine.errors import EddyError, ErrorCode
+from engine.subscriptions import msgpack_array_header
 from engine.values import check_value, from_convex_json, pack, to_clean_json, to_convex_json, unpack
 from wire import messages as session
 
@@ -582,3 +583,49 @@ def load_msgpack_frame(data: bytes) -> Any:
 def dump_msgpack_frame(obj: Any) -> bytes:
     """A frame object as msgpack bytes."""
     return pack(obj)
+
+
+def dump_server_frame(message: Any, style: _Style) -> str | bytes:
+    """A server message as the frame `style` sends: JSON text, or msgpack bytes.
+
+    A msgpack Transition is written field by field so that each QueryUpdated
+    whose outcome holds its packed value (QueryUpdated.source) carries those
+    bytes as they are: one result shared by many sessions is packed once,
+    not once per Transition. The frame decodes to what
+    `encode_server_message` gives.
+    """
+    if style is JSON_STYLE:
+        return dump_json_frame(encode_server_message(message, style))
+    if style.name != "msgpack" or not isinstance(message, session.Transition):
+        return dump_msgpack_frame(encode_server_message(message, style))
+    parts = [_TRANSITION_HEAD,
+             pack(_encode_version(message.start_version, style)), _END_VERSION_KEY,
+             pack(_encode_version(message.end_version, style)), _MODIFICATIONS_KEY,
+             msgpack_array_header(len(message.modifications))]
+    for item in message.modifications:
+        source = getattr(item, "source", None)
+        if source is None:
+            parts.append(pack(_encode_state_modification(item, style)))
+            continue
+        parts += [_UPDATED_HEAD, pack(item.query_id), _VALUE_KEY, source.packed_value()]
+        if not item.log_lines and item.journal is None:
+            parts.append(_UPDATED_PLAIN_TAIL)
+        else:
+            parts += [_LOG_LINES_KEY, pack(list(item.log_lines)), _JOURNAL_KEY, pack(item.journal)]
+    parts += [_CLOCK_SKEW_KEY, pack(message.client_clock_skew), _SERVER_TS_KEY,
+              pack(message.server_ts)]
+    return b"".join(parts)
+
+
+# The constant pieces of a msgpack Transition (`dump_server_frame`), in the
+# field order of `encode_server_message`: maps of 6 and 5 entries.
+_TRANSITION_HEAD = b"\x86" + pack("type") + pack("Transition") + pack("startVersion")
+_END_VERSION_KEY = pack("endVersion")
+_MODIFICATIONS_KEY = pack("modifications")
+_CLOCK_SKEW_KEY = pack("clientClockSkew")
+_SERVER_TS_KEY = pack("serverTs")
+_UPDATED_HEAD = b"\x85" + pack("type") + pack("QueryUpdated") + pack("queryId")
+_VALUE_KEY = pack("value")
+_LOG_LINES_KEY = pack("logLines")
+_JOURNAL_KEY = pack("journal")
+_UPDATED_PLAIN_TAIL = _LOG_LINES_KEY + pack([]) + _JOURNAL_KEY + pack(None)

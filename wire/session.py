@@ -716,7 +716,8 @@ class SyncSession:
         journal = outcome.journal
         self.queries[query_id].journal = journal
         if outcome.error is None:
-            return QueryUpdated(query_id, outcome.value, list(outcome.log_lines), journal)
+            return QueryUpdated(query_id, outcome.value, list(outcome.log_lines), journal,
+                                outcome if hasattr(outcome, "packed_value") else None)
         message, data, has_data = outcome.error
         return QueryFailed(query_id, message, list(outcome.log_lines), journal, has_data,
                            data if has_data else None)

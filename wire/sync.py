@@ -264,10 +264,7 @@ class Connection:
     def _queue(self, message: Any) -> None:
         if self.close_frame is not None:
             return
-        style = self.style or JSON_STYLE
-        obj = codecs.encode_server_message(message, style)
-        frame = (codecs.dump_json_frame(obj) if style is JSON_STYLE
-                 else codecs.dump_msgpack_frame(obj))
+        frame = codecs.dump_server_frame(message, self.style or JSON_STYLE)
         is_transition = isinstance(message, core.Transition)
         try:
             self.outgoing_send.send_nowait((frame, is_transition))

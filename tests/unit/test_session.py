@@ -513,6 +513,30 @@ def test_msgpack_frames_round_trip_with_native_values():
                                             NATIVE_STYLE) == message
 
 
+def test_msgpack_transitions_splice_packed_outcomes_byte_for_byte():
+    """A msgpack Transition written with the outcomes' packed values is the
+    very frame that packing the encoded message gives."""
+    from engine.values import pack
+    fast = QueryOutcome(5, [{"a": 1}, {"b": [1.5, b"x"]}])
+    fast._fingerprint = (b"\x94" + pack(fast.value) + pack(None) + pack([]) + pack(None))
+    outcomes = [fast, QueryOutcome(5, {"k": "v"}, log_lines=["[LOG] 'x'"], journal="j"),
+                QueryOutcome(5, list(range(20)))]
+    modifications = [s.QueryUpdated(i, o.value, list(o.log_lines), o.journal, o)
+                     for i, o in enumerate(outcomes)]
+    modifications += [s.QueryUpdated(7, "plain", [], None), s.QueryRemoved(8),
+                      s.QueryFailed(9, "e", [], None, True, {"x": 1})]
+    transition = s.Transition(s.StateVersion(0, 0, 0), s.StateVersion(1, 2, 2**62),
+                              modifications, 1.5, 9)
+    frame = codecs.dump_server_frame(transition, NATIVE_STYLE)
+    assert frame == codecs.dump_msgpack_frame(codecs.encode_server_message(transition,
+                                                                           NATIVE_STYLE))
+    assert [o.packed_value() for o in outcomes] == [pack(o.value) for o in outcomes]
+    assert codecs.decode_server_message(codecs.load_msgpack_frame(frame),
+                                        NATIVE_STYLE) == transition
+    text = codecs.dump_server_frame(transition, JSON_STYLE)
+    assert text == codecs.dump_json_frame(codecs.encode_server_message(transition, JSON_STYLE))
+
+
 # --------------------------------------------------------------------- time
 
 def test_ping_after_fifteen_seconds_of_silence():
