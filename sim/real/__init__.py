@@ -8,5 +8,7 @@
   the simulator's protocol clients (sim/clients.py) speak through;
 - `sim/real/run.py`: one run, its phases and its fault schedule;
 - `sim/real/checks.py`: the checks that make sense with real time, most of
-  them the simulator's own checkers fed from the real run.
+  them the simulator's own checkers fed from the real run;
+- `sim/real/serve.py`: `eddy dev` with one of the node's planted bugs
+  (sim/bugs.py), started instead of `eddy dev` when EDDY_SIM_BUG is set.
 """

@@ -63,8 +63,11 @@ class DevProcess:
             incarnation; its logs are `run-N.out` and `run-N.err`).
     """
 
-    def __init__(self, app_dir: Path, data_dir: Path, log_dir: Path) -> None:
+    def __init__(self, app_dir: Path, data_dir: Path, log_dir: Path,
+                 bug: str | None = None, seed: int = 0) -> None:
         self.app_dir = app_dir
+        self.bug = bug
+        self.seed = seed
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.port = free_port()
@@ -101,9 +104,7 @@ class DevProcess:
             with open(self.log_dir / f"run-{self.start_count}.out", "wb") as out, \
                     open(self.log_dir / f"run-{self.start_count}.err", "wb") as err:
                 self.process = await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "wire.cli", "dev", str(self.app_dir),
-                     "--port", str(self.port), "--data", str(self.data_dir)],
-                    cwd=REPO_ROOT, stdout=out, stderr=err,
+                    self.command(), cwd=REPO_ROOT, stdout=out, stderr=err,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             try:
                 if await self._wait_ready(deadline):
@@ -116,6 +117,14 @@ class DevProcess:
             if "Address already in use" not in self.log_text() or trio.current_time() > deadline:
                 raise ProcessFailed(f"eddy dev exited on start:\n{self.log_text()}")
             await trio.sleep(0.2)
+
+    def command(self) -> list[str]:
+        """`eddy dev`, or with a bug to plant, the simulator's launcher of it (sim/real/serve.py)."""
+        where = [str(self.app_dir), "--port", str(self.port), "--data", str(self.data_dir)]
+        if self.bug is None:
+            return [sys.executable, "-m", "wire.cli", "dev", *where]
+        return [sys.executable, "-m", "sim.real.serve", *where, "--bug", self.bug,
+                "--seed", str(self.seed)]
 
     async def _wait_ready(self, deadline: float) -> bool:
         """True once the port accepts; False if the process exited first."""

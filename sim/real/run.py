@@ -95,6 +95,7 @@ class RealOptions:
     think_s: float = think_s_mean
     app_dir: str | None = None
     data_dir: str | None = None  # None: a scratch folder, removed after a passing run
+    bug: str | None = None  # a node bug to plant in the process (sim/real/serve.py)
     # A planted hang: the heal pauses the process (SIGSTOP) instead of healing
     # it, so the liveness check and the run's bound must fire (tests).
     hang_at_heal: bool = False
@@ -109,7 +110,8 @@ class RealOptions:
                    f"--clients {self.clients}")
         if self.think_s != think_s_mean:
             command += f" --think {self.think_s * 1000:g}ms"
-        return command + (f" --app {self.app_dir}" if self.app_dir else "")
+        command += f" --app {self.app_dir}" if self.app_dir else ""
+        return f"EDDY_SIM_BUG={self.bug} " + command if self.bug else command
 
 
 @dataclasses.dataclass
@@ -224,7 +226,7 @@ class _RealRun:
         self.workloads = workloads
         self.data_dir = data_dir
         self.app_dir = options.app_dir or SIM_APP_DIR
-        self.process = DevProcess(Path(self.app_dir), data_dir, log_dir)
+        self.process = DevProcess(Path(self.app_dir), data_dir, log_dir, options.bug, options.seed)
         self.schedule = draw_schedule(options.seed, options.faults, options.duration_s)
         self.trace = Trace()
         self.log = SubscriptionLog()
@@ -360,8 +362,8 @@ class _RealRun:
 
     async def _inject_kind(self, events: list[FaultEvent], started_s: float) -> None:
         """One kind's faults in order; one that falls due while the last of
-        its kind still holds waits for it. A pause of a process that is down
-        is skipped (there is nothing to stop)."""
+        its kind still holds waits for it, and a pause waits for a killed
+        process to be back (there is nothing to stop)."""
         for event in events:
             await trio.sleep_until(started_s + event.at_s)
             if event.kind == "kill":
@@ -369,7 +371,9 @@ class _RealRun:
                 await self.process.kill()
                 await trio.sleep(event.hold_s)
                 await self._start()
-            elif self.process.process is not None and not self.process.paused:
+            else:
+                while self.process.process is None or self.process.paused:
+                    await trio.sleep(watch_interval_s)  # down: killed and not yet restarted
                 self.injected.append((event.kind, trio.current_time()))
                 self.process.pause()
                 await trio.sleep(event.hold_s)

@@ -4,7 +4,8 @@ against a real `eddy dev` process, with SIGKILL and SIGSTOP as faults.
 A short run with kills and pauses must pass every check; its record, doctored
 (an acknowledged write deleted from a copy of its data folder, a read of the
 list-append history rewritten, a subscription value changed), must fail the
-checker meant to catch each; and a process that hangs at the heal must end
+checker meant to catch each; a bug planted in the process (the sequencer
+skipping read validation) must fail the run; and a process that hangs at the heal must end
 the run as a liveness failure within its bound. A failing run prints the
 command that reruns its seed (the same operations and fault schedule, not the
 same interleaving: real time is not simulated).
@@ -110,6 +111,18 @@ def test_a_subscription_value_unlike_time_travel_fails_the_oracle(passing_run, t
     snapshot.results[0] = (query_id, path, args, ok, {"doctored": value})
     verdicts = _recheck(passing_run, tmp_path, log=log)
     assert verdicts["subscriptions: values equal time travel at their ts"] is False
+
+
+@pytest.mark.slow
+def test_a_node_that_skips_read_validation_fails_a_real_run(tmp_path):
+    """skipped-read-validation planted in the real process (sim/real/serve.py) loses updates
+    that the bank, counters and Elle checkers catch: exit 3."""
+    result = run(RealOptions(seed=1, duration_s=6.0, bug="skipped-read-validation",
+                             data_dir=str(tmp_path / "data")))
+    assert result.exit_code == EXIT_SAFETY, _failure_text(result)
+    failed = {check.name for check in result.checks if not check.ok}
+    assert failed & {"bank: conserved total", "counters: distinct values",
+                     "list-append: serializable (Elle: ww/wr/rw/rt cycles)"}, failed
 
 
 @pytest.mark.slow

@@ -336,6 +336,9 @@ experiment rather than a replay. The run is bounded: at most --timeout
 REAL_EPILOG = """\
 Exit codes: 0 passed, 3 safety violation, 4 liveness failure (or the overall
 timeout), 5 crash (eddy dev died by itself or failed to start), 2 bad usage.
+EDDY_SIM_BUG=<name> plants one of the node's bugs (see `eddy sim bugs`) in
+the process, which is then started by the simulator's launcher of eddy dev
+(sim/real/serve.py) instead of eddy dev itself.
 A failed run keeps its data and the node's logs and prints where they are.
 Workloads: bank, counters, list-append, hot-keys (default: all four), or a
 .py workload file; leaderboard needs the simulator's in-process node.
@@ -378,6 +381,7 @@ def _add_real_command(commands) -> None:
 
 def _real(options: argparse.Namespace) -> int:
     import random
+    from sim.bugs import SERVER_BUGS, selected_bug
     from sim.real.run import RealOptions, check_workloads, run
     kinds = tuple(kind.strip() for kind in options.faults.split(",")
                   if kind.strip() and kind.strip() != "none")
@@ -386,16 +390,21 @@ def _real(options: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown faults {unknown}; the real tier has kill and stop")
         check_workloads(options.workload)
+        bug = selected_bug()
+        if bug in SERVER_BUGS:
+            raise ValueError(f"bug {bug} is planted in the simulator's sync endpoint; the real "
+                             f"tier plants the node's bugs only")
     except ValueError as error:
         return _usage_error(error)
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 2**31)
     real_options = RealOptions(seed=seed, workload=options.workload, faults=kinds,
                                duration_s=options.duration, liveness_s=options.liveness,
                                timeout_s=options.timeout, clients=options.clients,
-                               think_s=options.think, app_dir=options.app, data_dir=options.data)
+                               think_s=options.think, app_dir=options.app, data_dir=options.data,
+                               bug=bug)
     print(f"real-process run: seed {seed}, workload {options.workload}, {options.clients} "
           f"clients, faults {','.join(kinds) or 'none'}, {options.duration:g}s "
-          f"(bounded by {real_options.overall_timeout_s:g}s)")
+          f"(bounded by {real_options.overall_timeout_s:g}s), bug {bug or 'none'}")
     print("real time is not simulated: the seed fixes each client's operations and the fault "
           "schedule, not the interleaving; a rerun is a new experiment, not a replay", flush=True)
     result = run(real_options)
