@@ -173,7 +173,8 @@ class DevProcess:
 
     async def stop(self) -> int | None:
         """Ends the process gracefully (SIGTERM), or with SIGKILL after
-        `stop_timeout_s`; returns its exit code (None if it was down). A checkpoint."""
+        `stop_timeout_s`; returns its exit code (-SIGKILL when it had to be
+        killed, None if it was down). A checkpoint."""
         if self.process is None:
             return None
         self.resume()
@@ -184,7 +185,7 @@ class DevProcess:
             await process.wait()
         if process.poll() is None:
             await self.kill()
-            return None
+            return -signal.SIGKILL
         self.process = None
         self._exiting = False
         return process.returncode

@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import random
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -47,7 +48,7 @@ from engine.world import split_seed
 from sim.clients import ProtocolClient, ProtocolSimClient, SubscriptionLog
 from sim.real.checks import RunRecord, check_run, newest_commit_ts
 from sim.real.network import RealNetwork
-from sim.real.process import DevProcess, ProcessFailed
+from sim.real.process import DevProcess, ProcessFailed, stop_timeout_s
 from sim.run import EXIT_CODES, SIM_APP_DIR
 from sim.trace import Trace
 from sim.workloads import Check, load_workloads
@@ -283,7 +284,10 @@ class _RealRun:
 
     async def _stop(self) -> None:
         code = await self.process.stop()
-        if code not in (0, None):
+        if code == -signal.SIGKILL:
+            self.fail("liveness", f"eddy dev did not exit within {stop_timeout_s:g}s of SIGTERM "
+                                  f"(killed):\n{self.process.log_text()}")
+        elif code not in (0, None):
             self.fail("crash", f"eddy dev exited with code {code} on SIGTERM:\n"
                                f"{self.process.log_text()}")
 

@@ -126,13 +126,19 @@ def test_a_node_that_skips_read_validation_fails_a_real_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_process_hanging_at_the_heal_is_a_liveness_failure_within_the_bound(tmp_path):
+@pytest.mark.parametrize("liveness_s, timeout_s, says", [
+    (3.0, None, "still pending"),  # the liveness phase's bound
+    (60.0, 8.0, "overall timeout of 8s (stuck in: liveness phase)"),  # the whole run's bound
+])
+def test_a_process_hanging_at_the_heal_is_a_liveness_failure_within_the_bound(
+        tmp_path, liveness_s, timeout_s, says):
     """A process left paused after the heal ends the run with exit 4, within its bound."""
     started = time.perf_counter()
-    result = run(RealOptions(seed=1, faults=(), duration_s=2.0, liveness_s=3.0,
-                             hang_at_heal=True, data_dir=str(tmp_path / "data")))
+    result = run(RealOptions(seed=1, faults=(), duration_s=2.0, liveness_s=liveness_s,
+                             timeout_s=timeout_s, hang_at_heal=True,
+                             data_dir=str(tmp_path / "data")))
     assert result.exit_code == EXIT_LIVENESS, _failure_text(result)
-    assert "still pending" in result.explanation or "final ts" in result.explanation
+    assert says in result.explanation, result.explanation
     assert time.perf_counter() - started < 30
 
 
