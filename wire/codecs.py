@@ -607,7 +607,9 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
         if source is None:
             parts.append(pack(_encode_state_modification(item, style)))
             continue
-        parts += [_UPDATED_HEAD, pack(item.query_id), _VALUE_KEY, source.packed_value()]
+        query_id = item.query_id
+        parts += [_UPDATED_HEAD, _FIXINTS[query_id] if 0 <= query_id < 128 else pack(query_id),
+                  _VALUE_KEY, source.packed_value()]
         if not item.log_lines and item.journal is None:
             parts.append(_UPDATED_PLAIN_TAIL)
         else:
@@ -628,4 +630,5 @@ _UPDATED_HEAD = b"\x85" + pack("type") + pack("QueryUpdated") + pack("queryId")
 _VALUE_KEY = pack("value")
 _LOG_LINES_KEY = pack("logLines")
 _JOURNAL_KEY = pack("journal")
+_FIXINTS = [pack(n) for n in range(128)]  # msgpack's one-byte ints: most query ids
 _UPDATED_PLAIN_TAIL = _LOG_LINES_KEY + pack([]) + _JOURNAL_KEY + pack(None)
