@@ -147,8 +147,17 @@ class _SimConnection(sync.Connection):
         # or from the log of an earlier incarnation).
         runs = (key not in server.in_flight and server.results.get(*key) is None
                 and self.node.logged_mutation_result(*key) is None)
-        outcome = await super()._mutate(request_id, path, args, caller, on_decided)
-        if runs and server.log is not None and isinstance(outcome, m.CallSucceeded):
+        committed = []
+
+        def decided(ts: int | None) -> None:
+            committed.append(ts is not None)
+            if on_decided is not None:
+                on_decided(ts)
+        outcome = await super()._mutate(request_id, path, args, caller, decided)
+        # A run that wrote nothing has no effect to repeat (nothing is logged;
+        # a re-send after a restart runs it again, and only that answer is
+        # seen), so only runs that committed count.
+        if runs and any(committed) and server.log is not None and isinstance(outcome, m.CallSucceeded):
             server.log.executions.setdefault(key, []).append((server.incarnation, outcome.ts))
         return outcome
 

@@ -105,6 +105,7 @@ class NodeHost:
         self._snapshot = None  # (volume copy, its generation, its newest commit ts)
         self._stale_armed = None  # a snapshot to restore before the next opening
         self._current_volume = None  # set aside while a stale copy is in place
+        self._served_generation = 0  # the generation of the last opening that served
 
     async def wait_up(self):
         while self.node is None:
@@ -173,6 +174,7 @@ class NodeHost:
                     bugs.plant(self.world.planted_bug, node, self.world)
                     self.trace.event("node_started", self.incarnation, node.latest_ts)
                     self.openings.append((trio.current_time(), node.latest_ts))
+                    self._served_generation = _volume_age(self.world.disk.volume(DATA_DIR))[0]
                     self.node = node
                     self._up.set()
                     self._up = trio.Event()
@@ -209,18 +211,23 @@ class NodeHost:
 
     def stale_storage_fault(self) -> bool:
         """The stale-storage fault (see the class docstring): takes a snapshot
-        if none is held, else restores it at a crash, if it is older than the
-        volume. Returns whether a restore was set off."""
+        if none is held, else restores it at a crash, if it is older than
+        what the process saw: the generation its last opening that served
+        wrote, or its newest published commit. (An opening that died before
+        serving, e.g. killed while paused after its generation record landed,
+        left a newer generation on the volume that no process saw; a copy
+        without it loses nothing.) Returns whether a restore was set off."""
         disk = self.world.disk
         if DATA_DIR not in disk.volumes:
             return False
-        generation, ts = _volume_age(disk.volume(DATA_DIR))
         if self._snapshot is None:
+            generation, ts = _volume_age(disk.volume(DATA_DIR))
             self._snapshot = (disk.snapshot(DATA_DIR), generation, ts)
             self.trace.event("snapshot", generation, ts)
             return False
         snapshot, self._snapshot = self._snapshot, None
-        if snapshot[1:] >= (generation, ts) or self._stale_armed is not None:
+        seen = (self._served_generation, self.published[-1][0] if self.published else 0)
+        if snapshot[1:] >= seen or self._stale_armed is not None:
             return False  # nothing happened since: the copy is not older
         self._stale_armed = snapshot
         self.crash(power_loss=False)

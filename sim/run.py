@@ -78,6 +78,9 @@ class RunOptions:
     bug: str | None = None
     app_dir: str | None = None
     keep_events: bool = False  # keep every event's repr in the result (determinism checks)
+    # False turns every checker off (the in-run update oracle's comparisons
+    # and the checks after the run): bench/bench_sim.py's baseline.
+    checks: bool = True
     # Shrinking (sim/shrink.py): the safety-phase calls ((client, index)) and
     # fault injections ((kind, attempt)) to keep; None keeps all.
     calls: frozenset | None = None
@@ -237,6 +240,9 @@ class _RunState:
         options, world, trace = self.options, self.world, self.trace
         app = _app(options.app_dir or SIM_APP_DIR)
         workloads = load_workloads(options.workload)
+        for workload in workloads:
+            if hasattr(workload, "oracle"):
+                workload.oracle.comparing = options.checks
         self.host = host = NodeHost(world, app, trace)
         plan = draw_plan(world.stream("swarm"), options.faults)
         # Clients of workloads that speak the sync protocol, over a simulated network.
@@ -275,7 +281,7 @@ class _RunState:
                 stack.stop()
             host.stop()
         self.sim_s = trio.current_time()
-        if self.failure is None:
+        if self.failure is None and options.checks:
             await self._check(app, workloads)
 
     async def _safety_and_liveness(self, workloads, clients, injector) -> None:
