@@ -7,6 +7,9 @@ stdout and stderr going to files in the log folder, one pair per start
 once its port accepts a TCP connection: `eddy dev` binds the port only after
 the node has opened its data folder and replayed its log.
 
+The child dies with the harness (Linux's parent-death signal), so a harness
+killed mid-run leaves no server behind.
+
 The faults are signals: `kill` is SIGKILL (nothing is flushed), `pause` is
 SIGSTOP and `resume` SIGCONT. `stop` ends the process gracefully (SIGTERM)
 after resuming it if it was paused, and SIGKILLs it if it does not exit in
@@ -18,10 +21,12 @@ fails (another program took the port meanwhile) is retried until
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -38,8 +43,27 @@ start_timeout_s = 30.0
 stop_timeout_s = 15.0
 # Between readiness probes of a starting process.
 probe_interval_s = 0.05
+# Between two looks at whether a signalled child has exited.
+exit_poll_s = 0.01
 # An HTTP request of the harness itself (the latest ts after the heal).
 request_timeout_s = 10.0
+
+
+async def _wait_exit(process: subprocess.Popen) -> int:
+    """Waits until the child exits and returns its code. A checkpoint (it
+    polls: the child is a plain Popen, see `DevProcess.start`)."""
+    while process.poll() is None:
+        await trio.sleep(exit_poll_s)
+    return process.returncode
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGKILL when the harness dies, so
+    a harness killed mid-run (a test timeout, kill -9) leaves no `eddy dev`
+    behind on a shared machine. Elsewhere the harness's own cleanup is all."""
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessFailed(Exception):
@@ -71,7 +95,7 @@ class DevProcess:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.port = free_port()
-        self.process: trio.Process | None = None
+        self.process: subprocess.Popen | None = None
         self.paused = False
         self.start_count = 0
         self._exiting = False  # set while this object itself ends the process
@@ -103,8 +127,13 @@ class DevProcess:
             self.start_count += 1
             with open(self.log_dir / f"run-{self.start_count}.out", "wb") as out, \
                     open(self.log_dir / f"run-{self.start_count}.err", "wb") as err:
-                self.process = await trio.lowlevel.open_process(
+                # Started from trio's own thread, not a worker thread (as
+                # trio.lowlevel.open_process would): Linux sends the
+                # parent-death signal when the *thread* that started the child
+                # ends, and trio's idle worker threads end after a while.
+                self.process = subprocess.Popen(
                     self.command(), cwd=REPO_ROOT, stdout=out, stderr=err,
+                    preexec_fn=_die_with_parent,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             try:
                 if await self._wait_ready(deadline):
@@ -148,7 +177,7 @@ class DevProcess:
         self._exiting = True
         self.process.kill()
         with trio.CancelScope(shield=True):
-            await self.process.wait()
+            await _wait_exit(self.process)
         self.process = None
         self.paused = False
         self._exiting = False
@@ -182,7 +211,7 @@ class DevProcess:
         self._exiting = True
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(stop_timeout_s):
-            await process.wait()
+            await _wait_exit(process)
         if process.poll() is None:
             await self.kill()
             return -signal.SIGKILL
