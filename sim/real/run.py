@@ -2,9 +2,11 @@
 
 Theory of operation. The run starts `eddy dev` on the reference app (or
 `--app`) with a scratch data folder and a free loopback port
-(sim/real/process.py), connects one protocol client per simulated client
-(`sim.clients.ProtocolClient` over real WebSockets, sim/real/network.py),
-and goes through the simulator's phases in real time:
+(sim/real/process.py), connects one client per simulated client, over real
+WebSockets: the simulator's protocol client (`sim.clients.ProtocolClient`,
+sim/real/network.py), or for every other client of a workload that does not
+drive subscriptions itself, Eddy's own Python client (wire/client.py,
+sim/real/pyclient.py); and goes through the simulator's phases in real time:
 
 1. Setup: each workload's `setup`, fault-free.
 2. Safety phase (`duration_s`): every client steps its workload in a loop
@@ -49,6 +51,7 @@ from sim.clients import ProtocolClient, ProtocolSimClient, SubscriptionLog
 from sim.real.checks import RunRecord, check_run, newest_commit_ts
 from sim.real.network import RealNetwork
 from sim.real.process import DevProcess, ProcessFailed, stop_timeout_s
+from sim.real.pyclient import PythonClient
 from sim.run import EXIT_CODES, SIM_APP_DIR
 from sim.trace import Trace
 from sim.workloads import Check, load_workloads
@@ -97,6 +100,7 @@ class RealOptions:
     app_dir: str | None = None
     data_dir: str | None = None  # None: a scratch folder, removed after a passing run
     bug: str | None = None  # a node bug to plant in the process (sim/real/serve.py)
+    python_clients: bool = True  # some clients call through wire/client.py (sim/real/pyclient.py)
     # A planted hang: the heal pauses the process (SIGSTOP) instead of healing
     # it, so the liveness check and the run's bound must fire (tests).
     hang_at_heal: bool = False
@@ -109,6 +113,8 @@ class RealOptions:
         command = (f"eddy sim real --seed {self.seed} --workload {self.workload} --faults "
                    f"{','.join(self.faults) or 'none'} --duration {self.duration_s:g}s "
                    f"--clients {self.clients}")
+        if not self.python_clients:
+            command += " --no-python-client"
         if self.think_s != think_s_mean:
             command += f" --think {self.think_s * 1000:g}ms"
         command += f" --app {self.app_dir}" if self.app_dir else ""
@@ -243,6 +249,7 @@ class _RealRun:
         self.issuing = True
         self.network: RealNetwork | None = None
         self.record: RunRecord | None = None
+        self.protocol_ids: list[int] = []  # clients of the sync protocol core (the rest: wire/client.py)
 
     def fail(self, kind: str, explanation: str) -> None:
         if self.failure is None:
@@ -302,15 +309,31 @@ class _RealRun:
                 cancel_scope.cancel()
                 return
 
+    def speaks_python(self, client_id: int) -> bool:
+        """Whether a client calls through wire/client.py: every other client
+        of each workload (the second, fourth, ...), unless the workload
+        drives subscriptions itself (`protocol = True`, hot-keys)."""
+        workload = self.workloads[client_id % len(self.workloads)]
+        return (self.options.python_clients and getattr(workload, "protocol", False) is not True
+                and (client_id // len(self.workloads)) % 2 == 1)
+
     async def _drive(self, nursery: trio.Nursery) -> None:
         options = self.options
         self.network = RealNetwork(self.process.url, nursery)
-        protocols = [ProtocolClient(n, self.network, self.stream("protocol", n), self.trace, self.log)
-                     for n in range(options.clients)]
-        clients = [ProtocolSimClient(n, None, self.stream("client", n), self.history, self.trace,
-                                     protocol) for n, protocol in enumerate(protocols)]
-        for protocol in protocols:
-            nursery.start_soon(protocol.run)
+        clients, protocols = [], []
+        for n in range(options.clients):
+            if self.speaks_python(n):
+                client = PythonClient(n, self.process.url, self.stream("client", n), self.history)
+                nursery.start_soon(client.run)
+            else:
+                protocol = ProtocolClient(n, self.network, self.stream("protocol", n), self.trace,
+                                          self.log)
+                protocols.append(protocol)
+                nursery.start_soon(protocol.run)
+                client = ProtocolSimClient(n, None, self.stream("client", n), self.history,
+                                           self.trace, protocol)
+            clients.append(client)
+        self.protocol_ids = [protocol.id for protocol in protocols]
         self.phase = "setup"
         for workload in self.workloads:
             await workload.setup(clients[0])
@@ -419,7 +442,7 @@ class _RealRun:
             history=self.history, log=self.log, healed_s=self.healed_s, workloads=self.workloads,
             app_dir=self.app_dir, reference_app=self.options.app_dir is None,
             data_dir=self.data_dir, log_dir=self.process.log_dir, openings=self.openings,
-            client_ids=list(range(self.options.clients)))
+            client_ids=self.protocol_ids)
         checks, self.commit_count = await check_run(self.record)
         self.checks = checks
         failed = [check for check in checks if not check.ok]

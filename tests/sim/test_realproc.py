@@ -60,7 +60,8 @@ def _recheck(result, tmp_path, **changes) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_kills_and_pauses_of_a_real_process_pass_every_check(passing_run):
-    """A 12 s run with SIGKILLs, restarts and SIGSTOP pauses passes every check."""
+    """A 12 s run with SIGKILLs, restarts and SIGSTOP pauses, through the simulator's protocol
+    client and Eddy's Python client, passes every check."""
     result = passing_run
     assert result.failure is None, _failure_text(result)
     assert result.exit_code == EXIT_OK
@@ -69,6 +70,10 @@ def test_kills_and_pauses_of_a_real_process_pass_every_check(passing_run):
     assert len(result.checks) >= 15 and all(check.ok for check in result.checks)
     acknowledged = [op for op in result.record.history if op.status == "ok"]
     assert len(acknowledged) >= 100, f"only {len(acknowledged)} calls acknowledged"
+    # Some clients called through wire/client.py, and their mutations carry commit ts.
+    python_writes = [op for op in acknowledged if op.client not in result.record.client_ids
+                     and op.kind == "mutation"]
+    assert len(python_writes) >= 10 and all(op.ts for op in python_writes)
     assert result.wall_s < RUN_DURATION_S + 30
 
 

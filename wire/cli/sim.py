@@ -316,8 +316,9 @@ def _bugs(options: argparse.Namespace) -> int:
 REAL_DESCRIPTION = """\
 Runs the simulator's workloads and checkers against a real `eddy dev`
 process: the reference app (or --app) on a free loopback port with a scratch
-data folder, one client per --clients speaking the sync protocol over real
-WebSockets. During the safety phase (--duration) the seed's fault schedule
+data folder, --clients clients speaking the sync protocol over real
+WebSockets (the simulator's protocol client, and for every other client of
+bank, counters and list-append Eddy's Python client, wire/client.py). During the safety phase (--duration) the seed's fault schedule
 sends SIGKILL (then a restart on the same data folder) and SIGSTOP (then
 SIGCONT after a pause); then the faults heal, every pending call must
 complete (--liveness), every client must reach the latest ts, the process is
@@ -375,6 +376,10 @@ def _add_real_command(commands) -> None:
     real.add_argument("--data", metavar="DIR", default=None,
                       help="keep the data folder here (default: a scratch folder, removed "
                            "after a passing run)")
+    real.add_argument("--no-python-client", action="store_true",
+                      help="every client speaks through the simulator's protocol client (by "
+                           "default every other client of bank, counters and list-append calls "
+                           "through Eddy's Python client, wire/client.py)")
     real.add_argument("--verbose", action="store_true", help="print full failure explanations")
     real.set_defaults(handler=_real)
 
@@ -401,7 +406,7 @@ def _real(options: argparse.Namespace) -> int:
                                duration_s=options.duration, liveness_s=options.liveness,
                                timeout_s=options.timeout, clients=options.clients,
                                think_s=options.think, app_dir=options.app, data_dir=options.data,
-                               bug=bug)
+                               bug=bug, python_clients=not options.no_python_client)
     print(f"real-process run: seed {seed}, workload {options.workload}, {options.clients} "
           f"clients, faults {','.join(kinds) or 'none'}, {options.duration:g}s "
           f"(bounded by {real_options.overall_timeout_s:g}s), bug {bug or 'none'}")
