@@ -282,6 +282,9 @@ class SubscriptionActor:
 
     def _hit_by(self, commits: list[Commit]) -> _Hits:
         """The subscriptions the commits touch, grouped for `_advance`."""
+        if len(commits) == 1 and commits[0].write_keys is not None:
+            # One commit (the usual group): admit's own keys, as they are.
+            return _group_hits(self.registry.stab(commits[0].write_keys))
         write_keys: WriteKeys = {}
         for commit in commits:
             if commit.write_keys is None:
@@ -329,7 +332,7 @@ class SubscriptionActor:
                     results[session_id] = {query_id: outcome}
                 else:
                     session_results[query_id] = outcome
-        for session_id in list(self._waiting):
+        for session_id in list(self._waiting) if self._waiting else ():
             session = self._sessions.get(session_id)
             requested_ts = None if session is None else session.state.requested_ts
             if requested_ts is None or requested_ts <= ts:
@@ -489,17 +492,15 @@ def _fast_evaluation(view, fast, ts: int):
             values.check_value(documents) > limits.value_bytes_max:
         return False  # the function's run reports the limit
     (index, lo, hi, descending, _) = view.key
-    read_set = ReadSet()
-    if consumed is None:
-        read_set.add(index, lo, hi)
-    elif descending:
-        read_set.add(index, last_key, hi)
-    else:
-        read_set.add(index, lo, after(last_key))
     if consumed is not None:
         del rows[consumed:]
+        lo, hi = (last_key, hi) if descending else (lo, after(last_key))
+    read_set = ReadSet()
+    read_set.add(index, lo, hi)
     read = Read(view.key[:4] + (consumed,), rows, consumed is None, True)
     outcome = QueryOutcome(ts=ts, value=documents, read_set=read_set)
+    # One range: its merged form (QueryOutcome.ranges) without merging.
+    outcome._ranges = [(index, lo, hi)] if read_set.ranges else []
     if not fast.filtered:
         # The value is the rows as stored, so its fingerprint (the msgpack of
         # [value, error, log lines, journal]) is their packed forms joined:

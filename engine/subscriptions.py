@@ -420,7 +420,7 @@ class SubscriptionRegistry:
             if interval_index is not None and keys:
                 found.update(interval_index.stab_many(keys))
         self.hit_count += len(found)
-        return [self._by_id[i] for i in sorted(found)]
+        return list(map(self._by_id.__getitem__, sorted(found)))
 
     def advance(self, ts: int) -> None:
         """Rule 1: every subscription is now current at `ts`."""
