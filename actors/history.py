@@ -35,9 +35,7 @@ retained ts. From that:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import os
 import shutil
 import tempfile
@@ -222,8 +220,7 @@ class History:
             # History stays readable even when today's schema no longer fits
             # the data, so the node's schema check (a full pass over every
             # document) is skipped.
-            with _collector_paused():
-                node.recover(check_schema=False)
+            node.recover(check_schema=False)
             self._node = node
         return self._node
 
@@ -438,24 +435,6 @@ class History:
         self._load_meta()
         self._node = None
         return report
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while the log is replayed.
-
-    The rebuild allocates millions of long-lived objects (versions, index
-    entries) and no cycles; with the collector on, each young collection
-    re-examines them, which costs a third of the rebuild time. The node does
-    the same after its own replay (actors/node.py `_settle_garbage_collector`).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _unpack(packed: bytes | None) -> dict | None:

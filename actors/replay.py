@@ -20,13 +20,13 @@ import os
 
 import msgpack
 
-from engine import values
 from engine.catalog import Catalog
 from engine.commits import (RETAINED_SINCE_KEY, log_key, parse_catalog_record, parse_log_entry,
                             parse_log_key, ts_key)
 from engine.errors import EddyError, ErrorCode
 from engine.shard import LIVE
 
+from actors.node import collector_paused
 from actors.storage import RocksStore, corrupt
 
 # Mismatches listed before the rest are summed up: a wholly broken state
@@ -79,6 +79,17 @@ def rebuild_catalog(store, index_definitions: dict, mismatches: list | None = No
     catalog = Catalog()
     catalog.set_index_definitions(index_definitions)
     named: set[tuple[int, int]] = set()
+    with collector_paused():
+        _load_commits(store, catalog, retained_since_ts, named, found)
+    for key, _ in store.scan("log"):
+        number, ts = parse_log_key(key)
+        if (number, ts) not in named:
+            found.add(f"log/{number}/{ts}", "a log entry no commit record names")
+    return catalog
+
+
+def _load_commits(store, catalog: Catalog, retained_since_ts: int, named: set, found) -> None:
+    """Loads every log entry the commit records name into `catalog`, in ts order."""
     for key, payload in store.scan("commits"):
         ts = int.from_bytes(key, "big")
         try:
@@ -105,14 +116,9 @@ def rebuild_catalog(store, index_definitions: dict, mismatches: list | None = No
             if shard is None:
                 found.add(where, f"table {number} was never created by a commit")
                 continue
-            shard.apply(ts, [(i, None if p is None else values.unpack(p), p) for i, p in entries])
+            shard.load_logged(ts, entries)
     for shard in catalog.shards.values():
         shard.end_bulk_load()
-    for key, _ in store.scan("log"):
-        number, ts = parse_log_key(key)
-        if (number, ts) not in named:
-            found.add(f"log/{number}/{ts}", "a log entry no commit record names")
-    return catalog
 
 
 def verify_catalog(live: Catalog, store) -> list[Mismatch]:

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import operator
 import struct
+from itertools import repeat
 from typing import Any
 
 from engine.errors import EddyError, ErrorCode
@@ -64,6 +65,7 @@ from engine.errors import EddyError, ErrorCode
 __all__ = [
     "UNDEFINED",
     "encode_key",
+    "encode_keys",
     "encode_index_key",
     "decode_index_key",
     "prefix_successor",
@@ -172,6 +174,65 @@ def encode_key(value: Any) -> bytes:
     raise EddyError(
         ErrorCode.INVALID_VALUE, f"A Python {kind.__name__} cannot be part of an index key"
     )
+
+
+def encode_keys(values: list) -> list:
+    """`encode_key` of each value, in order: the same bytes in fewer Python steps.
+
+    A bulk load (engine/shard.py) encodes one field of thousands of documents
+    at once, and such a field nearly always holds one type throughout. For
+    strings, floats and ints a loop specialised to that type runs two to
+    three times faster than calling `encode_key` per value; anything else, or
+    a value the specialised loop cannot take, goes through `encode_key`, which
+    also raises its errors.
+
+    Args:
+        values: Eddy values or `UNDEFINED`.
+
+    Returns:
+        The encodings, one per value.
+
+    Raises:
+        EddyError: INVALID_VALUE as `encode_key` does.
+    """
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        encode_all = _ENCODERS_BY_TYPE.get(kinds.pop())
+        encoded = None if encode_all is None else encode_all(values)
+        if encoded is not None:
+            return encoded
+    return list(map(encode_key, values))
+
+
+def _encode_strings(strings: list) -> list | None:
+    if "\x00" in "".join(strings):
+        return None  # escaping is rare: leave it to encode_key
+    try:
+        return [_STRING_PREFIX + string.encode() + _STRING_END for string in strings]
+    except UnicodeEncodeError:
+        return None
+
+
+def _encode_floats(floats: list) -> list:
+    count = len(floats)
+    bits = struct.unpack(f">{count}Q", struct.pack(f">{count}d", *floats))
+    if max(bits) < _SIGN:
+        # No sign bit anywhere (no negative float, -0.0 or -NaN): the
+        # transform only sets the sign bit, and map() does that in C.
+        return list(map(_TAGGED_U64.pack, repeat(_FLOAT64_TAG),
+                        map(operator.or_, bits, repeat(_SIGN))))
+    return [_TAGGED_U64.pack(_FLOAT64_TAG, b ^ _ALL_BITS if b & _SIGN else b | _SIGN)
+            for b in bits]
+
+
+def _encode_ints(ints: list) -> list | None:
+    if min(ints) < -_SIGN or max(ints) >= _SIGN:
+        return None
+    return list(map(_TAGGED_U64.pack, repeat(_INT64_TAG), map(operator.add, ints, repeat(_SIGN))))
+
+
+# Only exact types: a bool is not an int here, as in `encode_key`.
+_ENCODERS_BY_TYPE = {str: _encode_strings, float: _encode_floats, int: _encode_ints}
 
 
 def encode_index_key(values: list) -> bytes:

@@ -21,21 +21,39 @@ Rules:
 2. A read at snapshot S sees exactly the versions and keys whose interval
    holds S, so reads at any retained S are immutable and need no locks.
 3. `apply` is only called with T above every ts already applied.
+
+Bulk load (a node's start-up, `eddy replay --verify`). Between
+`begin_bulk_load` and `end_bulk_load` no read happens, so two shortcuts are
+safe: new index keys are collected and sorted once at the end, and
+`load_logged` takes log entries as stored (packed documents) and keeps a run
+of inserts of new documents aside, decoding and indexing them together in
+one pass per field (`bulk_insert_batch_max`). A write that is not such an
+insert first indexes the run, then goes through `apply`'s own path, so the
+state is exactly what `apply` would have built.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import operator
+from itertools import repeat
 from typing import Iterator, Sequence
 
 from sortedcontainers import SortedList
 
 from engine import keys, values
+from engine.errors import EddyError, ErrorCode
 
 LIVE = 1 << 63  # end of an interval that has not ended
 
 BUILTIN_INDEXES = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"]}
+
+# Inserts decoded and indexed together during a bulk load: enough that each
+# batch's per-field passes cost little per document, few enough that the
+# decoded documents of one batch (a few hundred bytes to a few KB each) stay
+# a few MB, whatever the size of the log.
+bulk_insert_batch_max = 2048
 
 
 def field_value(document: dict, path: str):
@@ -58,6 +76,40 @@ def index_fields(user_fields: Sequence[str]) -> list[str]:
 def index_key(document: dict, fields: Sequence[str]) -> bytes:
     """The key of `document` in an index on `fields` (keys.encode_index_key, inlined)."""
     return b"".join([keys.encode_key(field_value(document, field)) for field in fields])
+
+
+def field_values(documents: list[dict], path: str) -> list:
+    """`field_value` of each document (one C-level pass for a top-level field)."""
+    if "." not in path:
+        return list(map(dict.get, documents, repeat(path), repeat(keys.UNDEFINED)))
+    return [field_value(document, path) for document in documents]
+
+
+def _field_keys(documents: list[dict], path: str) -> list[bytes]:
+    return keys.encode_keys(field_values(documents, path))
+
+
+_ARRAY32 = b"\xdd"  # msgpack's header of an array with a 4-byte big-endian length
+
+
+def _unpack_all(packed_documents: Sequence[bytes]) -> list:
+    """`values.unpack` of each packed document, in one call.
+
+    Behind an array header the documents decode as one list: per document,
+    msgpack's per-call set-up and the wrapper's frame cost a fifth of what
+    decoding a small document does. Anything unexpected (a document that
+    is not exactly one msgpack object) decodes one by one instead, which
+    raises the error `values.unpack` raises.
+    """
+    count = len(packed_documents)
+    try:
+        documents = values.unpack(b"".join([_ARRAY32, count.to_bytes(4, "big"),
+                                            *packed_documents]))
+    except EddyError:
+        documents = None
+    if type(documents) is not list or len(documents) != count:
+        return list(map(values.unpack, packed_documents))
+    return documents
 
 
 class IndexState:
@@ -91,6 +143,12 @@ class IndexState:
                 self.pending.append(key)
         else:
             self.life[key] = life + (ts, LIVE)
+
+    def add_new(self, new_keys: list[bytes], lives: list[tuple]) -> None:
+        """`add` of keys this index has never held, during a bulk load;
+        `lives` holds each key's (internal id, ts, LIVE)."""
+        self.life.update(zip(new_keys, lives))
+        self.pending.extend(new_keys)
 
     def remove(self, key: bytes, ts: int) -> None:
         life = self.life[key]
@@ -144,6 +202,9 @@ class ShardState:
             schema index's own fields, for `_keys_of`; replaced with `indexes`.
         last_ts: ts of the newest commit applied.
         live_count: number of documents live at `last_ts`.
+        _run, _run_write_count: during a bulk load, the log entries
+            `load_logged` set aside, as (ts, writes), and their write count;
+            emptied by `_load_run`. None outside a bulk load.
     """
 
     def __init__(self, table_number: int, name: str,
@@ -154,6 +215,8 @@ class ShardState:
         self.indexes: dict[str, IndexState] = {}
         self.last_ts = 0
         self.live_count = 0
+        self._run: list[tuple[int, Sequence]] | None = None
+        self._run_write_count = 0
         self.set_indexes(user_indexes or {})
 
     def validate(self) -> None:
@@ -172,6 +235,7 @@ class ShardState:
 
     def set_indexes(self, user_indexes: dict[str, Sequence[str]]) -> None:
         """Defines the indexes and (re)builds them from every retained version."""
+        assert self._run is None, "indexes redefined during a bulk load"
         definitions = {**BUILTIN_INDEXES,
                        **{name: index_fields(f) for name, f in user_indexes.items()}}
         self.indexes = {name: IndexState(fields) for name, fields in definitions.items()}
@@ -188,16 +252,96 @@ class ShardState:
                 previous = document
 
     def begin_bulk_load(self) -> None:
-        """Defers sorting new index keys until `end_bulk_load` (no reads between)."""
+        """Starts a bulk load (see the module docstring): no reads until `end_bulk_load`."""
         for index in self.indexes.values():
             if index.pending is None:
                 index.pending = []
+        if self._run is None:
+            self._run = []
+            self._run_write_count = 0
 
     def end_bulk_load(self) -> None:
+        if self._run is not None:
+            self._load_run()
+            self._run = None
         for index in self.indexes.values():
             if index.pending:
                 index.keys.update(index.pending)
             index.pending = None
+
+    def load_logged(self, ts: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """`apply` of one log entry during a bulk load, its documents still packed.
+
+        Args:
+            ts: the entry's ts, above every ts applied before.
+            writes: (internal id, packed document or None), as logged.
+        """
+        assert self._run is not None, "load_logged outside a bulk load"
+        assert ts > self.last_ts, "commits applied out of order"
+        self.last_ts = ts
+        self._run.append((ts, writes))
+        self._run_write_count += len(writes)
+        if self._run_write_count >= bulk_insert_batch_max:
+            self._load_run()
+
+    def _load_run(self) -> None:
+        """Applies the entries `load_logged` set aside, in ts order."""
+        run = self._run
+        writes = list(itertools.chain.from_iterable(entry_writes for _, entry_writes in run))
+        columns = self._all_new(writes)
+        if columns is not None:
+            self._insert_new(*columns, list(itertools.chain.from_iterable(
+                repeat(ts, len(entry_writes)) for ts, entry_writes in run)))
+        else:  # not only inserts of new documents: entry by entry
+            for ts, entry_writes in run:
+                columns = self._all_new(entry_writes)
+                if columns is not None:
+                    self._insert_new(*columns, [ts] * len(entry_writes))
+                else:
+                    self._apply_writes(ts, [(i, None if p is None else values.unpack(p), p)
+                                            for i, p in entry_writes], None)
+        run.clear()
+        self._run_write_count = 0
+
+    def _all_new(self, writes: list[tuple[bytes, bytes | None]]) -> tuple | None:
+        """(internal ids, packed documents) if every write inserts a document,
+        each with an id neither seen before nor repeated; else None."""
+        if not writes:
+            return (), ()
+        internal_ids, packed_documents = columns = tuple(zip(*writes))
+        fresh = set(internal_ids)
+        # dict_keys.isdisjoint walks the smaller side; set.isdisjoint(dict)
+        # would walk the whole dict.
+        if (len(fresh) == len(internal_ids) and None not in packed_documents
+                and self.versions.keys().isdisjoint(fresh)):
+            return columns
+        return None
+
+    def _insert_new(self, internal_ids: tuple, packed_documents: tuple,
+                    stamps: list[int]) -> None:
+        """`_apply_writes` of inserts for which `_all_new` holds, `stamps`
+        holding each one's ts: each field is encoded for all at once."""
+        if not internal_ids:
+            return
+        self.versions.update(zip(internal_ids, [[version] for version in
+                                                zip(stamps, packed_documents)]))
+        self.live_count += len(internal_ids)
+        new_keys = self._keys_of_many(_unpack_all(packed_documents))
+        lives = list(zip(internal_ids, stamps, repeat(LIVE)))
+        by_id = self._index_states[0]
+        indexed_count = len(by_id.life)
+        for index, index_keys in zip(self._index_states, new_keys):
+            index.add_new(index_keys, lives)
+        # `add_new` needs keys its index never held. Every key ends with its
+        # document's encoded _id and keys are prefix-free, so a key held
+        # before would share its _id with another document, and by_id would
+        # not have grown by one key per document. A document's _id names its
+        # internal id (engine/ids.py), which `_all_new` found new: only a
+        # damaged log gets here.
+        if len(by_id.life) != indexed_count + len(internal_ids):
+            raise EddyError(ErrorCode.CORRUPT_RECORD,
+                            f"Table {self.name}: a document logged as new has the _id of "
+                            f"another document; the log is damaged.", table=self.name)
 
     def index_fields(self, index: str) -> list[str] | None:
         state = self.indexes.get(index)
@@ -238,6 +382,12 @@ class ShardState:
         if write_keys is not None and writes:
             touched = [write_keys.setdefault((self.table_number, name), [])
                        for name in self.indexes]
+        if self._run:
+            self._load_run()
+        self._apply_writes(ts, writes, touched)
+
+    def _apply_writes(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],
+                      touched: list[list[bytes]] | None) -> None:
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
@@ -268,6 +418,19 @@ class ShardState:
             else:
                 result.append(b"".join([keys.encode_key(field_value(document, field))
                                         for field in fields]) + suffix)
+        return result
+
+    def _keys_of_many(self, documents: list[dict]) -> list[list[bytes]]:
+        """`_keys_of` of many documents, transposed: one list of keys per
+        index, each field encoded for all documents at once."""
+        id_keys = _field_keys(documents, "_id")
+        suffixes = list(map(operator.add, _field_keys(documents, "_creationTime"), id_keys))
+        result = [id_keys, suffixes]
+        for fields in self._user_key_fields:
+            joined = suffixes
+            for field in reversed(fields):
+                joined = map(operator.add, _field_keys(documents, field), joined)
+            result.append(list(joined))
         return result
 
     def _add_keys(self, internal_id: bytes, document: dict, ts: int,

@@ -18,6 +18,7 @@ from engine.keys import (
     decode_index_key,
     encode_index_key,
     encode_key,
+    encode_keys,
     prefix_successor,
 )
 
@@ -295,3 +296,25 @@ def test_undefined_is_a_singleton_with_a_repr():
     assert pickle.loads(pickle.dumps(UNDEFINED)) is UNDEFINED
     assert type(UNDEFINED)() is UNDEFINED
     assert compare(UNDEFINED, None) == -1
+
+
+@given(st.one_of(st.lists(key_values, max_size=6), st.lists(st.text(max_size=6), max_size=6),
+                 st.lists(all_floats, max_size=6),
+                 st.lists(st.integers(INT64_MIN - 2, INT64_MAX + 2), max_size=6)))
+def test_encode_keys_is_encode_key_of_each(items):
+    """encode_keys gives encode_key's bytes for each value, or raises its error."""
+    try:
+        expected = [encode_key(item) for item in items]
+    except EddyError as error:
+        with pytest.raises(EddyError) as raised:
+            encode_keys(items)
+        assert raised.value.code == error.code
+        return
+    assert encode_keys(items) == expected
+
+
+def test_encode_keys_falls_back_for_escapes_and_surrogates():
+    """Strings with NUL bytes are escaped and lone surrogates refused, as encode_key does."""
+    assert encode_keys(["a\x00b", "c"]) == [encode_key("a\x00b"), encode_key("c")]
+    with pytest.raises(EddyError):
+        encode_keys(["ok", "\ud800"])

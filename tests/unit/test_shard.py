@@ -90,3 +90,85 @@ def test_sequencer_conflicts_only_after_the_snapshot():
     state.end(100)
     assert not state.recent
     state.validate()
+
+
+MANY_IDS = [bytes([i]) * 16 for i in range(256)]
+colors = st.one_of(st.integers(0, 3), st.text("ab", max_size=2),
+                   st.dictionaries(st.just("x"), st.integers(0, 2)))
+# Mostly inserts (what the bulk path batches), with updates and deletions
+# (which break a run) mixed in.
+bulk_writes = (st.lists(st.tuples(st.sampled_from(MANY_IDS), colors), max_size=5)
+               | st.lists(st.tuples(st.sampled_from(MANY_IDS), st.none() | colors), max_size=5))
+
+
+def _bulk_document(internal_id, color):
+    document = {"_id": internal_id.hex(), "_creationTime": float(internal_id[0]), "color": color}
+    if isinstance(color, dict):
+        document["nested"] = color
+    return document
+
+
+def _same_state(a: ShardState, b: ShardState) -> None:
+    assert (a.versions, a.live_count, a.last_ts) == (b.versions, b.live_count, b.last_ts)
+    assert a.indexes.keys() == b.indexes.keys()
+    for name, index in a.indexes.items():
+        other = b.indexes[name]
+        assert list(index.keys) == list(other.keys), name
+        assert index.life == other.life, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(bulk_writes, min_size=1, max_size=14), st.integers(1, 6))
+def test_bulk_load_builds_the_state_apply_builds(history, batch_max):
+    """Loading logged entries in bulk gives exactly the state applying them one by one gives."""
+    import engine.shard as shard_module
+
+    user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
+    applied = ShardState(10001, "t", user_indexes)
+    loaded = ShardState(10001, "t", user_indexes)
+    saved, shard_module.bulk_insert_batch_max = shard_module.bulk_insert_batch_max, batch_max
+    try:
+        loaded.begin_bulk_load()
+        for ts, commit in enumerate(history, start=1):
+            batch = {i: None if c is None else _bulk_document(i, c) for i, c in commit}
+            applied.apply(ts, [(i, d, None if d is None else values.pack(d))
+                               for i, d in batch.items()])
+            loaded.load_logged(ts, [(i, None if d is None else values.pack(d))
+                                    for i, d in batch.items()])
+        loaded.end_bulk_load()
+    finally:
+        shard_module.bulk_insert_batch_max = saved
+    loaded.validate()
+    _same_state(applied, loaded)
+
+
+def test_bulk_load_refuses_a_new_document_with_a_known_id():
+    """Two internal ids logged with one _id stop a bulk load with CORRUPT_RECORD."""
+    import pytest
+
+    from engine.errors import EddyError, ErrorCode
+
+    shard = ShardState(10001, "t")
+    shard.begin_bulk_load()
+    document = _bulk_document(IDS[0], 1)
+    shard.load_logged(1, [(IDS[0], values.pack(document))])
+    shard.load_logged(2, [(IDS[1], values.pack(document))])
+    with pytest.raises(EddyError) as raised:
+        shard.end_bulk_load()
+    assert raised.value.code == ErrorCode.CORRUPT_RECORD
+
+
+def test_documents_decode_together_or_fail_as_one_by_one():
+    """Batch decoding equals values.unpack of each, and a malformed document raises its error."""
+    import pytest
+
+    from engine.errors import EddyError, ErrorCode
+    from engine.shard import _unpack_all
+
+    documents = [_bulk_document(i, c) for i, c in zip(IDS, [1, "a", {"x": 2}])]
+    assert _unpack_all([values.pack(d) for d in documents]) == documents
+    assert _unpack_all([]) == []
+    two_in_one = values.pack(documents[0]) + values.pack(documents[1])
+    with pytest.raises(EddyError) as raised:
+        _unpack_all([values.pack(documents[2]), two_in_one])
+    assert raised.value.code == ErrorCode.INVALID_VALUE
