@@ -6,6 +6,8 @@
   resume, stop) on one port and one scratch data folder;
 - `sim/real/network.py`: real WebSockets behind the endpoint interface that
   the simulator's protocol clients (sim/clients.py) speak through;
+- `sim/real/pyclient.py`: workload clients over Eddy's own Python client
+  (wire/client.py);
 - `sim/real/run.py`: one run, its phases and its fault schedule;
 - `sim/real/checks.py`: the checks that make sense with real time, most of
   them the simulator's own checkers fed from the real run;
