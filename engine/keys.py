@@ -204,11 +204,22 @@ def encode_keys(values: list) -> list:
     return list(map(encode_key, values))
 
 
+# Between two string keys in `_encode_strings`: the first one's end, a
+# separator, the second one's tag.
+_STRING_KEYS_JOINER = "\x00\x00\n\x07"
+
+
 def _encode_strings(strings: list) -> list | None:
-    if "\x00" in "".join(strings):
-        return None  # escaping is rare: leave it to encode_key
+    # One join, one encode and one split for the whole list, the keys coming
+    # out of the split. That needs no NUL in any string (NUL is escaped:
+    # rare, left to encode_key) and no "\n" (the separator): counting both
+    # in the joined text, where only the joiners put them, checks it.
+    joints = len(strings) - 1
+    joined = _STRING_KEYS_JOINER.join(strings)
+    if joined.count("\x00") != 2 * joints or joined.count("\n") != joints:
+        return None
     try:
-        return [_STRING_PREFIX + string.encode() + _STRING_END for string in strings]
+        return ("\x07" + joined + "\x00\x00").encode().split(b"\n")
     except UnicodeEncodeError:
         return None
 

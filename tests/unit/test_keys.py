@@ -316,5 +316,7 @@ def test_encode_keys_is_encode_key_of_each(items):
 def test_encode_keys_falls_back_for_escapes_and_surrogates():
     """Strings with NUL bytes are escaped and lone surrogates refused, as encode_key does."""
     assert encode_keys(["a\x00b", "c"]) == [encode_key("a\x00b"), encode_key("c")]
+    assert encode_keys(["a\nb", "", "\n"]) == [encode_key("a\nb"), encode_key(""), encode_key("\n")]
+    assert encode_keys(["é", "\U0001f600"]) == [encode_key("é"), encode_key("\U0001f600")]
     with pytest.raises(EddyError):
         encode_keys(["ok", "\ud800"])
