@@ -100,7 +100,10 @@ def pytest_configure(config) -> None:
             with open(record_path, "a") as f:
                 f.write(json.dumps(_cli_args(options)) + "\n")
         return original(options)
-    sim.run.run = recording
+    # Modules imported already (sim.sweep, by this one) hold the original.
+    for module in [m for name, m in sys.modules.items() if name.startswith("sim.")]:
+        if getattr(module, "run", None) is original:
+            module.run = recording
 
 
 def _cli_args(options: RunOptions) -> list[str]:

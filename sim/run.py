@@ -55,11 +55,11 @@ EXIT_CODES = {None: EXIT_OK, "safety": EXIT_SAFETY, "liveness": EXIT_LIVENESS,
 
 # The reference scenario's think time: a client waits this long on average
 # (exponentially distributed) between one call's answer and its next call.
-# 8 clients offer about 60 calls per simulated second in all (each call
-# takes a few simulated ms), within the 10-100 operations per second Jepsen
-# tests usually run at; calls still overlap (about one in ten finds another
-# in flight on its workload's keys), and `pause_ms` in the reference app
-# widens the windows in which optimistic concurrency must catch conflicts.
+# 8 clients make about 75 calls (60 commits) per simulated second in all,
+# within the 10-100 operations per second Jepsen tests usually run at; calls
+# still overlap (one takes 3 ms at the median, and about one in 16 overlaps
+# another call of its workload), and `pause_ms` in the reference app widens
+# the windows in which optimistic concurrency must catch conflicts.
 # `--think` lowers it to hammer the node (docs/simulation.md, "Speed").
 reference_think_s = 0.1
 

@@ -14,6 +14,7 @@ reach `event`.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 
 checkpoint_events = 1000
@@ -37,7 +38,7 @@ class Trace:
         self.event_count = 0
         self.counts: dict[str, int] = {}
         self.checkpoints: list[str] = []
-        self.recent: list[str] = []
+        self.recent: collections.deque[str] = collections.deque(maxlen=recent_events_max)
 
     def event(self, kind: str, *fields: object) -> None:
         text = repr((kind,) + fields)
@@ -48,8 +49,6 @@ class Trace:
         self.recent.append(text)
         if self.events is not None:
             self.events.append(text)
-        if len(self.recent) > recent_events_max:
-            del self.recent[0]
         if self.event_count % checkpoint_events == 0:
             self.checkpoints.append(self.hexdigest())
 
