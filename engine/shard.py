@@ -279,6 +279,13 @@ class ShardState:
         assert self._run is not None, "load_logged outside a bulk load"
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
+        if writes and (writes[0][1] is None or writes[0][0] in self.versions):
+            # Plainly an update or a deletion (a log of them would only pay
+            # for the run): the run so far, then this entry as `apply` does.
+            if self._run:
+                self._load_run()
+            self._apply_logged(ts, writes)
+            return
         self._run.append((ts, writes))
         self._run_write_count += len(writes)
         if self._run_write_count >= bulk_insert_batch_max:
@@ -298,10 +305,13 @@ class ShardState:
                 if columns is not None:
                     self._insert_new(*columns, [ts] * len(entry_writes))
                 else:
-                    self._apply_writes(ts, [(i, None if p is None else values.unpack(p), p)
-                                            for i, p in entry_writes], None)
+                    self._apply_logged(ts, entry_writes)
         run.clear()
         self._run_write_count = 0
+
+    def _apply_logged(self, ts: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self._apply_writes(ts, [(i, None if p is None else values.unpack(p), p)
+                                for i, p in writes], None)
 
     def _all_new(self, writes: list[tuple[bytes, bytes | None]]) -> tuple | None:
         """(internal ids, packed documents) if every write inserts a document,
@@ -309,13 +319,14 @@ class ShardState:
         if not writes:
             return (), ()
         internal_ids, packed_documents = columns = tuple(zip(*writes))
-        fresh = set(internal_ids)
-        # dict_keys.isdisjoint walks the smaller side; set.isdisjoint(dict)
-        # would walk the whole dict.
-        if (len(fresh) == len(internal_ids) and None not in packed_documents
-                and self.versions.keys().isdisjoint(fresh)):
-            return columns
-        return None
+        # Cheapest refusals first: an update or a deletion fails at once.
+        # (dict_keys.isdisjoint walks its argument, set.isdisjoint would walk
+        # the whole dict.)
+        if None in packed_documents or not self.versions.keys().isdisjoint(internal_ids):
+            return None
+        if len(internal_ids) > 1 and len(set(internal_ids)) < len(internal_ids):
+            return None
+        return columns
 
     def _insert_new(self, internal_ids: tuple, packed_documents: tuple,
                     stamps: list[int]) -> None:
