@@ -20,6 +20,7 @@ import inspect
 import logging
 import random
 import traceback
+import types
 from typing import Any, Callable
 
 import trio
@@ -64,7 +65,7 @@ class FunctionRunner:
             raise EddyError(ErrorCode.INTERNAL_FUNCTION,
                             f"Could not find public function for '{path}': it is internal. "
                             f"Call it from another function, or with the admin key.", path=path)
-        if kind is not None and function.kind.value != kind:
+        if kind is not None and function.kind != kind:  # a str enum: equal to its value
             raise EddyError(ErrorCode.FUNCTION_KIND_MISMATCH,
                             f"'{path}' is a {function.kind.value}, not a {kind}.", path=path)
         return function
@@ -249,8 +250,6 @@ class FunctionRunner:
         Actions have effects outside any transaction, so they always run
         under the scope.
         """
-        limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
-                    else limits.query_user_ms_max)
         ctx = make_ctx()
         lines = ctx.log_lines
         try:
@@ -263,6 +262,8 @@ class FunctionRunner:
                     lines = ctx.log_lines
             scope = None
             if not finished:
+                limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
+                            else limits.query_user_ms_max)
                 with trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000) as scope, \
                         logs.capture(lines):
                     result = function.handler(ctx, **args)
@@ -288,6 +289,8 @@ class FunctionRunner:
             _check_size(result, "Return value")
         except EddyError as error:
             raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
+        if function.returns is None:
+            return result, ctx
         return validate_returns(function, result, self.node.catalog.table_name), ctx
 
 
@@ -296,7 +299,7 @@ def _run_without_suspending(result) -> tuple[bool, Any]:
     suspending; (False, None) if it tried to suspend, after abandoning it
     (closing a coroutine runs its `finally` blocks and exits its cancel
     scopes in order; the scheduler never saw it)."""
-    if not inspect.iscoroutine(result):
+    if type(result) is not types.CoroutineType:  # not inspect.iscoroutine: a call less
         if inspect.isawaitable(result):
             return False, None  # some other awaitable: run it properly, under the scope
         return True, result

@@ -78,26 +78,33 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
         return conflict_ts
     ts = sequencer.next_ts(now_ns)
     write_keys: WriteKeys = {}
+    # Each document is packed once, here: the shard keeps these bytes and
+    # the log entry carries them.
+    pack = values.pack
     by_table: dict[int, list[tuple[bytes, dict | None, bytes | None]]] = {}
+    logged: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for (number, internal_id), document in txn.writes.items():
-        packed = None if document is None else values.pack(document)
-        by_table.setdefault(number, []).append((internal_id, document, packed))
+        packed = None if document is None else pack(document)
+        table_writes = by_table.get(number)
+        if table_writes is None:
+            table_writes = by_table[number] = []
+            logged[number] = []
+        table_writes.append((internal_id, document, packed))
+        logged[number].append((internal_id, packed))
     created: list[tuple[str, int]] = []
-    for number, writes in by_table.items():
-        shard = catalog.shards[number]
+    shards = catalog.shards
+    for number, table_writes in by_table.items():
+        shard = shards[number]
         if shard.last_ts == 0:
             # The first commit into a table is what makes it exist for readers
             # that found no table (engine/transaction.py).
             created.append((shard.name, number))
-        shard.apply(ts, writes, write_keys)
+        shard.apply(ts, table_writes, write_keys)
     if created:
         write_keys[TABLES_INDEX] = [keys.encode_key(name) for name, _ in created]
     sequencer.record(ts, write_keys)
-    return Commit(
-        ts=ts, snapshot_ts=txn.snapshot_ts, call=call, seed=txn.seed, now_ms=txn.now_ms,
-        read_set=txn.read_set,
-        writes={n: [(i, p) for i, _, p in w] for n, w in by_table.items()},
-        created_tables=created, write_keys=write_keys)
+    return Commit(ts, txn.snapshot_ts, call, txn.seed, txn.now_ms, txn.read_set, logged,
+                  created, write_keys)
 
 
 def ts_key(ts: int) -> bytes:
@@ -115,24 +122,31 @@ def parse_log_key(key: bytes) -> tuple[int, int]:
 def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
     """The storage operations that make `commit` durable."""
     call = commit.call
+    read_set = commit.read_set
     record = {
         "v": RECORD_VERSION, "ts": commit.ts, "kind": call.kind, "path": call.path,
         "args": values.pack(call.args), "identity": call.identity,
         "snapshot_ts": commit.snapshot_ts, "seed": commit.seed, "now_ms": commit.now_ms,
-        "reads": commit.read_set.to_record(),
+        "reads": read_set.to_record() if read_set.ranges else [],
         "tables": commit.created_tables,
         "writes": [[n, [i for i, _ in w]] for n, w in commit.writes.items()],
     }
     if call.request is not None:
         record["request"] = list(call.request)
         record["result"] = values.pack(call.result)
-    ops: list[WriteOp] = [("commits", ts_key(commit.ts), msgpack.packb(record, use_bin_type=True))]
+    ts = commit.ts
+    ops: list[WriteOp] = [("commits", ts.to_bytes(8, "big"), _PACKER.pack(record))]
     for number, writes in commit.writes.items():
-        entry = msgpack.packb(writes, use_bin_type=True)  # Tuples pack as arrays.
-        ops.append(("log", log_key(number, commit.ts), entry))
+        # Tuples pack as arrays.
+        ops.append(("log", number.to_bytes(4, "big") + ts.to_bytes(8, "big"), _PACKER.pack(writes)))
     if commit.created_tables:
         ops.append(("meta", b"catalog", catalog_record(catalog)))
     return ops
+
+
+# One Packer for every record (see engine/values.py `_PACKER`: a Packer made
+# per call costs as much as packing a small record).
+_PACKER = msgpack.Packer(use_bin_type=True)
 
 
 def catalog_record(catalog: Catalog) -> bytes:

@@ -67,8 +67,10 @@ class Auth:
 class QueryCtx:
     """What a query function receives as `ctx`."""
 
+    _database_class: type[DatabaseReader] = DatabaseReader  # `ctx.db`'s class
+
     def __init__(self, txn: Transaction, identity: dict | None) -> None:
-        self.db = DatabaseReader(txn)
+        self.db = self._database_class(txn)
         self.auth = Auth(identity)
         self.now: float = txn.now_ms
         # What the function prints, as log lines (the runner captures them).
@@ -89,9 +91,7 @@ class QueryCtx:
 class MutationCtx(QueryCtx):
     """What a mutation function receives as `ctx`."""
 
-    def __init__(self, txn: Transaction, identity: dict | None) -> None:
-        super().__init__(txn, identity)
-        self.db = DatabaseWriter(txn)
+    _database_class = DatabaseWriter
 
 
 Runner = Callable[[Any, Any], Awaitable[Any]]

@@ -74,7 +74,7 @@ class Transaction:
         # change the ids a re-run generates.
         # Both are made on first use: seeding a generator costs more than a
         # small mutation's whole write path.
-        self._id_hasher = None  # blake2b holding the ids' prefix; made by the first insert
+        self._id_hasher = None  # blake2b holding the ids' prefix; made by the second insert
         self._id_count = 0
         self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
@@ -91,12 +91,16 @@ class Transaction:
     def _next_internal_id(self) -> bytes:
         """The next new document's internal id: 16 bytes from the ids' stream of
         the seed (a hash of seed and counter: no generator to seed per call)."""
+        self._id_count += 1
         hasher = self._id_hasher
         if hasher is None:
+            if self._id_count == 1:
+                # Most transactions insert one document: hash it directly.
+                return hashlib.blake2b(_ids_prefix(self.seed) + b"\x00\x00\x00\x01",
+                                       digest_size=16).digest()
             # blake2b(prefix + counter) is blake2b(prefix) fed the counter:
             # absorb the prefix once and copy that state per id.
             hasher = self._id_hasher = hashlib.blake2b(_ids_prefix(self.seed), digest_size=16)
-        self._id_count += 1
         hasher = hasher.copy()
         hasher.update(self._id_count.to_bytes(4, "big"))
         return hasher.digest()
