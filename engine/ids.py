@@ -36,7 +36,7 @@ import zlib
 
 from engine.errors import EddyError, ErrorCode
 
-__all__ = ["encode_id", "decode_id", "INTERNAL_ID_BYTES"]
+__all__ = ["encode_id", "encode_ids", "decode_id", "INTERNAL_ID_BYTES"]
 
 INTERNAL_ID_BYTES = 16
 TABLE_NUMBER_MAX = (1 << 32) - 1
@@ -79,11 +79,7 @@ def encode_id(table_number: int, internal_id: bytes) -> str:
         ValueError: if the table number or internal id is out of range (a bug
             in the caller: both come from the node, never from a client).
     """
-    prefix = _prefixes.get(table_number)
-    if prefix is None:
-        if not 1 <= table_number <= TABLE_NUMBER_MAX or type(table_number) is not int:
-            raise ValueError(f"Cannot make an id from table {table_number!r}")
-        prefix = _prefix(table_number)
+    prefix = _prefixes.get(table_number) or _prefix(_checked_table(table_number))
     if len(internal_id) != INTERNAL_ID_BYTES:
         raise ValueError(
             f"Cannot make an id from table {table_number!r} and "
@@ -100,6 +96,65 @@ def encode_id(table_number: int, internal_id: bytes) -> str:
     for low_mask, high_mask, shift in stages:
         number = (number & low_mask) | ((number & high_mask) << shift)
     return number.to_bytes(char_count, "big").translate(_TO_ALPHABET).decode("ascii")
+
+
+def encode_ids(table_number: int, internal_ids: list[bytes]) -> list[str]:
+    """`encode_id` of each internal id, all of one table, in one go.
+
+    The ids' bytes go into one int, one lane each, and are spread into
+    characters together (see `_spread_stages`): the mask operations cost
+    about the same for 64 ids as for one.
+
+    Args:
+        table_number: the table's number, 1 to 2**32-1.
+        internal_ids: 16-byte internal ids, at most `ids_per_encode_max`.
+
+    Returns:
+        Their ids' text, in order.
+
+    Raises:
+        ValueError: as `encode_id`.
+    """
+    count = len(internal_ids)
+    if count <= 1:
+        return [encode_id(table_number, internal_id) for internal_id in internal_ids]
+    assert count <= ids_per_encode_max, "too many ids for one encode_ids call"
+    vint, char_count, _ = _prefixes.get(table_number) or _prefix(_checked_table(table_number))
+    lane_bytes = 32 if char_count <= 32 else 64
+    data_bytes = len(vint) + INTERNAL_ID_BYTES + 2
+    padding = bytes(lane_bytes - data_bytes)
+    lanes = []
+    for internal_id in internal_ids:
+        if len(internal_id) != INTERNAL_ID_BYTES:
+            raise ValueError(f"Cannot make an id from a {len(internal_id)}-byte internal id")
+        body = vint + internal_id
+        checksum = zlib.adler32(body)  # see `_footer`
+        lanes.append(padding + body + bytes(((checksum - 1) & 0xFF ^ _VERSION,
+                                             ((checksum >> 16) - len(body)) & 0xFF)))
+    number = int.from_bytes(b"".join(lanes), "big") << (5 * char_count - 8 * data_bytes)
+    for low_mask, high_mask, shift in _block_stages(lane_bytes, count):
+        number = (number & low_mask) | ((number & high_mask) << shift)
+    text = number.to_bytes(count * lane_bytes, "big").translate(_TO_ALPHABET).decode("ascii")
+    skip = lane_bytes - char_count
+    return [text[start:start + char_count]
+            for start in range(skip, count * lane_bytes, lane_bytes)]
+
+
+# Ids one `encode_ids` call takes: the cost per id stops falling at about 32
+# (each mask operation then works on an int of 8,192 or 16,384 bits).
+ids_per_encode_max = 32
+_block_stage_cache: dict[tuple[int, int], tuple] = {}
+
+
+def _block_stages(lane_bytes: int, count: int) -> tuple:
+    """`_spread_stages` for `count` lanes of `lane_bytes`, rounded up to a
+    power of two (lanes past the ids are zero, which the masks leave zero)."""
+    lane_count = 1 << (count - 1).bit_length()
+    stages = _block_stage_cache.get((lane_bytes, lane_count))
+    if stages is None:
+        stages = _block_stage_cache[lane_bytes, lane_count] = _spread_stages(8 * lane_bytes,
+                                                                             lane_count)
+    return stages
 
 
 def decode_id(text: str) -> tuple[int, bytes]:
@@ -149,20 +204,21 @@ def decode_id(text: str) -> tuple[int, bytes]:
 _TO_ALPHABET = bytes.maketrans(bytes(range(32)), _CONVEX_ALPHABET.encode())
 
 
-def _spread_stages(lane_bits: int) -> tuple[tuple[int, int, int], ...]:
+def _spread_stages(lane_bits: int, lane_count: int = 1) -> tuple[tuple[int, int, int], ...]:
     """Masks that spread `lane_bits // 8` 5-bit groups, packed at the bottom
-    of an int, into one byte each.
+    of each of `lane_count` lanes of `lane_bits` bits, into one byte each.
 
     Each stage halves the lanes: in every lane of L bits holding W bits at
     its bottom, the upper W/2 bits move up to the bottom of the lane's upper
-    half (`(x & low) | ((x & high) << shift)`). From one lane of 5 * n bits
-    in 8 * n bits (n a power of two) down to lanes of 8 bits holding 5 bits.
+    half (`(x & low) | ((x & high) << shift)`). From lanes of 5 * n bits in
+    8 * n bits (n a power of two) down to lanes of 8 bits holding 5 bits.
     """
     stages = []
+    total_bits = lane_bits * lane_count
     lane, width = lane_bits, lane_bits // 8 * 5
     while lane > 8:
         half_lane, half_width = lane // 2, width // 2
-        low = sum(((1 << half_width) - 1) << start for start in range(0, lane_bits, lane))
+        low = sum(((1 << half_width) - 1) << start for start in range(0, total_bits, lane))
         stages.append((low, low << half_width, half_lane - half_width))
         lane, width = half_lane, half_width
     return tuple(stages)
@@ -172,6 +228,12 @@ def _spread_stages(lane_bits: int) -> tuple[tuple[int, int, int], ...]:
 # cover the rest.
 _SPREAD_32 = _spread_stages(256)
 _SPREAD_64 = _spread_stages(512)
+
+
+def _checked_table(table_number: int) -> int:
+    if type(table_number) is not int or not 1 <= table_number <= TABLE_NUMBER_MAX:
+        raise ValueError(f"Cannot make an id from table {table_number!r}")
+    return table_number
 
 
 def _prefix(table_number: int) -> tuple[bytes, int, tuple]:

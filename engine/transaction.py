@@ -75,7 +75,12 @@ class Transaction:
         # Both are made on first use: seeding a generator costs more than a
         # small mutation's whole write path.
         self._id_hasher = None  # blake2b holding the ids' prefix; made by the second insert
-        self._id_count = 0
+        self._id_count = 0  # internal ids drawn so far
+        # Internal ids drawn ahead and their texts in table `_texts_table`,
+        # next one last; see `_new_id`.
+        self._ids_ahead: list[bytes] = []
+        self._texts_ahead: list[str] = []
+        self._texts_table = 0
         self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
         self.read_set = ReadSet()
@@ -104,6 +109,33 @@ class Transaction:
         hasher = hasher.copy()
         hasher.update(self._id_count.to_bytes(4, "big"))
         return hasher.digest()
+
+    def _new_id(self, number: int) -> tuple[bytes, str]:
+        """The next new document's internal id and its id text in table `number`.
+
+        A transaction that inserts many documents draws its ids ahead in
+        blocks (1, 1, 2, 4, ... up to `ids.ids_per_encode_max`: never more
+        than it has used so far) and encodes each block at once
+        (`ids.encode_ids`). Drawing ahead does not change which insert gets
+        which id: they are used in order, and only by inserts that passed
+        their checks (rule 3).
+        """
+        ahead = self._ids_ahead
+        if ahead:
+            if self._texts_table != number:
+                self._texts_ahead = ids.encode_ids(number, ahead[::-1])[::-1]
+                self._texts_table = number
+            return ahead.pop(), self._texts_ahead.pop()
+        if self._id_count < 2:
+            internal_id = self._next_internal_id()
+            return internal_id, ids.encode_id(number, internal_id)
+        block = [self._next_internal_id()
+                 for _ in range(min(self._id_count, ids.ids_per_encode_max))]
+        texts = ids.encode_ids(number, block)
+        block.reverse()
+        texts.reverse()
+        self._ids_ahead, self._texts_ahead, self._texts_table = block, texts, number
+        return block.pop(), texts.pop()
 
     @property
     def random(self) -> random.Random:
@@ -294,8 +326,7 @@ class Transaction:
             self.created_tables.append(table)
         # Ids come after the checks, so a failed insert the function catches
         # does not move the ids' stream (rule 3).
-        internal_id = self._next_internal_id()
-        document_id = ids.encode_id(number, internal_id)
+        internal_id, document_id = self._new_id(number)
         creation_ms = self._next_creation_ms
         self._next_creation_ms = math.nextafter(creation_ms, math.inf)
         self._record_write(number, internal_id,

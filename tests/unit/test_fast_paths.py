@@ -8,6 +8,8 @@ shortcuts and proves the answer, or the error, is the full path's.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from engine import limits, values
 from engine.catalog import Catalog
 from engine.errors import EddyError
 from engine.functions import check_flat_args, mutation, validate_args
+from engine.ids import encode_id, encode_ids
 from engine.schema import define_schema, define_table
 from engine.transaction import Transaction, _ids_prefix
 from engine.validators import v
@@ -132,3 +135,39 @@ def test_a_failed_insert_does_not_move_the_ids():
     with pytest.raises(EddyError):
         failing.insert("notes", {"n": "not an int"})
     assert failing.insert("notes", {"n": 1}) == plain.insert("notes", {"n": 1})
+
+
+def reference_ids(seed: int, tables: list[int]) -> list[str]:
+    """The ids a transaction's inserts get, one by one from the definition:
+    the k-th is blake2b(split_seed(seed, "ids") || k), in its table."""
+    prefix = split_seed(seed, "ids").to_bytes(8, "big")
+    return [encode_id(number, hashlib.blake2b(prefix + k.to_bytes(4, "big"),
+                                              digest_size=16).digest())
+            for k, number in enumerate(tables, start=1)]
+
+
+@settings(max_examples=50)
+@given(st.lists(st.sampled_from(["a", "b", "fail"]), max_size=120), st.integers(0, 2**64))
+def test_ids_drawn_ahead_are_the_ids_one_by_one(steps, seed):
+    """Blocks of ids drawn ahead and encoded together give each insert the id it
+    would get alone, across table switches and failed inserts."""
+    schema = define_schema({"a": define_table({"n": v.int64()}),
+                            "b": define_table({"n": v.int64()})})
+    catalog = Catalog()
+    txn = Transaction(catalog, 0, writable=True, seed=seed, now_ms=1.0, schema=schema)
+    made, tables = [], []
+    for step in steps:
+        if step == "fail":
+            with pytest.raises(EddyError):
+                txn.insert("a", {"n": "not an int"})
+            continue
+        made.append(txn.insert(step, {"n": 1}))
+        tables.append(catalog.numbers[step])
+    assert made == reference_ids(seed, tables)
+
+
+@given(st.integers(1, 2**32 - 1), st.lists(st.binary(min_size=16, max_size=16), max_size=32))
+def test_encode_ids_is_encode_id_of_each(table_number, internal_ids):
+    """encode_ids of a block equals encode_id of each internal id."""
+    assert encode_ids(table_number, internal_ids) == [
+        encode_id(table_number, internal_id) for internal_id in internal_ids]
