@@ -308,7 +308,7 @@ class SubscriptionActor:
         views = {key: held[key] for key in keys if key[0][0] in tables}
         if views:
             catalog = self.node.catalog
-            changes = commit_changes(catalog, commits, {key[0] for key in views})
+            changes = commit_changes(catalog, commits, {key[0] for key in views}, hits.written)
             registry.views.update(views.values(), changes, catalog, ts)
         registry.views.advance(ts)
 
@@ -318,7 +318,7 @@ class SubscriptionActor:
         changed: list[Subscription] = []
         others = hits.others
         for group in hits.fast_groups.values():
-            if not self._fast_update(group, ts, changed):
+            if not self._fast_update(group, ts, changed, hits.written):
                 others.extend(group)
         for subscription in others:
             if registry.record(subscription, await self._evaluate(subscription, ts)):
@@ -368,14 +368,16 @@ class SubscriptionActor:
         subscription.fast = None if reader is None or len(subscription.views) != 1 else reader.fast
         return outcome
 
-    def _fast_update(self, group: list[Subscription], ts: int, changed: list) -> bool:
+    def _fast_update(self, group: list[Subscription], ts: int, changed: list,
+                     written: dict | None = None) -> bool:
         """The fast path (engine/view_reads.py rule 4) for subscriptions sharing
         one view and terminal: their result from the view, without running the
-        function. Returns False when the function must run instead."""
+        function (`written`: the group's new documents, unpacked). Returns
+        False when the function must run instead."""
         registry = self.registry
         first = group[0]
         view_key = first.views[0]
-        found = _fast_evaluation(registry.views.views[view_key], first.fast, ts)
+        found = _fast_evaluation(registry.views.views[view_key], first.fast, ts, written)
         if found is False:
             return False
         outcome, read = found
@@ -453,6 +455,9 @@ class _Hits:
 
     fast_groups: dict[tuple, list[Subscription]]
     others: list[Subscription]
+    # The group's new documents (packed -> document) that view maintenance
+    # unpacked; filled by `_update_views`.
+    written: dict = dataclasses.field(default_factory=dict)
 
 
 def _group_hits(hits: list[Subscription]) -> _Hits:
@@ -496,12 +501,12 @@ def _group_hits(hits: list[Subscription]) -> _Hits:
 _fast_unsized_rows_max = limits.value_bytes_max // (limits.document_bytes_max + 1024)
 
 
-def _fast_evaluation(view, fast, ts: int):
+def _fast_evaluation(view, fast, ts: int, written: dict | None = None):
     """(outcome, the read it makes) for a fast path over `view`, or False."""
     if fast.is_get:
         return _fast_get(view, ts)
     rows = list(view.scan_rows())
-    result = fast_result(fast, rows, view.complete, view.documents)
+    result = fast_result(fast, rows, view.complete, view.documents, written)
     if result is None:
         return False
     documents, consumed, last_key = result

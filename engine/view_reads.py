@@ -301,14 +301,16 @@ def get_result(view: View) -> tuple[Any, Row | None]:
     return values.unpack(packed), (view.lo, internal_id, packed)
 
 
-def fast_result(fast: FastPath, rows, complete: bool,
-                documents_of: dict | None = None) -> tuple[list, int | None, bytes | None] | None:
+def fast_result(fast: FastPath, rows, complete: bool, documents_of: dict | None = None,
+                written: dict | None = None) -> tuple[list, int | None, bytes | None] | None:
     """The fast path's terminal over `rows` (scan order, all `complete` says
     the range holds, or its first ones): (documents, rows consumed or None
     when it read to the end, key of the last row consumed). None if it needs
     rows beyond `rows` or crosses a read limit: then the function runs and
     reports it. `documents_of` (a View's `documents`), if given, holds
-    documents unpacked before by row key and receives those unpacked now."""
+    documents unpacked before by row key and receives those unpacked now;
+    `written` (packed -> document, from `commit_changes`) holds the group's
+    new documents, already unpacked."""
     plan, count = fast.plan, fast.count
     filters = plan.filters
     documents: list = []
@@ -327,7 +329,9 @@ def fast_result(fast: FastPath, rows, complete: bool,
             if known is not None and known[0] is packed:
                 document = known[1]
             else:
-                document = values.unpack(packed)
+                document = written.get(packed) if written else None
+                if document is None:
+                    document = values.unpack(packed)
                 documents_of[key] = (packed, document)
         if not filters or plan.accepts(document):
             documents.append(document)
