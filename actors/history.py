@@ -219,8 +219,8 @@ class History:
             node = Node(RealWorld(), self.store, self.app, self.data_dir)
             # History stays readable even when today's schema no longer fits
             # the data, so the node's schema check (a full pass over every
-            # document) is skipped.
-            node.recover(check_schema=False)
+            # document) is skipped; nor does it take sync clients' mutations.
+            node.recover(check_schema=False, serving=False)
             self._node = node
         return self._node
 

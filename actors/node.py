@@ -142,11 +142,13 @@ class Node:
 
     # ----- opening ---------------------------------------------------------
 
-    def recover(self, check_schema: bool = True) -> None:
+    def recover(self, check_schema: bool = True, serving: bool = True) -> None:
         """Restores the catalog and every shard from the log (derived state
         is never trusted from disk: it is rebuilt). `check_schema=False` skips
         checking the documents against the app's schema (history tools read
-        data whatever today's schema says)."""
+        data whatever today's schema says); `serving=False` skips indexing
+        the newest commits' request keys, which only a node taking sync
+        clients' mutations needs (see `logged_mutation_result`)."""
         self.catalog.set_index_definitions(_index_definitions(self.schema))
         catalog = self.store.get("meta", b"catalog")
         for name, number in parse_catalog_record(catalog) if catalog else []:
@@ -165,7 +167,8 @@ class Node:
         for key, _ in self.store.scan("commits", reverse=True):
             last_ts = int.from_bytes(key, "big")
             break
-        self._load_logged_results()
+        if serving:
+            self._load_logged_results()
         stray = [n for n in _log_tables(self.store) if n not in self.catalog.shards]
         if stray:
             raise EddyError(ErrorCode.CORRUPT_RECORD,
