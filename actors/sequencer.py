@@ -69,7 +69,8 @@ class SequencerActor:
         outcome = admit(self.state, self.catalog, txn, call, self.clock.now_ns())
         if isinstance(outcome, Commit):
             self.pending.append(outcome)
-            self._work.unpark_all()
+            if self._work:  # parked only while nothing is pending: skip the call otherwise
+                self._work.unpark_all()
         return outcome
 
     async def wait_lane_free(self) -> None:

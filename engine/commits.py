@@ -18,6 +18,7 @@ All go in one write batch, so a crash keeps all of a commit or none of it.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 import msgpack
@@ -129,16 +130,16 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
         "snapshot_ts": commit.snapshot_ts, "seed": commit.seed, "now_ms": commit.now_ms,
         "reads": read_set.to_record() if read_set.ranges else [],
         "tables": commit.created_tables,
-        "writes": [[n, [i for i, _ in w]] for n, w in commit.writes.items()],
+        "writes": [[n, list(map(_FIRST, w))] for n, w in commit.writes.items()],
     }
     if call.request is not None:
         record["request"] = list(call.request)
         record["result"] = values.pack(call.result)
-    ts = commit.ts
-    ops: list[WriteOp] = [("commits", ts.to_bytes(8, "big"), _PACKER.pack(record))]
+    ts_bytes = commit.ts.to_bytes(8, "big")
+    ops: list[WriteOp] = [("commits", ts_bytes, _PACKER.pack(record))]
     for number, writes in commit.writes.items():
         # Tuples pack as arrays.
-        ops.append(("log", number.to_bytes(4, "big") + ts.to_bytes(8, "big"), _PACKER.pack(writes)))
+        ops.append(("log", number.to_bytes(4, "big") + ts_bytes, _PACKER.pack(writes)))
     if commit.created_tables:
         ops.append(("meta", b"catalog", catalog_record(catalog)))
     return ops
@@ -147,6 +148,7 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
 # One Packer for every record (see engine/values.py `_PACKER`: a Packer made
 # per call costs as much as packing a small record).
 _PACKER = msgpack.Packer(use_bin_type=True)
+_FIRST = operator.itemgetter(0)
 
 
 def catalog_record(catalog: Catalog) -> bytes:

@@ -78,8 +78,8 @@ class Transaction:
         self._id_count = 0  # internal ids drawn so far
         # Internal ids drawn ahead and their texts in table `_texts_table`,
         # next one last; see `_new_id`.
-        self._ids_ahead: list[bytes] = []
-        self._texts_ahead: list[str] = []
+        self._ids_ahead: list[bytes] | tuple = ()
+        self._texts_ahead: list[str] | tuple = ()
         self._texts_table = 0
         self._random_state: random.Random | None = None
         self._next_creation_ms = now_ms
