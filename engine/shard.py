@@ -96,7 +96,7 @@ def _unpack_all(packed_documents: Sequence[bytes]) -> list:
     """`values.unpack` of each packed document, in one call.
 
     Behind an array header the documents decode as one list: per document,
-    msgpack's per-call set-up and the wrapper's frame cost a fifth of what
+    msgpack's per-call set-up and the wrapper's frame cost about a sixth of what
     decoding a small document does. Anything unexpected (a document that
     is not exactly one msgpack object) decodes one by one instead, which
     raises the error `values.unpack` raises.
