@@ -130,6 +130,7 @@ class SessionQueries:
         for the next call.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
         while self.state.pending is None:
             task = trio.lowlevel.current_task()
             waiters = self._waiters
@@ -143,8 +144,13 @@ class SessionQueries:
                 return trio.lowlevel.Abort.SUCCEEDED
 
             await trio.lowlevel.wait_task_rescheduled(abort)
+            blocked = True
         update = self.state.take_update()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not blocked:
+            # A call that did not block still yields once (a checkpoint); one
+            # that blocked already did, and a second trip through the
+            # scheduler per Update was a share of every Transition's cost.
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return update
 
     def close(self) -> None:
