@@ -1,36 +1,39 @@
 """Simulation speed (issue 4): the reference scenario's simulated seconds per
 wall second, a sweep's seeds per minute, and (optionally) how many of the
-test suite's seeds replay identically in fresh processes.
+test suite's runs replay identically in fresh processes.
 
 Reference scenario: `eddy sim run --seed N --faults none --duration 30s`.
 One node (`open_node` from actors/node.py, as in production: one sequencer,
 one subscription actor, one in-memory shard per table of the simulator's
 reference app, 5 tables), the simulated disk and network, and 8 clients:
 client n runs workload n mod 5 of bank, counters, list-append, leaderboard
-and hot-keys (hot-keys' client and every other bank client speak the sync
-protocol over the simulated network; the leaderboard client holds sessions
-checked by the update oracle). Each client waits 100 ms on average
-(exponentially distributed) between one call's answer and its next call
-(sim/run.py, `reference_think_s`). Every checker runs.
+and hot-keys (hot-keys' client and one bank client speak the sync protocol
+over the simulated network; the leaderboard client holds sessions checked
+by the update oracle). Each client waits 100 ms on average (exponentially
+distributed) between one call's answer and its next call (sim/run.py,
+`reference_think_s`). Every checker runs.
 
 Baseline, measured in the same invocation and interleaved seed by seed: the
-same runs with every checker off (`RunOptions(checks=False)`: the update
-oracle reads its Updates without comparing them, and nothing is checked
-after the run). What the two differ by is the cost of checking; the rest is
-the node, the simulated world and trio's scheduler.
+same runs with every checker off (`--no-checks`: the update oracle reads its
+Updates without comparing them, and nothing is checked after the run). What
+the two differ by is the cost of checking; the rest is the node, the
+simulated world and trio's scheduler.
 
 Sweep: `eddy sim sweep --seeds 1-60 --jobs 2 --duration 30s` (swarm faults:
-each seed draws its own mix), in seeds per wall minute; baseline: the same
-sweep with the checkers off.
+each seed draws its own mix), in seeds per wall minute of the command;
+baseline: the same sweep with `--no-checks`.
 
-Determinism (`--determinism fast` or `all`): every seed the simulator tests
-run (`make test-fast`'s or `make test`'s part of tests/sim), recorded as run
-options while pytest runs them, is run again in two fresh processes with
-other PYTHONHASHSEED values and heap layouts (`eddy sim determinism`), and
-counted identical or not.
+Determinism (`--determinism fast` or `all`): every run the simulator's tests
+make (`make test-fast`'s or `make test`'s part of tests/sim, the real-process
+tier aside), recorded by the pytest plugin tests/sim/record_runs.py, is run
+again by `eddy sim determinism` in two fresh processes with other
+PYTHONHASHSEED values and heap layouts, and counted identical or not.
+(`eddy sim determinism` runs a shrunk replay's whole seed.)
 
-Benchmarks are not engine code: they read the wall clock directly. The
-machine may be shared: process CPU time is printed beside wall time.
+The simulator is driven through the `eddy sim` command only (DESIGN.md
+section 1: nothing but tests and the command line loads sim/). Speed is the
+run's own figure (inside `run`, without the interpreter's start); the
+machine may be shared, so process CPU time is printed beside wall time.
 
 Usage:
     python bench/bench_sim.py [--seeds 3,4,5] [--sweep-seeds 1-60] [--jobs 2]
@@ -41,144 +44,117 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from sim.run import RunOptions, reference_think_s, run  # noqa: E402
-from sim.sweep import parse_seeds, sweep  # noqa: E402
-
-# Where the recording pytest plugin (below) appends the run options it sees.
-RECORD_VARIABLE = "EDDY_BENCH_SIM_RECORD"
+EDDY_SIM = [sys.executable, "-m", "wire.cli", "sim"]
 
 
-def reference_runs(seeds: list[int], think_s: float) -> dict[str, list[float]]:
-    """Runs each seed with checkers on and off, interleaved; totals per side."""
+def run_seed(seed: int, think: str, checks: bool) -> dict:
+    """One reference-scenario run through `eddy sim run --json`; its JSON result."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "result.json")
+        command = EDDY_SIM + ["run", "--seed", str(seed), "--faults", "none", "--duration", "30s",
+                              "--think", think, "--json", path] + ([] if checks else ["--no-checks"])
+        completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        if completed.returncode != 0 or not os.path.exists(path):
+            raise SystemExit(f"seed {seed} failed (exit {completed.returncode}):\n"
+                             f"{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
+        with open(path) as f:
+            return json.load(f)
+
+
+def reference_runs(seeds: list[int], think: str) -> dict[str, list[float]]:
+    """Each seed with checkers on and off, interleaved: (sim s, wall s, CPU s, commits) per side."""
     totals = {side: [0.0, 0.0, 0.0, 0] for side in ("checked", "unchecked")}
     for seed in seeds:
         for side, checks in (("checked", True), ("unchecked", False)):
-            started_cpu = time.process_time()
-            result = run(RunOptions(seed=seed, faults=[], duration_s=30.0, think_s=think_s,
-                                    checks=checks))
-            if result.failure:
-                raise SystemExit(f"seed {seed} failed: {result.explanation}\n"
-                                 f"replay: {result.options.replay_command()}")
+            result = run_seed(seed, think, checks)
             total = totals[side]
-            total[0] += result.sim_s
-            total[1] += result.wall_s
-            total[2] += time.process_time() - started_cpu
-            total[3] += result.commit_count
+            total[0] += result["sim_s"]
+            total[1] += result["wall_s"]
+            total[2] += result["cpu_s"]
+            total[3] += result["commit_count"]
     return totals
 
 
-def sweep_rate(seeds: list[int], jobs: int, think_s: float, checks: bool) -> tuple[float, int]:
-    """(seeds per wall minute, failures) of a 30-simulated-second swarm sweep."""
+def sweep_rate(seeds: str, jobs: int, think: str, checks: bool) -> tuple[float, str]:
+    """(seeds per wall minute of the command, its summary line) of a 30-second swarm sweep."""
+    command = EDDY_SIM + ["sweep", "--seeds", seeds, "--jobs", str(jobs), "--duration", "30s",
+                          "--think", think] + ([] if checks else ["--no-checks"])
     started = time.perf_counter()
-    outcomes = sweep(RunOptions(seed=0, duration_s=30.0, think_s=think_s, checks=checks),
-                     seeds, jobs, None, report=lambda line: None)
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
-    return len(outcomes) * 60 / wall_s, sum(1 for o in outcomes if o.failure)
+    summary = next((line for line in completed.stdout.splitlines() if " seeds run, " in line), "")
+    count = int(summary.split(" of ")[0]) if summary else 0
+    return count * 60 / wall_s, summary
 
 
-# ----- determinism of the test suite's seeds ---------------------------------
+# ----- determinism of the test suite's runs ------------------------------------
 
-def pytest_configure(config) -> None:
-    """As a pytest plugin (`-p bench_sim`): records every run's options."""
-    import sim.run
-    record_path = os.environ[RECORD_VARIABLE]
-    original = sim.run.run
-
-    def recording(options):
-        if options.checks and not options.keep_events:
-            with open(record_path, "a") as f:
-                f.write(json.dumps(_cli_args(options)) + "\n")
-        return original(options)
-    # Modules imported already (sim.sweep, by this one) hold the original.
-    for module in [m for name, m in sys.modules.items() if name.startswith("sim.")]:
-        if getattr(module, "run", None) is original:
-            module.run = recording
-
-
-def _cli_args(options: RunOptions) -> list[str]:
-    """`eddy sim run` arguments that make the same run."""
-    faults = "swarm" if options.faults is None else (",".join(options.faults) or "none")
-    args = ["--seed", str(options.seed), "--workload", options.workload, "--faults", faults,
-            "--duration", f"{options.duration_s!r}s", "--clients", str(options.clients),
-            "--think", f"{options.think_s!r}s"]
-    if options.app_dir:
-        args += ["--app", options.app_dir]
-    if options.bug:
-        args += ["--bug", options.bug]
-    if options.calls is not None:
-        args += ["--calls", ",".join(f"{c}:{i}" for c, i in sorted(options.calls)) or "none"]
-    if options.fault_events is not None:
-        args += ["--fault-events",
-                 ",".join(f"{k}:{n}" for k, n in sorted(options.fault_events)) or "none"]
-    return args
-
-
-def recorded_seeds(which: str) -> list[list[str]]:
-    """The distinct runs tests/sim makes (`fast`: without the slow suites)."""
+def recorded_runs(which: str) -> list[list[str]]:
+    """`eddy sim determinism` arguments of every distinct run tests/sim makes."""
     with tempfile.TemporaryDirectory() as folder:
-        record_path = os.path.join(folder, "runs.jsonl")
+        record_path = os.path.join(folder, "runs.txt")
         open(record_path, "w").close()
-        env = dict(os.environ, **{RECORD_VARIABLE: record_path},
-                   PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "bench"), str(REPO_ROOT)]))
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "bench_sim", "tests/sim",
-                   "--ignore=tests/sim/test_realproc.py"]
-        if which == "fast":
-            command += ["-m", "not slow"]
-        subprocess.run(command, cwd=REPO_ROOT, env=env, check=False, capture_output=True)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "tests.sim.record_runs", "tests/sim",
+                   "--ignore=tests/sim/test_realproc.py"] + (["-m", "not slow"] if which == "fast" else [])
+        subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, EDDY_SIM_RECORD=record_path),
+                       capture_output=True, check=False)
         with open(record_path) as f:
-            lines = f.read().splitlines()
-    return [json.loads(line) for line in dict.fromkeys(lines)]
+            commands = f.read().splitlines()
+    runs = []
+    for command in dict.fromkeys(commands):
+        words = shlex.split(command)
+        bug = [w.split("=", 1)[1] for w in words if w.startswith("EDDY_SIM_BUG=")]
+        args = words[words.index("run") + 1:]
+        for flag in ("--calls", "--fault-events"):  # `eddy sim determinism` replays the whole seed
+            if flag in args:
+                del args[args.index(flag):args.index(flag) + 2]
+        runs.append(args + (["--bug", bug[0]] if bug else []))
+    return [list(args) for args in dict.fromkeys(tuple(args) for args in runs)]
 
 
-def _identical(args: list[str]) -> tuple[list[str], str | None]:
-    from sim.determinism import check
-    try:
-        difference, _ = check(args)
-    except RuntimeError as error:
-        difference = str(error)
-    return args, difference
+def _identical(args: list[str]) -> str | None:
+    completed = subprocess.run(EDDY_SIM + ["determinism", *args], cwd=REPO_ROOT,
+                               capture_output=True, text=True)
+    return None if completed.returncode == 0 else (completed.stdout + completed.stderr)[-600:]
 
 
 def determinism(which: str, jobs: int) -> None:
     started = time.perf_counter()
-    runs = recorded_seeds(which)
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        outcomes = pool.map(_identical, runs, chunksize=1)
-    different = [(args, difference) for args, difference in outcomes if difference]
-    print(f"determinism ({which}): {len(runs) - len(different)} of {len(runs)} runs of tests/sim "
-          f"identical under other PYTHONHASHSEED values and heaps "
+    runs = recorded_runs(which)
+    with ThreadPoolExecutor(max(jobs // 2, 1)) as pool:  # each check runs two processes at once
+        differences = list(pool.map(_identical, runs))
+    different = [(args, d) for args, d in zip(runs, differences) if d]
+    print(f"determinism ({which}): {len(runs) - len(different)} of {len(runs)} distinct runs of "
+          f"tests/sim identical under other PYTHONHASHSEED values and heaps "
           f"({time.perf_counter() - started:.0f} s)")
     for args, difference in different:
-        print(f"  DIFFERENT: eddy sim determinism {' '.join(args)}\n    {difference[:500]}")
+        print(f"  DIFFERENT: eddy sim determinism {' '.join(args)}\n    {difference}")
 
 
-# ----- report -----------------------------------------------------------------
+# ----- report -------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="3,4,5", help="reference-scenario seeds (default 3,4,5)")
     parser.add_argument("--sweep-seeds", default="1-60", help="sweep seeds (default 1-60; none: skip)")
     parser.add_argument("--jobs", type=int, default=2, help="sweep processes (default 2)")
-    parser.add_argument("--think", type=float, default=reference_think_s * 1000,
-                        help=f"mean think time in ms (default {reference_think_s * 1000:g})")
+    parser.add_argument("--think", default="100ms", help="mean think time (default 100ms)")
     parser.add_argument("--determinism", choices=["fast", "all"], default=None,
-                        help="also replay the seeds of tests/sim (fast: make test-fast's)")
+                        help="also replay the runs of tests/sim (fast: make test-fast's)")
     args = parser.parse_args()
-    think_s = args.think / 1000
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-          f"think time {args.think:g} ms")
-    totals = reference_runs(parse_seeds(args.seeds), think_s)
+          f"think time {args.think}")
+    totals = reference_runs([int(seed) for seed in args.seeds.split(",")], args.think)
     print()
     print("| reference scenario (30 s, no faults, 8 clients) | sim s per wall s | "
           "sim s per CPU s | commits per sim s |")
@@ -187,16 +163,15 @@ def main() -> None:
         sim_s, wall_s, cpu_s, commits = totals[side]
         print(f"| {label} | {sim_s / wall_s:.1f} | {sim_s / cpu_s:.1f} | {commits / sim_s:.0f} |")
     checked, unchecked = totals["checked"], totals["unchecked"]
-    print(f"checking costs {100 * (1 - unchecked[1] / checked[1]):.0f}% of the checked runs' wall time")
+    print(f"checking costs {100 * (1 - unchecked[2] / checked[2]):.0f}% of the checked runs' CPU time")
     if args.sweep_seeds != "none":
-        seeds = parse_seeds(args.sweep_seeds)
         print()
-        print(f"| sweep: {len(seeds)} seeds of 30 s, swarm faults, {args.jobs} jobs | seeds per minute "
-              f"| failed |")
+        print(f"| sweep: seeds {args.sweep_seeds} of 30 s, swarm faults, {args.jobs} jobs "
+              f"| seeds per minute | summary |")
         print("| --- | --- | --- |")
         for label, checks in (("baseline: checkers off", False), ("every checker on", True)):
-            rate, failed = sweep_rate(seeds, args.jobs, think_s, checks)
-            print(f"| {label} | {rate:.0f} | {failed} |")
+            rate, summary = sweep_rate(args.sweep_seeds, args.jobs, args.think, checks)
+            print(f"| {label} | {rate:.0f} | {summary} |")
     if args.determinism:
         print()
         determinism(args.determinism, args.jobs)

@@ -94,6 +94,8 @@ class RunOptions:
         faults = "swarm" if self.faults is None else (",".join(self.faults) or "none")
         command = (f"eddy sim run --seed {self.seed} --workload {self.workload} --faults {faults} "
                    f"--duration {self.duration_s:g}s --clients {self.clients}")
+        if not self.checks:
+            command += " --no-checks"
         if self.think_s != reference_think_s:
             command += f" --think {self.think_s * 1000:g}ms"
         if self.app_dir:
@@ -123,6 +125,7 @@ class RunResult:
     commit_count: int
     sim_s: float
     wall_s: float
+    cpu_s: float  # this process's CPU time during the run
     failure: str | None = None  # None, "safety", "liveness" or "crash"
     explanation: str = ""
     events: list[str] | None = None
@@ -146,7 +149,7 @@ def _app(app_dir: str) -> App:
 def run(options: RunOptions) -> RunResult:
     """Runs one seed to the end and returns what happened (never raises for a
     failure of the node: that is the result's `failure`)."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     if options.calls is not None and options.call_durations is None:
         options = dataclasses.replace(options, call_durations=call_durations(options))
     # What app functions and the node log (a crashed function's traceback)
@@ -177,6 +180,7 @@ def run(options: RunOptions) -> RunResult:
         incarnations=state.host.incarnation if state.host else 0,
         commit_count=len(state.host.published) if state.host else 0,
         sim_s=state.sim_s, wall_s=time.perf_counter() - started,
+        cpu_s=time.process_time() - started_cpu,
         failure=state.failure, explanation=state.explanation, events=trace.events,
         safety_calls=[(c.id, i) for c in state.clients for i in c.safety_calls],
         fault_events=list(state.injector.injected) if state.injector else [],

@@ -110,6 +110,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--think", type=_duration, default=None,
                         help="mean time a client waits between calls, e.g. 20ms (default 100ms, "
                              "the reference scenario's; lower hammers the node)")
+    parser.add_argument("--no-checks", dest="checks", action="store_false",
+                        help="turn every checker off (the baseline of bench/bench_sim.py)")
     parser.add_argument("--app", metavar="APP_DIR", default=None,
                         help="run this app instead of the simulator's reference app "
                              "(with your own --workload file)")
@@ -137,7 +139,7 @@ def _options(options: argparse.Namespace, seed: int):
     from sim.workloads import load_workloads
     load_workloads(options.workload)  # fail early on an unknown name
     think = {} if options.think is None else {"think_s": options.think}
-    return RunOptions(**think, seed=seed, workload=options.workload,
+    return RunOptions(**think, checks=options.checks, seed=seed, workload=options.workload,
                       faults=parse_fault_kinds(options.faults), duration_s=options.duration,
                       clients=options.clients, bug=selected_bug(options.bug),
                       app_dir=options.app, keep_events=getattr(options, "keep_events", False),
@@ -182,7 +184,9 @@ def _run(options: argparse.Namespace) -> int:
         with open(options.json, "w") as f:
             json.dump({"seed": options.seed, "trace": result.trace, "failure": result.failure,
                        "checkpoints": result.checkpoints, "events": result.events or [],
-                       "event_count": result.event_count}, f)
+                       "event_count": result.event_count, "sim_s": result.sim_s,
+                       "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+                       "commit_count": result.commit_count}, f)
     return result.exit_code
 
 
