@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from engine import limits, values
 from engine.errors import EddyError, ErrorCode
-from engine.validators import ResolveTable, Validator, VObject, v
+from engine.validators import ResolveTable, Validator, VArray, VObject, VOptional, v
 
 _COMPONENT = re.compile(r"[A-Za-z0-9_.]+\Z")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -63,9 +63,13 @@ class FunctionDef:
     returns: Validator | None = None
     path: str | None = None
     _args_validator: VObject | None = field(default=None, init=False, repr=False)
-    # `values.flat_document_size`'s (field types, required fields) for
-    # `check_flat_args`, or () when the args validator has no flat fast path.
+    # `values.flat_document_size`'s (field types, required fields) of the
+    # scalar args for `check_flat_args`, or () when the args validator has no
+    # flat fast path; and the same for the objects of each array of flat
+    # objects (`v.array(v.object({...}))`: a batch of documents), by field.
     _flat_args: tuple = field(default=(), init=False, repr=False)
+    _flat_arrays: dict = field(default_factory=dict, init=False, repr=False)
+    _required_arrays: frozenset = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
@@ -77,9 +81,23 @@ class FunctionDef:
                 raise TypeError(f"args= takes a dict of validators or v.object(...), "
                                 f"not {self.args!r}")
             self._args_validator = v.object(self.args)
-            self._flat_args = self._args_validator.flat_fields(values.is_field_name)
+            self._flat_plan()
         if self.returns is not None and not isinstance(self.returns, Validator):
             raise TypeError(f"returns= takes a validator, not {self.returns!r}")
+
+    def _flat_plan(self) -> None:
+        """Sets `_flat_args`, `_flat_arrays` and `_required_arrays` (see `check_flat_args`)."""
+        for name, validator in self.args.items():
+            items = validator.inner if isinstance(validator, VOptional) else validator
+            if isinstance(items, VArray) and isinstance(items.item, VObject) and \
+                    values.is_field_name(name):
+                item_fields = items.item.flat_fields(values.is_field_name)
+                if item_fields:
+                    self._flat_arrays[name] = item_fields
+        scalars = {name: f for name, f in self.args.items() if name not in self._flat_arrays}
+        self._flat_args = v.object(scalars).flat_fields(values.is_field_name)
+        self._required_arrays = frozenset(
+            name for name in self._flat_arrays if not self.args[name].is_optional)
 
     @property
     def name(self) -> str:
@@ -170,25 +188,57 @@ def validate_args(fdef: FunctionDef, args: Any,
 
 def check_flat_args(fdef: FunctionDef, args: dict) -> dict | None:
     """The fast path of checking a call's arguments, as a value and against
-    the function's validators: a copy of `args` when they are a flat object
-    of scalars matching the validators' exact-type fields (see
-    `values.flat_document_size`), else None, and the caller runs the full
-    checks (which name any problem).
+    the function's validators: when they are a flat object of scalars
+    matching the validators' exact-type fields, and arrays of such objects
+    (see `values.flat_document_size`), a copy of them as the full checks
+    would return it (fresh dicts and lists); else None, and the caller runs
+    the full checks (which name any problem).
 
     Args:
         fdef: the function.
         args: the argument object, a dict.
 
     Returns:
-        The arguments, normalized (a fresh dict), or None.
+        The arguments, normalized, or None.
     """
     flat = fdef._flat_args
     if not flat or type(args) is not dict:
         return None
+    if fdef._flat_arrays:
+        return _check_flat_args_with_arrays(fdef, args)
     size = values.flat_document_size(args, *flat)
     if size is None or size > limits.value_bytes_max:
         return None
     return args.copy()
+
+
+def _check_flat_args_with_arrays(fdef: FunctionDef, args: dict) -> dict | None:
+    """`check_flat_args` for a function that takes arrays of flat objects."""
+    scalars = {}
+    arrays = {}
+    size = 0
+    for key, item in args.items():
+        item_fields = fdef._flat_arrays.get(key)
+        if item_fields is None:
+            scalars[key] = item
+            continue
+        if type(item) is not list or len(item) > limits.array_elements_max:
+            return None
+        array_size = 2
+        for element in item:
+            element_size = (values.flat_document_size(element, *item_fields)
+                            if type(element) is dict else None)
+            if element_size is None:
+                return None
+            array_size += element_size
+        size += len(key) + 1 + array_size
+        arrays[key] = [element.copy() for element in item]
+    if not fdef._required_arrays <= args.keys():
+        return None
+    scalar_size = values.flat_document_size(scalars, *fdef._flat_args)
+    if scalar_size is None or scalar_size + size > limits.value_bytes_max:
+        return None
+    return {**args, **arrays}
 
 
 def validate_returns(fdef: FunctionDef, value: Any,

@@ -171,3 +171,40 @@ def test_encode_ids_is_encode_id_of_each(table_number, internal_ids):
     """encode_ids of a block equals encode_id of each internal id."""
     assert encode_ids(table_number, internal_ids) == [
         encode_id(table_number, internal_id) for internal_id in internal_ids]
+
+
+ITEM = v.object({"key": v.string(), "n": v.optional(v.int64()), "score": v.number()})
+
+
+@mutation(args={"items": v.array(ITEM), "tag": v.optional(v.string())})
+async def _batch(ctx, items, tag=None):
+    return None
+
+
+item_dicts = st.dictionaries(st.sampled_from(["key", "n", "score", "extra", "$x"]), scalars,
+                             max_size=4)
+batch_args = st.dictionaries(
+    st.sampled_from(["items", "tag", "other"]),
+    st.one_of(scalars, st.lists(st.one_of(item_dicts, scalars), max_size=4)), max_size=3)
+
+
+@settings(max_examples=400)
+@given(batch_args)
+def test_check_flat_args_with_arrays_agrees_with_the_full_checks(args):
+    """Arrays of flat objects: when the fast path answers, the full checks agree,
+    down to fresh dicts and lists."""
+    fast = check_flat_args(_batch, args)
+    if fast is None:
+        return
+    assert values.check_value(args) <= limits.value_bytes_max
+    assert fast == validate_args(_batch, args)
+    assert all(copy is not original for copy, original in zip(fast["items"], args["items"]))
+    assert fast["items"] is not args["items"]
+
+
+def test_check_flat_args_takes_arrays_of_flat_objects():
+    """A batch of flat documents takes the fast path; a bad element sends it to the full one."""
+    items = [{"key": "a", "score": 1.0}, {"key": "b", "n": 2, "score": 0.5}]
+    assert check_flat_args(_batch, {"items": items}) == {"items": items}
+    assert check_flat_args(_batch, {"items": items + [{"key": "c", "score": 1}]}) is None
+    assert check_flat_args(_batch, {"tag": "t"}) is None  # "items" is required
