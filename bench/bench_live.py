@@ -60,8 +60,6 @@ Usage:
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
 import statistics
 import sys
@@ -76,8 +74,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from bench_ws import add_common_arguments, open_clients, open_eddy, process_cpu_s  # noqa: E402
 from common import Row, Unavailable  # noqa: E402
-from live_common import (SUBSCRIBE_S_MAX, Figure, Subscribers, ThreadCpu, mean_interval,  # noqa: E402
-                         now_ns, percentile, ratio_interval)
+from live_common import (SUBSCRIBE_S_MAX, Figure, Subscribers, ThreadCpu,  # noqa: E402
+                         http_query_cpu_s, mean_interval, now_ns, percentile, ratio_interval)
 
 APP_LIVE_DIR = Path(__file__).resolve().parent / "app_live"
 SCENARIOS = ["observe-insert", "many-intersections", "incremental", "fan-out"]
@@ -467,39 +465,6 @@ def many_intersections(args, scratch: Path) -> None:
 
 # ---------------------------------------------------------------------------
 # incremental
-
-
-def http_query_cpu_s(server_cpu: ThreadCpu, port: int, paths: list[str],
-                     count: int) -> dict[str, list[float]]:
-    """Server CPU seconds of each of `count` `POST /api/query` of each of
-    `paths` (sequential, one connection). The paths take turns, call by
-    call, so that a slower minute of a shared machine weighs on all alike
-    and their differences can be taken pair by pair."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def call(path: str) -> None:
-        body = json.dumps({"path": path, "args": {}, "format": "json"})
-        connection.request("POST", "/api/query", body=body,
-                           headers={"content-type": "application/json"})
-        response = connection.getresponse()
-        reply = json.loads(response.read())
-        if reply.get("status") != "success":
-            raise RuntimeError(f"query {path}: {reply}")
-
-    for _ in range(20):
-        for path in paths:
-            call(path)  # Warm up the connection and the code paths.
-    used: dict[str, list[float]] = {path: [] for path in paths}
-    coarse_before = server_cpu.coarse(server_cpu.pid)
-    for _ in range(count):
-        for path in paths:
-            before = server_cpu.seconds()
-            call(path)
-            used[path].append(server_cpu.seconds() - before)
-    # A cross-check of the fine figures: the same calls in 10 ms ticks.
-    used["ticks"] = [server_cpu.coarse(server_cpu.pid) - coarse_before]
-    connection.close()
-    return used
 
 
 def incremental_eddy(args, server) -> dict:

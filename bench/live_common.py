@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import os
 import statistics
@@ -125,3 +127,36 @@ class Subscribers:
             nursery.start_soon(hold, index, self.clients[client_index], path, args)
         with trio.fail_after(SUBSCRIBE_S_MAX):
             await all_ready.wait()
+
+
+def http_query_cpu_s(server_cpu: ThreadCpu, port: int, paths: list[str],
+                     count: int) -> dict[str, list[float]]:
+    """Server CPU seconds of each of `count` `POST /api/query` of each of
+    `paths` (sequential, one connection). The paths take turns, call by
+    call, so that a slower minute of a shared machine weighs on all alike
+    and their differences can be taken pair by pair."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(path: str) -> None:
+        body = json.dumps({"path": path, "args": {}, "format": "json"})
+        connection.request("POST", "/api/query", body=body,
+                           headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        reply = json.loads(response.read())
+        if reply.get("status") != "success":
+            raise RuntimeError(f"query {path}: {reply}")
+
+    for _ in range(20):
+        for path in paths:
+            call(path)  # Warm up the connection and the code paths.
+    used: dict[str, list[float]] = {path: [] for path in paths}
+    coarse_before = server_cpu.coarse(server_cpu.pid)
+    for _ in range(count):
+        for path in paths:
+            before = server_cpu.seconds()
+            call(path)
+            used[path].append(server_cpu.seconds() - before)
+    # A cross-check of the fine figures: the same calls in 10 ms ticks.
+    used["ticks"] = [server_cpu.coarse(server_cpu.pid) - coarse_before]
+    connection.close()
+    return used
