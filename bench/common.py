@@ -47,6 +47,9 @@ class Rate:
     unit: str = "tx/s"
     errors: dict[str, int] = field(default_factory=dict)
     scale: int = 1  # Items per operation (1,000 documents per batch, say).
+    # CPU seconds the whole process (every thread) used in the window, when
+    # measured: unlike the rate, barely moved by other work on the machine.
+    cpu_seconds: float | None = None
 
     @property
     def per_second(self) -> float:
@@ -114,6 +117,11 @@ def print_report(title: str, rows: list[Row], notes: list[str] = ()) -> None:
             if isinstance(outcome, Unavailable) and (side, outcome.reason) not in reported:
                 reported.add((side, outcome.reason))
                 print(f"{side}: not available ({outcome.reason})")
+            if isinstance(outcome, Rate) and outcome.cpu_seconds and outcome.operations:
+                per_item = outcome.cpu_seconds / (outcome.operations * outcome.scale) * 1e6
+                item = "operation" if outcome.scale == 1 else "item"
+                print(f"{row.workload} ({side}): {per_item:.1f} µs of process CPU "
+                      f"(all threads) per {item}")
             if isinstance(outcome, Rate) and outcome.errors:
                 counts = ", ".join(f"{k}: {v}" for k, v in sorted(outcome.errors.items()))
                 print(f"{row.workload} ({side}) errors seen by callers: {counts}")
@@ -284,10 +292,23 @@ async def run_tasks(task_count: int, seconds: float, warmup: float,
                     counts[i] += 1
             sequence += 1
 
+    cpu: list[float] = []
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_measure_cpu, window, cpu)
         for i in range(task_count):
             nursery.start_soon(work, i)
-    return Rate(sum(counts), window.measured_seconds(), unit=unit, errors=errors, scale=scale)
+    return Rate(sum(counts), window.measured_seconds(), unit=unit, errors=errors, scale=scale,
+                cpu_seconds=cpu[0] if cpu else None)
+
+
+async def _measure_cpu(window: Window, out: list[float]) -> None:
+    """Appends the process CPU time (all threads) spent during `window`."""
+    import trio
+
+    await trio.sleep(max(0.0, window.measure_start - time.perf_counter()))
+    start = time.process_time()
+    await trio.sleep(max(0.0, window.end - time.perf_counter()))
+    out.append(time.process_time() - start)
 
 
 def eddy_unavailable(error: BaseException, debug: bool) -> Unavailable:
