@@ -135,11 +135,10 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
     if call.request is not None:
         record["request"] = list(call.request)
         record["result"] = values.pack(call.result)
-    ts_bytes = commit.ts.to_bytes(8, "big")
-    ops: list[WriteOp] = [("commits", ts_bytes, _PACKER.pack(record))]
+    ops: list[WriteOp] = [("commits", ts_key(commit.ts), _PACKER.pack(record))]
     for number, writes in commit.writes.items():
         # Tuples pack as arrays.
-        ops.append(("log", number.to_bytes(4, "big") + ts_bytes, _PACKER.pack(writes)))
+        ops.append(("log", log_key(number, commit.ts), _PACKER.pack(writes)))
     if commit.created_tables:
         ops.append(("meta", b"catalog", catalog_record(catalog)))
     return ops
