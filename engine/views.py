@@ -364,32 +364,89 @@ def commit_changes(catalog, commits, indexes: Iterable[IndexName],
                    documents: dict[bytes, dict] | None = None) -> dict[IndexName, list[Change]]:
     """Each commit's writes as changes (rule 2) in each of `indexes`, in commit order.
 
-    Only documents of the tables those indexes belong to are unpacked, once
-    each, to compute their new keys; `documents`, if given, receives them
-    (packed -> document), so a fast result over the new rows need not unpack
-    them again (engine/view_reads.py `fast_result`).
+    A change needs each written document's new key. A commit made by `admit`
+    carries the keys it removed or added per index (`Commit.write_keys`): a
+    document's new key is the one of them the index holds live at the
+    commit's ts for that document (`_new_keys`), so nothing is unpacked or
+    encoded. Without them (a Commit not made by `admit`), or for a document
+    whose new key is not among them, the document is unpacked, once, to
+    compute its keys; `documents`, if given, receives those (packed ->
+    document), so a fast result over the new rows need not unpack them
+    again (engine/view_reads.py `fast_result`).
     """
-    wanted: dict[int, list[tuple[IndexName, Callable[[dict], bytes]]]] = {}
+    wanted: dict[int, list[tuple[IndexName, Callable[[dict], bytes], IndexState]]] = {}
     for index in indexes:
         shard = catalog.shards.get(index[0])
         if shard is not None and index[1] in shard.indexes:
-            wanted.setdefault(index[0], []).append(
-                (index, _key_function(shard.indexes[index[1]].fields)))
+            state = shard.indexes[index[1]]
+            wanted.setdefault(index[0], []).append((index, _key_function(state.fields), state))
     changes: dict[IndexName, list[Change]] = {index: [] for fields in wanted.values()
-                                               for index, _ in fields}
+                                               for index, _, _ in fields}
+    unpacked: dict[bytes, dict] = {} if documents is None else documents
     for commit in commits:
+        write_keys = commit.write_keys
         for number, writes in commit.writes.items():
             targets = wanted.get(number)
             if not targets:
                 continue
-            for internal_id, packed in writes:
-                document = None if packed is None else values.unpack(packed)
-                if documents is not None and document is not None:
-                    documents[packed] = document
-                for index, key_of in targets:
-                    new_key = None if document is None else key_of(document)
-                    changes[index].append((internal_id, new_key, packed))
+            if write_keys is None:
+                _computed_changes(writes, targets, changes, unpacked)
+                continue
+            for index, key_of, state in targets:
+                new_keys = _new_keys(state.life, write_keys.get(index, ()), commit.ts)
+                index_changes = changes[index]
+                for internal_id, packed in writes:
+                    if packed is None:
+                        index_changes.append((internal_id, None, None))
+                        continue
+                    new_key = new_keys.get(internal_id)
+                    if new_key is None:  # not among the commit's keys: compute it
+                        document = unpacked.get(packed)
+                        if document is None:
+                            document = unpacked[packed] = values.unpack(packed)
+                        new_key = key_of(document)
+                    index_changes.append((internal_id, new_key, packed))
     return changes
+
+
+def _new_keys(life_of: dict[bytes, tuple], written: Iterable[bytes], ts: int) -> dict[bytes, bytes]:
+    """internal id -> its key at `ts`, for the keys in `written` that an index
+    (`life_of`: its `IndexState.life`) holds live at `ts`.
+
+    A commit's keys in one index are, for each document it wrote, its old
+    key and its new key (one key when they are equal). The old key's last
+    interval ends at the commit's ts, so the key live at that ts is the new
+    one, whatever order the keys come in. Each key has one owner (it ends
+    with its document's _id), and each document one live key per index.
+    """
+    found: dict[bytes, bytes] = {}
+    for key in written:
+        life = life_of.get(key)
+        if life is None:
+            continue
+        # life: (owner, begin, end, begin, end, ...), newest interval last;
+        # the commit's ts is nearly always in the newest or the one before.
+        j = len(life) - 2
+        while j > 0 and life[j] > ts:
+            j -= 2
+        if j > 0 and ts < life[j + 1]:
+            found[life[0]] = key
+    return found
+
+
+def _computed_changes(writes, targets, changes: dict[IndexName, list[Change]],
+                      unpacked: dict[bytes, dict]) -> None:
+    """`commit_changes` of one table's writes without the commit's keys:
+    each document unpacked once, its keys computed."""
+    for internal_id, packed in writes:
+        document = None
+        if packed is not None:
+            document = unpacked.get(packed)
+            if document is None:
+                document = unpacked[packed] = values.unpack(packed)
+        for index, key_of, _ in targets:
+            new_key = None if document is None else key_of(document)
+            changes[index].append((internal_id, new_key, packed))
 
 
 def _key_function(fields: list[str]) -> Callable[[dict], bytes]:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 
 from engine import keys, values
 from engine.catalog import Catalog
+from engine.shard import index_key
 from engine.view_reads import FastPath, fast_result
 from engine.views import View, ViewSet, after, commit_changes
 
@@ -202,3 +203,47 @@ def test_views_given_only_their_changes_equal_the_reads_from_scratch(before, gro
                 assert view.complete == expected_exhausted
     finally:
         views_module._sorted_changes_min = original
+
+
+ALL_INDEXES = [INDEX, (TABLE, "by_id"), (TABLE, "by_creation_time")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories, histories, st.randoms(use_true_random=False), st.floats(0.0, 1.0))
+def test_changes_from_the_commit_keys_equal_changes_computed_from_documents(
+        before, group, random, kept_fraction):
+    """New keys read from a commit's write keys (in any order, some missing, read
+    after later commits moved them again) equal the keys computed from its documents."""
+    world = World()
+    for batch in before:
+        world.commit(batch)
+    commits = [world.commit(batch) for batch in group]
+    world.commit([(i, 3) for i in IDS])  # later commits move every key again
+    for commit in commits:
+        for index, index_keys in commit.write_keys.items():
+            random.shuffle(index_keys)
+            del index_keys[int(len(index_keys) * kept_fraction):]
+    without_keys = [types.SimpleNamespace(ts=c.ts, writes=c.writes, write_keys=None)
+                    for c in commits]
+    assert commit_changes(world.catalog, commits, ALL_INDEXES) == \
+        commit_changes(world.catalog, without_keys, ALL_INDEXES)
+
+
+def test_changes_from_the_commit_keys_unpack_no_document(monkeypatch):
+    """A commit carrying admit's write keys becomes changes without unpacking any document."""
+    import engine.views as views_module
+    world = World()
+    world.commit([(IDS[i], i) for i in range(6)])
+    commit = world.commit([(IDS[0], 9), (IDS[1], None), (IDS[2], 2), (IDS[7], 1)])
+
+    def refuse(packed):
+        raise AssertionError("a document was unpacked")
+    monkeypatch.setattr(views_module.values, "unpack", refuse)
+    documents = {}
+    changes = commit_changes(world.catalog, [commit], ALL_INDEXES, documents)
+    fields = world.shard.index_fields("by_score")
+    assert [(i, k) for i, k, _ in changes[INDEX]] == [
+        (IDS[0], index_key(_document(IDS[0], 9), fields)), (IDS[1], None),
+        (IDS[2], index_key(_document(IDS[2], 2), fields)),
+        (IDS[7], index_key(_document(IDS[7], 1), fields))]
+    assert documents == {}
