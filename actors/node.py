@@ -32,7 +32,7 @@ from actors.app import App, load_app
 from actors.auth import AuthConfig, load_auth_config
 from actors.runner import CallResult, FunctionRunner
 from actors.sequencer import SequencerActor
-from actors.subscriptions import SubscriptionActor
+from actors.subscription_pool import SubscriptionPool, check_actor_count
 from actors.world import RealWorld
 
 log = logging.getLogger("eddy.node")
@@ -92,7 +92,9 @@ class Node:
         self.retained_since_ts = 0
         self.admin_key = ""
         self.sequencer: SequencerActor | None = None
-        self.subscriptions: SubscriptionActor | None = None  # set by open_node
+        # The subscription actors (one unless open_node is asked for more);
+        # set by open_node.
+        self.subscriptions: SubscriptionPool | None = None
         # (sessionId, requestId) -> (packed result, commit ts); set by recover.
         self._logged_results: dict[tuple[str, int], tuple[bytes, int]] = {}
         self.runner = FunctionRunner(self)
@@ -330,17 +332,23 @@ def _log_tables(store) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
-                    app: App | None = None, world=None) -> AsyncIterator[Node]:
+                    app: App | None = None, world=None,
+                    subscription_actors: int = 1) -> AsyncIterator[Node]:
     """Opens a node on `data_dir` (default APP_DIR/.eddy) serving the app in `app_dir`.
 
     An async context manager that owns the node's tasks. On exit every
     admitted commit is made durable before the store closes.
+    `subscription_actors` is how many SubscriptionActors share the node's
+    live sessions (actors/subscription_pool.py).
 
     Raises:
+        ValueError: `subscription_actors` is outside 1 to
+            `subscription_actors_max` (64).
         AppLoadError: the app does not load.
         EddyError: the data folder is damaged (CORRUPT_RECORD), in use
             (UNAVAILABLE), or does not match the schema (SCHEMA_VIOLATION).
     """
+    check_actor_count(subscription_actors)  # before any work
     if app is None:
         if app_dir is None:
             raise ValueError("open_node needs an app_dir or an app")
@@ -353,7 +361,7 @@ async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
         node = Node(world, store, app, data_dir)
         node.recover()
         _settle_garbage_collector()
-        node.subscriptions = SubscriptionActor(node)
+        node.subscriptions = SubscriptionPool(node, subscription_actors)
         node._ensure_admin_key()
         generation = _check_not_stale(node, world, data_dir)
         opening = [("meta", GENERATION_KEY, generation.to_bytes(8, "big"))]
@@ -367,7 +375,8 @@ async def open_node(app_dir: str | None = None, data_dir: str | None = None, *,
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.sequencer.run)
-                nursery.start_soon(node.subscriptions.run)
+                for actor in node.subscriptions.actors:
+                    nursery.start_soon(actor.run)
                 try:
                     yield node
                 finally:

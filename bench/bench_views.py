@@ -130,7 +130,7 @@ async def measure(args, use_views: bool) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as scratch:
         app = write_app(Path(scratch))
         async with open_node(str(app), str(Path(scratch) / "data")) as node:
-            actor = node.subscriptions
+            actor = node.subscriptions.actors[0]  # the node's one subscription actor
             actor.use_views = use_views
             rng = random.Random(7)
             ids = []

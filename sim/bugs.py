@@ -41,7 +41,7 @@ BUGS = {
         "commit half on disk (caught by the atomicity checker; workload leaderboard "
         "writes two tables per commit)",
     "dropped-subscription-delta":
-        "the subscription actor now and then leaves one changed query out of the "
+        "each subscription actor now and then leaves one changed query out of the "
         "Update it delivers to a session, so the client keeps a stale value (caught "
         "by the subscription oracle: the value differs from a query at the Update's "
         "ts; workload leaderboard)",
@@ -95,12 +95,15 @@ def plant(name: str | None, node, world) -> None:
     elif name == "multi-shard-non-atomic":
         node.sequencer.store = _SplitStore(node.sequencer.store)
     elif name == "dropped-subscription-delta":
-        _drop_deltas(node.subscriptions, rng)
+        for actor in node.subscriptions.actors:  # every subscription actor of the node
+            _drop_deltas(actor, rng)
     elif name == "deltas-out-of-order":
-        _reorder_updates(node.subscriptions, rng)
+        for actor in node.subscriptions.actors:
+            _reorder_updates(actor, rng)
     elif name == "take-refill-off-by-one":
-        views = node.subscriptions.registry.views
-        views.update = types.MethodType(_update_with_short_refill, views)
+        for actor in node.subscriptions.actors:
+            views = actor.registry.views
+            views.update = types.MethodType(_update_with_short_refill, views)
     elif name in SERVER_BUGS:
         pass  # planted into the sync endpoint by plant_server
     else:

@@ -1,7 +1,8 @@
 """The sync protocol over real WebSockets: hypercorn on a loopback port serving
 wire/http.make_app on a real node, and trio-websocket as a raw client sending
 JSON frames exactly as the npm client does. Live queries come from the
-node's own SubscriptionActor (actors/subscriptions.py).
+node's own SubscriptionActors (actors/subscriptions.py; one unless a test
+asks for more, actors/subscription_pool.py).
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ TIMEOUT_S = 20
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, **server_options: Any):
-    """A node on the test app behind hypercorn on a free loopback port; yields (node, ws base)."""
+    """A node on the test app behind hypercorn on a free loopback port; yields
+    (node, ws base). `server_options` go to open_node (subscription_actors)."""
     app_dir = tmp_path / "app"
     app_dir.mkdir(exist_ok=True)
     (app_dir / "messages.py").write_text(textwrap.dedent(APP))
-    async with open_node(str(app_dir), str(tmp_path / "data")) as node:
+    async with open_node(str(app_dir), str(tmp_path / "data"), **server_options) as node:
         config = Config()
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
@@ -177,8 +179,10 @@ def test_subscribe_mutate_and_versions_like_npm(tmp_path):
     assert run(tmp_path, scenario) == ["hi"]
 
 
-def test_live_update_between_two_sockets(tmp_path):
-    """A mutation on one socket shows up in another socket's subscription."""
+@pytest.mark.parametrize("actors", [1, 2])
+def test_live_update_between_two_sockets(tmp_path, actors):
+    """A mutation on one socket shows up in another socket's subscription
+    (with two subscription actors, the sockets' sessions are on different ones)."""
     async def scenario(node, base):
         async with raw_client(base) as watcher, raw_client(base, "/api/sync") as writer:
             await watcher.connect("watcher")
@@ -188,7 +192,47 @@ def test_live_update_between_two_sockets(tmp_path):
                                "args": [{"body": "live"}]})
             assert (await writer.receive_type("MutationResponse"))["success"]
             return await watcher.wait_for_value(0, lambda v: v == ["live"])
-    assert run(tmp_path, scenario) == ["live"]
+    assert run(tmp_path, scenario, subscription_actors=actors) == ["live"]
+
+
+def test_sockets_spread_over_two_subscription_actors_all_see_every_write(tmp_path):
+    """With two subscription actors, four sockets' sessions go two to each;
+    every socket's mutation shows up in every socket's subscription, each
+    writer's Transitions reach its own MutationResponse's ts, and versions
+    chain as npm checks (RawClient.receive)."""
+    async def until(client, view, done):
+        # Applies Transitions to the client's view of its queries until `done(view)`.
+        while not done(view):
+            for item in (await client.receive_type("Transition"))["modifications"]:
+                if item["type"] == "QueryUpdated":
+                    view[item["queryId"]] = item["value"]
+
+    async def scenario(node, base):
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(raw_client(base)) for _ in range(4)]
+            views = []
+            for n, client in enumerate(clients):
+                await client.connect(f"s-{n}")
+                first = await client.modify(add(0, "messages:list"), add(1, "messages:echo", {"n": n}))
+                views.append({m["queryId"]: m["value"] for m in first["modifications"]})
+                assert views[n] == {0: [], 1: n}
+            held = [actor.statistics().session_count for actor in node.subscriptions.actors]
+            bodies = [f"from {n}" for n in range(4)]
+            for n, client in enumerate(clients):
+                await client.send({"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                                   "args": [{"body": bodies[n]}]})
+                response = await client.receive_type("MutationResponse")
+                assert response["success"]
+                await until(client, views[n], lambda view, body=bodies[n]: body in view[0])
+                assert codecs.decode_ts(client.version["ts"]) >= codecs.decode_ts(response["ts"])
+            for n, client in enumerate(clients):
+                await until(client, views[n], lambda view: sorted(view[0]) == bodies)
+            return held, node.subscriptions.statistics()
+    held, statistics = run(tmp_path, scenario, subscription_actors=2)
+    assert held == [2, 2]
+    assert statistics.session_count == 4
+    # messages:list is one subscription per actor; each echo is its own.
+    assert statistics.subscription_count == 2 + 4
 
 
 def test_errors_queries_actions_and_python_numbers(tmp_path):

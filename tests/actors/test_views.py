@@ -44,7 +44,7 @@ async def check_against_scratch(node, path, args, outcome, ts, session=None, que
     assert outcome.value == scratch.value, (path, ts)
     if session is not None:
         current = session.state.bound[query_id].outcome
-        now = await run_query_at(node, path, args, None, node.subscriptions.registry.current_ts,
+        now = await run_query_at(node, path, args, None, node.subscriptions.statistics().current_ts,
                                  admin=True)
         assert current.ranges() == now.ranges(), "a view-served run read differently"
         assert current.fingerprint() == now.fingerprint(), "a fast-path fingerprint is off"

@@ -1,6 +1,7 @@
 """Every Update a live query session receives equals the same queries run
 from scratch at that Update's ts, under concurrent mutations, many
-overlapping subscriptions, removals and identity changes."""
+overlapping subscriptions, removals and identity changes; on a node with
+one subscription actor and on one with two (sessions spread over both)."""
 
 import os
 import shutil
@@ -41,8 +42,9 @@ class NodeThread:
     """A node running in a trio loop on its own thread, so that Hypothesis's
     synchronous rules can drive one node (and its live sessions) across steps."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, subscription_actors=1):
         self.error = None
+        self.subscription_actors = subscription_actors
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(data_dir,), daemon=True)
         self.thread.start()
@@ -58,7 +60,8 @@ class NodeThread:
             self._ready.set()
 
     async def _main(self, data_dir):
-        async with open_node(APP, data_dir) as node:
+        async with open_node(APP, data_dir,
+                             subscription_actors=self.subscription_actors) as node:
             self.node = node
             node.subscriptions.validate_each_step = True
             self.stop = trio.Event()
@@ -119,10 +122,12 @@ async def _expected(node, path, args, identity, ts):
 
 
 class LiveQueriesMachine(RuleBasedStateMachine):
+    subscription_actors = 1  # the node's (open_node)
+
     def __init__(self):
         super().__init__()
         self.data_dir = tempfile.mkdtemp(prefix="eddy-live-")
-        self.node_thread = NodeThread(self.data_dir)
+        self.node_thread = NodeThread(self.data_dir, self.subscription_actors)
         self.clients = []
         self.ids = []
         self.next_query_id = 0
@@ -216,10 +221,11 @@ class LiveQueriesMachine(RuleBasedStateMachine):
 
     def _settle(self):
         async def go():
-            probe = self.node.subscriptions.open_session()
-            probe.request_update(self.node.latest_ts)
-            await probe.wait_update()
-            probe.close()
+            for actor in self.node.subscriptions.actors:  # each brought to the latest ts
+                probe = actor.open_session()
+                probe.request_update(self.node.latest_ts)
+                await probe.wait_update()
+                probe.close()
             await trio.testing.wait_all_tasks_blocked()
         self.node_thread.call(go)
 
@@ -261,3 +267,22 @@ class LiveQueriesMachine(RuleBasedStateMachine):
 LiveQueriesMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=14,
                                                 deadline=None)
 TestLiveQueries = pytest.mark.slow(LiveQueriesMachine.TestCase)
+
+
+class TwoActorsLiveQueriesMachine(LiveQueriesMachine):
+    """The same rules on a node with two subscription actors: the sessions
+    alternate between them, so every invariant holds across actors too."""
+
+    subscription_actors = 2
+
+    @invariant()
+    def sessions_are_spread_over_both_actors(self):
+        async def go():
+            return [actor.statistics().session_count for actor in self.node.subscriptions.actors]
+        held = self.node_thread.call(go)
+        assert sum(held) == len(self.clients) and max(held) - min(held) <= 1, held
+
+
+TwoActorsLiveQueriesMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=14,
+                                                         deadline=None)
+TestLiveQueriesTwoActors = pytest.mark.slow(TwoActorsLiveQueriesMachine.TestCase)
