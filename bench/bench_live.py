@@ -392,7 +392,7 @@ def many_intersections_statistics(args, scratch: Path) -> dict:
             with trio.fail_after(UPDATE_S_MAX):
                 update = await session.wait_update()
             after = hub.statistics()
-            clock = ActorClock(hub)
+            clock = ActorClock(hub.actors[0])  # the node's one subscription actor
             for write in range(1, 1 + EMBEDDED_WRITES):
                 await node.mutation("live:insert_points", {"keys": write_keys(args, write)})
                 with trio.fail_after(UPDATE_S_MAX):
