@@ -387,25 +387,20 @@ def commit_changes(catalog, commits, indexes: Iterable[IndexName],
         write_keys = commit.write_keys
         for number, writes in commit.writes.items():
             targets = wanted.get(number)
-            if not targets:
+            if not targets or not writes:
                 continue
             if write_keys is None:
                 _computed_changes(writes, targets, changes, unpacked)
                 continue
+            internal_ids, packed_documents = zip(*writes)
             for index, key_of, state in targets:
                 new_keys = _new_keys(state.life, write_keys.get(index, ()), commit.ts)
-                index_changes = changes[index]
-                for internal_id, packed in writes:
-                    if packed is None:
-                        index_changes.append((internal_id, None, None))
-                        continue
-                    new_key = new_keys.get(internal_id)
-                    if new_key is None:  # not among the commit's keys: compute it
-                        document = unpacked.get(packed)
-                        if document is None:
-                            document = unpacked[packed] = values.unpack(packed)
-                        new_key = key_of(document)
-                    index_changes.append((internal_id, new_key, packed))
+                found = list(map(new_keys.get, internal_ids))
+                if None in found or None in packed_documents:
+                    found = [None if packed is None else
+                             _computed_key(key, packed, key_of, unpacked)
+                             for key, packed in zip(found, packed_documents)]
+                changes[index].extend(zip(internal_ids, found, packed_documents))
     return changes
 
 
@@ -420,8 +415,7 @@ def _new_keys(life_of: dict[bytes, tuple], written: Iterable[bytes], ts: int) ->
     with its document's _id), and each document one live key per index.
     """
     found: dict[bytes, bytes] = {}
-    for key in written:
-        life = life_of.get(key)
+    for key, life in zip(written, map(life_of.get, written)):
         if life is None:
             continue
         # life: (owner, begin, end, begin, end, ...), newest interval last;
@@ -432,6 +426,17 @@ def _new_keys(life_of: dict[bytes, tuple], written: Iterable[bytes], ts: int) ->
         if j > 0 and ts < life[j + 1]:
             found[life[0]] = key
     return found
+
+
+def _computed_key(key: bytes | None, packed: bytes, key_of: Callable[[dict], bytes],
+                  unpacked: dict[bytes, dict]) -> bytes:
+    """`key` if found among the commit's keys, else computed from the document."""
+    if key is not None:
+        return key
+    document = unpacked.get(packed)
+    if document is None:
+        document = unpacked[packed] = values.unpack(packed)
+    return key_of(document)
 
 
 def _computed_changes(writes, targets, changes: dict[IndexName, list[Change]],
