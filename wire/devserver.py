@@ -46,8 +46,11 @@ def describe_load_error(error: AppLoadError) -> str:
 
 
 async def serve_dev(app_dir: Path, *, host: str, port: int, data_dir: Path,
-                    out: TextIO = sys.stdout) -> None:
+                    out: TextIO = sys.stdout, subscription_actors: int = 1) -> None:
     """Serves an app until SIGINT or SIGTERM, reloading it when its files change.
+
+    `subscription_actors`: how many the node spreads live sessions over
+    (open_node's option).
 
     Not a checkpoint in any useful sense: it returns only after shutdown.
     Cancelling it closes the server and the node.
@@ -56,7 +59,8 @@ async def serve_dev(app_dir: Path, *, host: str, port: int, data_dir: Path,
         AppLoadError: the app does not load at start (no good version yet).
         OSError: the port cannot be bound.
     """
-    async with open_node(str(app_dir), str(data_dir)) as node:
+    async with open_node(str(app_dir), str(data_dir),
+                         subscription_actors=subscription_actors) as node:
         config = Config()
         config.bind = [f"{host}:{port}"]
         config.accesslog = None

@@ -154,3 +154,34 @@ def test_an_impossible_actor_count_is_refused_before_opening(tmp_path, count):
     with pytest.raises(ValueError, match="subscription actors"):
         run(tmp_path / "data", lambda node: None, actors=count)
     assert not (tmp_path / "data").exists()
+
+
+def test_eddy_dev_takes_the_actor_count_to_the_node(tmp_path, monkeypatch):
+    """`eddy dev --subscription-actors N` parses N (refusing 0) and serve_dev
+    opens its node with it."""
+    import contextlib
+
+    from wire import devserver
+    from wire.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["dev", "app"]).subscription_actors == 1
+    assert parser.parse_args(["dev", "app", "--subscription-actors", "3"]).subscription_actors == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dev", "app", "--subscription-actors", "0"])
+    opened = []
+
+    class Opened(Exception):
+        pass
+
+    @contextlib.asynccontextmanager
+    async def recording_open_node(*args, **kwargs):
+        opened.append(kwargs)
+        raise Opened
+        yield
+
+    monkeypatch.setattr(devserver, "open_node", recording_open_node)
+    with pytest.raises(Opened):
+        trio.run(lambda: devserver.serve_dev(tmp_path, host="127.0.0.1", port=0, data_dir=tmp_path,
+                                             subscription_actors=3))
+    assert opened == [{"subscription_actors": 3}]

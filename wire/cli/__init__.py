@@ -1,7 +1,7 @@
 """The `eddy` command (DESIGN.md section 10).
 
-- `eddy dev APP_DIR`: serve an app over HTTP and WebSocket and reload it on
-  change (wire/devserver.py does the serving);
+- `eddy dev APP_DIR [--subscription-actors N]`: serve an app over HTTP and
+  WebSocket and reload it on change (wire/devserver.py does the serving);
 - `eddy run APP_DIR PATH [ARGS_JSON]`: run one function against the app's
   data, embedded (no server), and print its result as JSON;
 - `eddy log|show|query|diff|replay|rerun|bisect|compact APP_DIR ...`: the
@@ -26,6 +26,7 @@ import trio
 
 from actors.app import AppLoadError
 from actors.node import open_node
+from actors.subscription_pool import check_actor_count
 from engine.errors import AppError, EddyError, FunctionCrashed
 from wire import codecs
 from wire.devserver import describe_load_error, serve_dev
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"TCP port to listen on (default {DEFAULT_PORT})")
     dev.add_argument("--host", default=DEFAULT_HOST,
                      help=f"address to listen on (default {DEFAULT_HOST}, this machine only)")
+    dev.add_argument("--subscription-actors", type=subscription_actor_count, default=1,
+                     metavar="N",
+                     help="subscription actors the live sessions are spread over, each keeping "
+                          "its own queries current from every commit (default 1; all run on one "
+                          "thread, so more split the work into independent tasks, not CPUs)")
 
     run = commands.add_parser(
         "run", help="run one function against an app's data and print its result",
@@ -100,6 +106,16 @@ def _extension_modules() -> list:
     return found
 
 
+def subscription_actor_count(text: str) -> int:
+    """The argparse type of `--subscription-actors`: 1 to subscription_actors_max."""
+    try:
+        count = int(text)
+        check_actor_count(count)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return count
+
+
 def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app_dir", metavar="APP_DIR", type=Path, help="the app folder")
     parser.add_argument("--data", metavar="DIR", type=Path, default=None,
@@ -135,7 +151,8 @@ def _dev(options: argparse.Namespace, data_dir: Path) -> int:
     _configure_logging()
     try:
         trio.run(lambda: serve_dev(options.app_dir, host=options.host, port=options.port,
-                                   data_dir=data_dir))
+                                   data_dir=data_dir,
+                                   subscription_actors=options.subscription_actors))
     except OSError as error:
         print(f"eddy dev: {error}", file=sys.stderr)
         return 1
