@@ -12,9 +12,11 @@ nothing:
    stabs its own indexes with every group and brings its own subscriptions
    to the group's last ts.
 3. A session lives on one actor for its whole life: `open_session` gives
-   it to the actor holding the fewest sessions, ties to the lowest index.
-   The rule reads only counts, never `hash()` or randomness, so the
-   simulator's runs stay deterministic.
+   it to the actor holding the fewest sessions; ties go round, to the
+   first tied actor at or after the one following the last chosen (so
+   short-lived sessions opened one after another do not all land on the
+   first actor). The rule reads only counts and indexes, never `hash()` or
+   randomness, so the simulator's runs stay deterministic.
 
 Every promise of docs/internals.md "Subscriptions" is a promise of one
 session, which one actor keeps whole; nothing is promised across sessions
@@ -54,7 +56,9 @@ class SubscriptionPool:
 
     Fields:
         actors: the SubscriptionActors, made in `__init__` and fixed for the
-            node's life; index order is the tie-break of `open_session`.
+            node's life.
+        _next_index: where `open_session`'s tie-break starts: the index
+            after the actor it chose last (0 before the first session).
     """
 
     def __init__(self, node, actor_count: int = 1) -> None:
@@ -66,16 +70,20 @@ class SubscriptionPool:
         check_actor_count(actor_count)
         self.node = node
         self.actors = [SubscriptionActor(node) for _ in range(actor_count)]
+        self._next_index = 0
 
     # ----- the API ---------------------------------------------------------
 
     def open_session(self, admin: bool = False) -> SessionQueries:
         """A new, empty session on the actor holding the fewest sessions
-        (the lowest index among equals); `admin` lets its queries be
-        internal functions."""
-        # min() keeps the first of equal keys: ties go to the lowest index.
-        actor = min(self.actors, key=_held_session_count)
-        return actor.open_session(admin)
+        (among equals, the first at or after `_next_index`); `admin` lets
+        its queries be internal functions."""
+        actors = self.actors
+        count, start = len(actors), self._next_index
+        chosen = min(range(count), key=lambda index: (_held_session_count(actors[index]),
+                                                      (index - start) % count))
+        self._next_index = (chosen + 1) % count
+        return actors[chosen].open_session(admin)
 
     def rerun_all(self) -> None:
         """Re-runs every subscription of every actor (the app's code changed)."""
@@ -95,6 +103,7 @@ class SubscriptionPool:
 
     def validate(self) -> None:
         assert self.actors and len(self.actors) <= subscription_actors_max
+        assert 0 <= self._next_index < len(self.actors)
         assert len({id(actor) for actor in self.actors}) == len(self.actors)
         for actor in self.actors:
             assert actor.node is self.node

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import trio
+import trio.testing
 
 from actors.app import load_app
 from actors.node import open_node
@@ -53,20 +54,32 @@ def actor_index(node, session):
     return node.subscriptions.actors.index(session._hub)
 
 
-def test_sessions_go_to_the_actor_holding_fewest_ties_to_the_lowest(tmp_path):
-    """Sessions alternate over two actors, and a session closed on one makes
-    that actor the next one chosen once it has been released."""
+def test_sessions_go_to_the_actor_holding_fewest_ties_going_round(tmp_path):
+    """Sessions alternate over two actors; a session closed on one makes that
+    actor the next one chosen once it has been released; and short-lived
+    sessions opened one after another (ties each time) take turns."""
     async def fn(node):
         sessions = [node.subscriptions.open_session() for _ in range(3)]
         placed = [actor_index(node, s) for s in sessions]
         sessions[1].close()
         await settled(node)
-        after_close = actor_index(node, node.subscriptions.open_session())
-        return placed, after_close, [a.statistics().session_count for a in node.subscriptions.actors]
-    placed, after_close, counts = run(tmp_path, fn)
+        fourth = node.subscriptions.open_session()
+        after_close = actor_index(node, fourth)
+        counts = [a.statistics().session_count for a in node.subscriptions.actors]
+        for session in (sessions[0], sessions[2], fourth):
+            session.close()
+        turns = []
+        for _ in range(4):
+            await trio.testing.wait_all_tasks_blocked()  # closed sessions released: a tie
+            session = node.subscriptions.open_session()
+            turns.append(actor_index(node, session))
+            session.close()
+        return placed, after_close, counts, turns
+    placed, after_close, counts, turns = run(tmp_path, fn)
     assert placed == [0, 1, 0]
     assert after_close == 1
-    assert counts == [2, 1]  # open sessions: the first and third, then the fourth
+    assert counts == [2, 1]  # open: the first and third on 0, the fourth on 1
+    assert turns == [0, 1, 0, 1]
 
 
 def test_sessions_on_both_actors_see_every_commit(tmp_path):
