@@ -30,6 +30,10 @@ of inserts of new documents aside, decoding and indexing them together in
 one pass per field (`bulk_insert_batch_max`). A write that is not such an
 insert first indexes the run, then goes through `apply`'s own path, so the
 state is exactly what `apply` would have built.
+
+`apply` takes the same shortcut for a commit of at least `bulk_apply_min`
+inserts of new documents (a batch insert), and merges their keys into each
+index's sorted list together (`_insert_sorted`) rather than one by one.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+from bisect import bisect_right, insort
 from itertools import repeat
 from typing import Iterator, Sequence
 
@@ -54,6 +59,11 @@ BUILTIN_INDEXES = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"
 # decoded documents of one batch (a few hundred bytes to a few KB each) stay
 # a few MB, whatever the size of the log.
 bulk_insert_batch_max = 2048
+
+# Inserts of new documents in one commit from which `apply` indexes them
+# together, one pass per field, as a bulk load does. Below it the per-column
+# set-up costs more than the per-document path it replaces.
+bulk_apply_min = 8
 
 
 def field_value(document: dict, path: str):
@@ -145,10 +155,13 @@ class IndexState:
             self.life[key] = life + (ts, LIVE)
 
     def add_new(self, new_keys: list[bytes], lives: list[tuple]) -> None:
-        """`add` of keys this index has never held, during a bulk load;
-        `lives` holds each key's (internal id, ts, LIVE)."""
+        """`add` of keys this index has never held, all distinct; `lives`
+        holds each key's (internal id, ts, LIVE)."""
         self.life.update(zip(new_keys, lives))
-        self.pending.extend(new_keys)
+        if self.pending is None:
+            _insert_sorted(self.keys, sorted(new_keys))
+        else:
+            self.pending.extend(new_keys)
 
     def remove(self, key: bytes, ts: int) -> None:
         life = self.life[key]
@@ -189,6 +202,56 @@ def _live_at(life: tuple, ts: int) -> bool:
         else:
             hi = middle
     return lo > 0 and ts < life[2 * lo]
+
+
+def _insert_sorted(sorted_list: SortedList, new_keys: list[bytes]) -> None:
+    """`sorted_list.update(new_keys)` for sorted keys it does not hold.
+
+    SortedList.update inserts a batch of fewer than a quarter of the list's
+    length one `add` at a time. Here, for the same result, the keys above
+    the list's last go onto its end (new by_creation_time keys nearly all
+    do), the others are placed with one C-level pass each (bisect for the
+    sublist, insort into it), and only the sublists that grew are split.
+    This keeps SortedList's invariants (sortedcontainers 2.4's `_check`):
+    `_maxes[i]` is the last of `_lists[i]`, every sublist holds at most
+    twice `_load` and, but the last, at least half of it; `_index` is
+    rebuilt on the next positional lookup once cleared.
+    """
+    maxes = sorted_list._maxes
+    if not maxes or 4 * len(new_keys) >= len(sorted_list):
+        sorted_list.update(new_keys)  # rebuilds the list: cheaper for many keys
+        return
+    lists, load = sorted_list._lists, sorted_list._load
+    inside_count = bisect_right(new_keys, maxes[-1])
+    if inside_count:
+        inside = new_keys[:inside_count]
+        positions = list(map(bisect_right, repeat(maxes), inside))
+        for _ in map(insort, map(lists.__getitem__, positions), inside):
+            pass
+        # From the last sublist down, so that a split never moves a
+        # sublist still to be looked at.
+        for position in sorted(set(positions), reverse=True):
+            _split_long(lists, maxes, position, load)
+    if inside_count < len(new_keys):
+        lists[-1].extend(new_keys[inside_count:])
+        maxes[-1] = new_keys[-1]
+        _split_long(lists, maxes, len(lists) - 1, load)
+    sorted_list._len += len(new_keys)
+    del sorted_list._index[:]
+
+
+def _split_long(lists: list[list], maxes: list, position: int, load: int) -> None:
+    """Splits `lists[position]`, if longer than 2 * `load`, into pieces of
+    `load` to 1.5 * `load` keys."""
+    sublist = lists[position]
+    length = len(sublist)
+    if length <= 2 * load:
+        return
+    count = length // load
+    bounds = [length * i // count for i in range(count + 1)]
+    pieces = [sublist[begin:end] for begin, end in zip(bounds, bounds[1:])]
+    lists[position:position + 1] = pieces
+    maxes[position:position + 1] = [piece[-1] for piece in pieces]
 
 
 class ShardState:
@@ -297,62 +360,80 @@ class ShardState:
         writes = list(itertools.chain.from_iterable(entry_writes for _, entry_writes in run))
         columns = self._all_new(writes)
         if columns is not None:
-            self._insert_new(*columns, list(itertools.chain.from_iterable(
+            self._load_new(*columns, list(itertools.chain.from_iterable(
                 repeat(ts, len(entry_writes)) for ts, entry_writes in run)))
         else:  # not only inserts of new documents: entry by entry
             for ts, entry_writes in run:
                 columns = self._all_new(entry_writes)
                 if columns is not None:
-                    self._insert_new(*columns, [ts] * len(entry_writes))
+                    self._load_new(*columns, [ts] * len(entry_writes))
                 else:
                     self._apply_logged(ts, entry_writes)
         run.clear()
         self._run_write_count = 0
 
+    def _load_new(self, internal_ids: tuple, packed_documents: tuple, stamps: list[int]) -> None:
+        """`_insert_new` of logged inserts, decoding them together."""
+        if not internal_ids:
+            return
+        if not self._insert_new(internal_ids, _unpack_all(packed_documents), packed_documents,
+                                stamps, None):
+            raise EddyError(ErrorCode.CORRUPT_RECORD,
+                            f"Table {self.name}: a document logged as new has the _id of "
+                            f"another document; the log is damaged.", table=self.name)
+
     def _apply_logged(self, ts: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
         self._apply_writes(ts, [(i, None if p is None else values.unpack(p), p)
                                 for i, p in writes], None)
 
-    def _all_new(self, writes: list[tuple[bytes, bytes | None]]) -> tuple | None:
-        """(internal ids, packed documents) if every write inserts a document,
-        each with an id neither seen before nor repeated; else None."""
+    def _all_new(self, writes: Sequence[tuple]) -> tuple | None:
+        """The columns of `writes` ((internal ids, packed documents) as logged,
+        or (internal ids, documents, packed documents) as `apply` takes them)
+        if every write inserts a document, each with an id neither seen before
+        nor repeated; else None."""
         if not writes:
             return (), ()
-        internal_ids, packed_documents = columns = tuple(zip(*writes))
+        columns = tuple(zip(*writes))
+        internal_ids = columns[0]
         # Cheapest refusals first: an update or a deletion fails at once.
         # (dict_keys.isdisjoint walks its argument, set.isdisjoint would walk
         # the whole dict.)
-        if None in packed_documents or not self.versions.keys().isdisjoint(internal_ids):
+        if None in columns[1] or not self.versions.keys().isdisjoint(internal_ids):
             return None
         if len(internal_ids) > 1 and len(set(internal_ids)) < len(internal_ids):
             return None
         return columns
 
-    def _insert_new(self, internal_ids: tuple, packed_documents: tuple,
-                    stamps: list[int]) -> None:
+    def _insert_new(self, internal_ids: Sequence[bytes], documents: Sequence[dict],
+                    packed_documents: Sequence[bytes], stamps: Sequence[int],
+                    touched: list[list[bytes]] | None) -> bool:
         """`_apply_writes` of inserts for which `_all_new` holds, `stamps`
-        holding each one's ts: each field is encoded for all at once."""
-        if not internal_ids:
-            return
+        holding each one's ts: each field is encoded for all at once.
+
+        Returns False, having changed nothing, if two of the documents, or
+        one of them and a document indexed before, have the same _id.
+        Otherwise every key is new to its index: every key ends with its
+        document's encoded _id and keys are prefix-free, so a key held before
+        would share its _id with another document, which by_id would hold.
+        (A document's _id names its internal id (engine/ids.py), which
+        `_all_new` found new: only a damaged log or a bug gets False.)
+        """
+        new_keys = self._keys_of_many(documents)
+        id_keys = new_keys[0]
+        by_id = self._index_states[0]
+        if len(set(id_keys)) < len(id_keys) or not by_id.life.keys().isdisjoint(id_keys):
+            return False
         self.versions.update(zip(internal_ids, [[version] for version in
                                                 zip(stamps, packed_documents)]))
         self.live_count += len(internal_ids)
-        new_keys = self._keys_of_many(_unpack_all(packed_documents))
+        # One life tuple per document, shared by its keys in every index.
         lives = list(zip(internal_ids, stamps, repeat(LIVE)))
-        by_id = self._index_states[0]
-        indexed_count = len(by_id.life)
         for index, index_keys in zip(self._index_states, new_keys):
             index.add_new(index_keys, lives)
-        # `add_new` needs keys its index never held. Every key ends with its
-        # document's encoded _id and keys are prefix-free, so a key held
-        # before would share its _id with another document, and by_id would
-        # not have grown by one key per document. A document's _id names its
-        # internal id (engine/ids.py), which `_all_new` found new: only a
-        # damaged log gets here.
-        if len(by_id.life) != indexed_count + len(internal_ids):
-            raise EddyError(ErrorCode.CORRUPT_RECORD,
-                            f"Table {self.name}: a document logged as new has the _id of "
-                            f"another document; the log is damaged.", table=self.name)
+        if touched is not None:
+            for written, index_keys in zip(touched, new_keys):
+                written.extend(index_keys)
+        return True
 
     def index_fields(self, index: str) -> list[str] | None:
         state = self.indexes.get(index)
@@ -395,6 +476,11 @@ class ShardState:
                        for name in self.indexes]
         if self._run:
             self._load_run()
+        if len(writes) >= bulk_apply_min:
+            columns = self._all_new(writes)
+            if columns is not None and self._insert_new(
+                    columns[0], columns[1], columns[2], [ts] * len(writes), touched):
+                return
         self._apply_writes(ts, writes, touched)
 
     def _apply_writes(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],

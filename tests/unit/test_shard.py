@@ -20,9 +20,20 @@ def _document(internal_id, color):
 
 
 @settings(max_examples=150, deadline=None)
-@given(histories, st.integers(0, 14), st.booleans())
-def test_scans_at_every_ts_match_a_naive_history(history, read_at, descending):
-    """Index scans at any past ts list exactly the documents live then, in key order."""
+@given(histories, st.integers(0, 14), st.booleans(), st.booleans())
+def test_scans_at_every_ts_match_a_naive_history(history, read_at, descending, bulk):
+    """Index scans at any past ts list exactly the documents live then, in key
+    order, whether commits of new documents are indexed together or not."""
+    import engine.shard as shard_module
+
+    saved, shard_module.bulk_apply_min = shard_module.bulk_apply_min, 1 if bulk else 1 << 30
+    try:
+        _check_scans_against_a_naive_history(history, read_at, descending)
+    finally:
+        shard_module.bulk_apply_min = saved
+
+
+def _check_scans_against_a_naive_history(history, read_at, descending):
     shard = ShardState(10001, "t", {"by_color": ["color"]})
     naive = [{}]  # naive[ts] = {id: document} as of ts
     for ts, commit in enumerate(history, start=1):
@@ -115,31 +126,70 @@ def _same_state(a: ShardState, b: ShardState) -> None:
         other = b.indexes[name]
         assert list(index.keys) == list(other.keys), name
         assert index.life == other.life, name
+        index.keys._check()  # SortedList's own invariants (raises if broken)
+        other.keys._check()
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(bulk_writes, min_size=1, max_size=14), st.integers(1, 6))
-def test_bulk_load_builds_the_state_apply_builds(history, batch_max):
-    """Loading logged entries in bulk gives exactly the state applying them one by one gives."""
+@given(st.lists(bulk_writes, min_size=1, max_size=14), st.integers(1, 6), st.integers(1, 3),
+       st.sampled_from([4, 6, 1000]))
+def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_max, apply_min,
+                                                               load):
+    """Loading logged entries in bulk, and applying commits of new documents
+    together, give exactly the state (and conflict-window keys) that applying
+    each write one by one gives."""
     import engine.shard as shard_module
 
     user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
     applied = ShardState(10001, "t", user_indexes)
+    bulk_applied = ShardState(10001, "t", user_indexes)
     loaded = ShardState(10001, "t", user_indexes)
-    saved, shard_module.bulk_insert_batch_max = shard_module.bulk_insert_batch_max, batch_max
+    for shard in (applied, bulk_applied, loaded):
+        for index in shard.indexes.values():
+            index.keys._reset(load)  # small sublists: the splits get exercised too
+    saved = shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min
     try:
+        shard_module.bulk_insert_batch_max = batch_max
         loaded.begin_bulk_load()
         for ts, commit in enumerate(history, start=1):
             batch = {i: None if c is None else _bulk_document(i, c) for i, c in commit}
-            applied.apply(ts, [(i, d, None if d is None else values.pack(d))
-                               for i, d in batch.items()])
-            loaded.load_logged(ts, [(i, None if d is None else values.pack(d))
-                                    for i, d in batch.items()])
+            writes = [(i, d, None if d is None else values.pack(d)) for i, d in batch.items()]
+            one_by_one, together = {}, {}
+            shard_module.bulk_apply_min = 1 << 30
+            applied.apply(ts, writes, one_by_one)
+            shard_module.bulk_apply_min = apply_min
+            bulk_applied.apply(ts, writes, together)
+            assert one_by_one == together
+            loaded.load_logged(ts, [(i, p) for i, _, p in writes])
         loaded.end_bulk_load()
     finally:
-        shard_module.bulk_insert_batch_max = saved
-    loaded.validate()
+        shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min = saved
+    for shard in (applied, bulk_applied, loaded):
+        shard.validate()
+    _same_state(applied, bulk_applied)
     _same_state(applied, loaded)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=3), unique=True), st.lists(st.binary(max_size=3), unique=True),
+       st.integers(4, 8))
+def test_inserting_sorted_keys_equals_sorted_list_update(held, new, load):
+    """`_insert_sorted` leaves a SortedList holding what `update` would, its invariants kept."""
+    from sortedcontainers import SortedList
+
+    from engine.shard import _insert_sorted
+
+    new = [key for key in new if key not in set(held)]
+    keys = SortedList()
+    keys._reset(load)
+    keys.update(held)
+    if held:
+        assert keys[len(held) // 2] == sorted(held)[len(held) // 2]  # builds `_index`
+    _insert_sorted(keys, sorted(new))
+    keys._check()
+    assert list(keys) == sorted(held + new)
+    if keys:
+        assert keys[len(keys) // 2] == sorted(held + new)[len(keys) // 2]
 
 
 def test_bulk_load_refuses_a_new_document_with_a_known_id():
