@@ -4,7 +4,7 @@ test suite's runs replay identically in fresh processes.
 
 Reference scenario: `eddy sim run --seed N --faults none --duration 30s`.
 One node (`open_node` from actors/node.py, as in production: one sequencer,
-one subscription actor, one in-memory shard per table of the simulator's
+two subscription actors (`reference_subscription_actors`), one in-memory shard per table of the simulator's
 reference app, 5 tables), the simulated disk and network, and 8 clients:
 client n runs workload n mod 5 of bank, counters, list-append, leaderboard
 and hot-keys (hot-keys' client and one bank client speak the sync protocol

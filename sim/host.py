@@ -67,6 +67,8 @@ class NodeHost:
     Fields:
         node: the live node, or None while it is down.
         incarnation: how many times the node has been opened.
+        subscription_actors: how many subscription actors each incarnation
+            runs (open_node's `subscription_actors`); fixed for the run.
         published: (ts, path) of every commit the node published, across
             incarnations, in publication order.
         stop_reasons: why each incarnation ended ("crash", "power_loss",
@@ -83,10 +85,12 @@ class NodeHost:
     puts the current volume back (the operator's fix) and opens again.
     """
 
-    def __init__(self, world: SimWorld, app: App, trace: Trace) -> None:
+    def __init__(self, world: SimWorld, app: App, trace: Trace,
+                 subscription_actors: int = 1) -> None:
         self.world = world
         self.app = app
         self.trace = trace
+        self.subscription_actors = subscription_actors
         self.node = None
         self.incarnation = 0
         self.published: list[tuple[int, str]] = []
@@ -163,7 +167,8 @@ class NodeHost:
         stale = self._restore_stale_copy()
         try:
             with trio.CancelScope() as scope:
-                async with open_node(app=self.app, data_dir=DATA_DIR, world=self.world) as node:
+                async with open_node(app=self.app, data_dir=DATA_DIR, world=self.world,
+                                     subscription_actors=self.subscription_actors) as node:
                     if stale is not None:
                         self._stale_violation(
                             f"the node opened an older copy of its data (generation {stale[1]}, "

@@ -63,6 +63,13 @@ EXIT_CODES = {None: EXIT_OK, "safety": EXIT_SAFETY, "liveness": EXIT_LIVENESS,
 # `--think` lowers it to hammer the node (docs/simulation.md, "Speed").
 reference_think_s = 0.1
 
+# The reference scenario's subscription actors (issue 4: "one node with 4
+# shards and 2 subscription actors"): the node's sessions are spread over
+# two (actors/subscription_pool.py), so the oracles check sessions on both
+# and planted subscription bugs live in both. `--subscription-actors 1` is
+# what `eddy dev` runs by default.
+reference_subscription_actors = 2
+
 _apps: dict[str, App] = {}
 
 
@@ -75,6 +82,7 @@ class RunOptions:
     liveness_s: float = 30.0
     clients: int = 8
     think_s: float = reference_think_s  # mean wait between a client's calls
+    subscription_actors: int = reference_subscription_actors  # the node's (open_node)
     bug: str | None = None
     app_dir: str | None = None
     keep_events: bool = False  # keep every event's repr in the result (determinism checks)
@@ -98,6 +106,8 @@ class RunOptions:
             command += " --no-checks"
         if self.think_s != reference_think_s:
             command += f" --think {self.think_s * 1000:g}ms"
+        if self.subscription_actors != reference_subscription_actors:
+            command += f" --subscription-actors {self.subscription_actors}"
         if self.app_dir:
             command += f" --app {self.app_dir}"
         if self.calls is not None:
@@ -247,7 +257,7 @@ class _RunState:
         for workload in workloads:
             if hasattr(workload, "oracle"):
                 workload.oracle.comparing = options.checks
-        self.host = host = NodeHost(world, app, trace)
+        self.host = host = NodeHost(world, app, trace, options.subscription_actors)
         plan = draw_plan(world.stream("swarm"), options.faults)
         # Clients of workloads that speak the sync protocol, over a simulated network.
         self.protocol = stack = ProtocolStack.for_run(workloads, options.clients, world, host, trace)

@@ -1,4 +1,5 @@
-"""A simple subscription oracle over the node's own sessions (node.subscriptions).
+"""A simple subscription oracle over the node's own sessions (node.subscriptions:
+each session lives on one of the node's subscription actors).
 
 Every Update a session receives claims that every query it holds is current
 at the Update's ts (actors/subscriptions.py). The oracle keeps the client's
@@ -9,8 +10,8 @@ be equal. It also checks that each query's delivered outcomes come in
 strictly rising ts and that Update ts never goes back.
 
 It needs no network: it reads the session's Updates directly, so it sees
-what the subscription actor delivers (dropped, stale or reordered deltas,
-wrong take(n) results), not what the sync protocol does with them.
+what the session's subscription actor delivers (dropped, stale or reordered
+deltas, wrong take(n) results), not what the sync protocol does with them.
 sim/checkers/subscriptions.py, with protocol clients over a simulated
 network, is the end-to-end oracle.
 """

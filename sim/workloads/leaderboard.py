@@ -4,9 +4,12 @@ Writers set and remove players' scores (sim/app/leaderboard.py): each write
 is one commit into two tables (`scores` and `score_log`), and moves or
 removes rows inside the boards' index ranges, so the limited views of the
 live `top`/`bottom` queries lose rows and refill. Subscribers hold sessions
-on the node's subscription actor with those queries and check every Update
-against time-travel queries at its ts (sim/checkers/update_oracle.py); a
-session lives a random while, and dies with its node.
+with those queries on the node's subscription actors (node.subscriptions
+gives each to the one holding fewest; the reference scenario runs two, so
+these sessions and the protocol clients' connections land on both) and
+check every Update against time-travel queries at its ts
+(sim/checkers/update_oracle.py); a session lives a random while, and dies
+with its node.
 
 Every client writes; the first, third, ... client of the workload to step
 also holds a session while it writes (so one client alone still has one).

@@ -96,6 +96,7 @@ def add_commands(subparsers) -> None:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    from wire.cli import subscription_actor_count  # the package's, loaded before this module
     parser.add_argument("--workload", default="all",
                         help="all (default), a comma list of bank, counters, list-append, "
                              "leaderboard, hot-keys, or a .py file defining `workload`")
@@ -110,6 +111,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--think", type=_duration, default=None,
                         help="mean time a client waits between calls, e.g. 20ms (default 100ms, "
                              "the reference scenario's; lower hammers the node)")
+    parser.add_argument("--subscription-actors", type=subscription_actor_count, default=None,
+                        metavar="N",
+                        help="subscription actors the node spreads its sessions over (default 2, "
+                             "the reference scenario's; `eddy dev` runs 1 unless told)")
     parser.add_argument("--no-checks", dest="checks", action="store_false",
                         help="turn every checker off (the baseline of bench/bench_sim.py)")
     parser.add_argument("--app", metavar="APP_DIR", default=None,
@@ -138,8 +143,11 @@ def _options(options: argparse.Namespace, seed: int):
     from sim.run import RunOptions
     from sim.workloads import load_workloads
     load_workloads(options.workload)  # fail early on an unknown name
-    think = {} if options.think is None else {"think_s": options.think}
-    return RunOptions(**think, checks=options.checks, seed=seed, workload=options.workload,
+    # Options left out keep RunOptions' defaults (the reference scenario's).
+    given = {} if options.think is None else {"think_s": options.think}
+    if options.subscription_actors is not None:
+        given["subscription_actors"] = options.subscription_actors
+    return RunOptions(**given, checks=options.checks, seed=seed, workload=options.workload,
                       faults=parse_fault_kinds(options.faults), duration_s=options.duration,
                       clients=options.clients, bug=selected_bug(options.bug),
                       app_dir=options.app, keep_events=getattr(options, "keep_events", False),
@@ -260,6 +268,8 @@ def _determinism(options: argparse.Namespace) -> int:
             options.faults, "--duration", f"{options.duration}s", "--clients", str(options.clients)]
     if options.think is not None:
         args += ["--think", f"{options.think}s"]
+    if options.subscription_actors is not None:
+        args += ["--subscription-actors", str(options.subscription_actors)]
     if options.app:
         args += ["--app", options.app]
     if run_options.bug:
