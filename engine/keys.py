@@ -139,6 +139,10 @@ def encode_key(value: Any) -> bytes:
     kind = type(value)
     if kind is str:
         try:
+            if "\x00" not in value:
+                # Nothing to escape (nearly every string): tag and end go on
+                # as text, so one encode makes the whole key.
+                return ("\x07" + value + "\x00\x00").encode()
             encoded = value.encode()
         except UnicodeEncodeError:
             raise EddyError(ErrorCode.INVALID_VALUE, "String is not valid Unicode") from None

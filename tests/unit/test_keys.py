@@ -222,7 +222,7 @@ def test_decode_refuses_malformed_keys(data):
 
 
 @pytest.mark.parametrize("value", [(1,), {1, 2}, object(), 1 << 63, INT64_MIN - 1, "\ud800",
-                                   {1: "a"}, [1, (2,)]])
+                                   "a\x00\ud800", {1: "a"}, [1, (2,)]])
 def test_encode_refuses_non_values(value):
     """Non-values, out-of-range ints and lone surrogates are refused."""
     with pytest.raises(EddyError) as caught:
@@ -320,3 +320,10 @@ def test_encode_keys_falls_back_for_escapes_and_surrogates():
     assert encode_keys(["é", "\U0001f600"]) == [encode_key("é"), encode_key("\U0001f600")]
     with pytest.raises(EddyError):
         encode_keys(["ok", "\ud800"])
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]) | st.sampled_from("\x00\x07"),
+               max_size=8))
+def test_string_keys_have_the_documented_layout(text):
+    """A string's key is 0x07, its UTF-8 with each 0x00 written 0x00 0xFF, then 0x00 0x00."""
+    assert encode_key(text) == b"\x07" + text.encode().replace(b"\x00", b"\x00\xff") + b"\x00\x00"
