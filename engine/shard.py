@@ -4,9 +4,12 @@ Theory of operation. A shard is rebuilt from its table's append-only log by
 applying each commit's writes in ts order; nothing here is stored on its
 own. State, per table:
 
-- `versions`: internal id -> [(ts, packed document or None), ...] in ts order.
-  None is a deletion. The document as of ts S is the last version with
-  ts <= S.
+- `versions`: internal id -> its versions (ts, packed document or None) in
+  ts order: a one-element tuple until the document is written again, a
+  list from then on (most documents are written once, and the garbage
+  collector stops tracking a tuple of ints and bytes, while it tracks a
+  list for as long as it lives). None is a deletion. The document as of
+  ts S is the last version with ts <= S.
 - one `IndexState` per index, built-ins included (`by_id` on [_id],
   `by_creation_time` on [_creationTime, _id], then each schema index with
   _creationTime and _id appended). Each holds every key that was ever live, in
@@ -274,7 +277,7 @@ class ShardState:
                  user_indexes: dict[str, Sequence[str]] | None = None) -> None:
         self.table_number = table_number
         self.name = name
-        self.versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
+        self.versions: dict[bytes, Sequence[tuple[int, bytes | None]]] = {}
         self.indexes: dict[str, IndexState] = {}
         self.last_ts = 0
         self.live_count = 0
@@ -423,8 +426,7 @@ class ShardState:
         by_id = self._index_states[0]
         if len(set(id_keys)) < len(id_keys) or not by_id.life.keys().isdisjoint(id_keys):
             return False
-        self.versions.update(zip(internal_ids, [[version] for version in
-                                                zip(stamps, packed_documents)]))
+        self.versions.update(zip(internal_ids, zip(zip(stamps, packed_documents))))
         self.live_count += len(internal_ids)
         # One life tuple per document, shared by its keys in every index.
         lives = list(zip(internal_ids, stamps, repeat(LIVE)))
@@ -488,13 +490,15 @@ class ShardState:
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
-                self.versions[internal_id] = [(ts, packed)]
+                self.versions[internal_id] = ((ts, packed),)
                 if document is not None:
                     self.live_count += 1
                     self._add_keys(internal_id, document, ts, touched)
                 continue
             previous_packed = versions[-1][1]
             previous = None if previous_packed is None else values.unpack(previous_packed)
+            if type(versions) is tuple:  # written again: from now on a list
+                versions = self.versions[internal_id] = list(versions)
             versions.append((ts, packed))
             self.live_count += (document is not None) - (previous is not None)
             self._move_keys(internal_id, previous, document, ts, touched)

@@ -270,7 +270,8 @@ def test_verify_reports_a_planted_mismatch_in_derived_state(tmp_path):
         internal_id, versions = next((i, v) for i, v in shard.versions.items() if v[-1][1])
         ts, packed = versions[-1]
         document = values.unpack(packed)
-        versions[-1] = (ts, values.pack({**document, "body": "tampered"}))
+        shard.versions[internal_id] = [*versions[:-1],
+                                       (ts, values.pack({**document, "body": "tampered"}))]
         index = shard.indexes["by_channel"]
         lost = index.keys[0]
         index.keys.remove(lost)
