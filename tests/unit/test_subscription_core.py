@@ -90,6 +90,10 @@ def test_session_modify_is_all_or_nothing():
         session.modify([(1, "m:q", {}, None), (0, "m:q", {}, None)], [])
     with pytest.raises(EddyError):
         session.modify([(2, "m:q", {}, None)], [7])
+    with pytest.raises(EddyError):
+        session.modify([(2, "m:q", {}, None), (2, "m:q", {}, None)], [])
+    with pytest.raises(EddyError):
+        session.modify([], [0, 0])
     assert list(session.desired) == [0] and session.modify_count == 1
     session.modify([(0, "m:r", {}, None)], [0])  # removes come first
     assert session.desired[0].path == "m:r"
