@@ -233,17 +233,20 @@ def test_changes_from_the_commit_keys_unpack_no_document(monkeypatch):
     """A commit carrying admit's write keys becomes changes without unpacking any document."""
     import engine.views as views_module
     world = World()
-    world.commit([(IDS[i], i) for i in range(6)])
-    commit = world.commit([(IDS[0], 9), (IDS[1], None), (IDS[2], 2), (IDS[7], 1)])
+    inserts = world.commit([(IDS[i], i) for i in range(10)])  # the shard's bulk insert path
+    commit = world.commit([(IDS[0], 9), (IDS[1], None), (IDS[2], 2), (IDS[11], 1)])
 
     def refuse(packed):
         raise AssertionError("a document was unpacked")
     monkeypatch.setattr(views_module.values, "unpack", refuse)
     documents = {}
-    changes = commit_changes(world.catalog, [commit], ALL_INDEXES, documents)
     fields = world.shard.index_fields("by_score")
+    changes = commit_changes(world.catalog, [inserts], ALL_INDEXES, documents)
+    assert [k for _, k, _ in changes[INDEX]] == [
+        index_key(_document(IDS[i], i), fields) for i in range(10)]
+    changes = commit_changes(world.catalog, [commit], ALL_INDEXES, documents)
     assert [(i, k) for i, k, _ in changes[INDEX]] == [
         (IDS[0], index_key(_document(IDS[0], 9), fields)), (IDS[1], None),
         (IDS[2], index_key(_document(IDS[2], 2), fields)),
-        (IDS[7], index_key(_document(IDS[7], 1), fields))]
+        (IDS[11], index_key(_document(IDS[11], 1), fields))]
     assert documents == {}
