@@ -9,6 +9,12 @@ network). Target: Eddy >= 25% of the baseline's documents per second.
 
 Usage:
     python bench/bench_batch_inserts.py --seconds 10
+    python bench/bench_batch_inserts.py --seconds 5 --skip-baseline --profile out.prof
+
+`--profile` runs Eddy's side under cProfile (the main thread: the runner,
+the sequencer's admit and the shards' apply; not RocksDB's write thread) and
+prints the functions that took the most time of their own. Profiling slows
+Python code down several times, so its rate is not a figure to report.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="documents per transaction")
     parser.add_argument("--dir", default=str(common.REPO_ROOT / "bench" / "out"),
                         help="parent folder of the scratch databases")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="measure only Eddy (with --profile, say)")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="profile Eddy's side, write the cProfile stats to PATH "
+                             "and print the top functions")
 
 
 POOL_BATCHES = 16  # Batches built before the clock starts and cycled through.
@@ -81,7 +92,17 @@ def eddy_batches(args, scratch: Path, pool: list[list[dict]]):
                 return await common.run_tasks(1, args.seconds, args.warmup, insert_batch,
                                               unit="docs/s", scale=args.batch)
 
-        return trio.run(main)
+        if not args.profile:
+            return trio.run(main)
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(trio.run, main)
+        finally:
+            profiler.dump_stats(args.profile)
+            pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     except Exception as error:
         return common.eddy_unavailable(error, args.debug)
 
@@ -95,7 +116,8 @@ def main() -> None:
     document_bytes = len(msgpack.packb(pool[0][0]))
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="batches-") as scratch:
         print(common.describe_machine(scratch))
-        baseline = rocksdict_batches(args, Path(scratch), pool)
+        baseline = (Unavailable("--skip-baseline") if args.skip_baseline
+                    else rocksdict_batches(args, Path(scratch), pool))
         eddy = (Unavailable("--skip-eddy") if args.skip_eddy
                 else eddy_batches(args, Path(scratch), pool))
     common.print_report(
