@@ -65,7 +65,9 @@ bulk_insert_batch_max = 2048
 
 # Inserts of new documents in one commit from which `apply` indexes them
 # together, one pass per field, as a bulk load does. Below it the per-column
-# set-up costs more than the per-document path it replaces.
+# set-up costs more than the per-document path it replaces (measured on a
+# 60,000-document table: 9.5 against 8.1 µs per document for commits of 4,
+# 6.5 against 7.6 for commits of 8).
 bulk_apply_min = 8
 
 
