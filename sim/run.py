@@ -31,10 +31,12 @@ import trio
 
 from actors.app import App, load_app
 from actors.node import open_node
+from engine.errors import EddyError
 
 from sim import bugs
 from sim.checkers import durability
 from sim.clients import ProtocolStack
+from sim.export import SavedData, save_volume
 from sim.faults import FaultInjector, draw_plan
 from sim.net import NET_FAULT_KINDS
 from sim.host import DATA_DIR, NodeHost, SimClient
@@ -144,6 +146,10 @@ class RunResult:
     safety_calls: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     fault_events: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     history: list = dataclasses.field(default_factory=list)  # the Operations
+    # `run(..., save_data=DIR)`: the real data folder written after the run
+    # (sim/export.py), or why it could not be.
+    saved: SavedData | None = None
+    save_error: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -156,9 +162,16 @@ def _app(app_dir: str) -> App:
     return _apps[app_dir]
 
 
-def run(options: RunOptions) -> RunResult:
+def run(options: RunOptions, save_data: str | None = None) -> RunResult:
     """Runs one seed to the end and returns what happened (never raises for a
-    failure of the node: that is the result's `failure`)."""
+    failure of the node: that is the result's `failure`).
+
+    With `save_data`, the final simulated data folder is then written to that
+    real folder (sim/export.py; the result's `saved` or `save_error`), after
+    the trace is computed, so the trace is the same with or without it. It is
+    an argument, not an option, so the runs a run makes for itself (shrinking's
+    call durations) never save.
+    """
     started, started_cpu = time.perf_counter(), time.process_time()
     if options.calls is not None and options.call_durations is None:
         options = dataclasses.replace(options, call_durations=call_durations(options))
@@ -182,7 +195,7 @@ def run(options: RunOptions) -> RunResult:
         eddy_log.removeHandler(quiet)
         eddy_log.propagate = propagate
     trace.event("result", state.failure, [(c.name, c.ok) for c in state.checks])
-    return RunResult(
+    result = RunResult(
         options=options, trace=trace.hexdigest(), event_count=trace.event_count,
         checkpoints=trace.checkpoints, recent_events=list(trace.recent),
         fault_plan=state.plan_text, fault_counts=state.fault_counts,
@@ -195,6 +208,12 @@ def run(options: RunOptions) -> RunResult:
         safety_calls=[(c.id, i) for c in state.clients for i in c.safety_calls],
         fault_events=list(state.injector.injected) if state.injector else [],
         history=state.history)
+    if save_data is not None:
+        try:
+            result.saved = save_volume(world.disk, DATA_DIR, save_data)
+        except (ValueError, OSError, EddyError) as error:
+            result.save_error = str(error)
+    return result
 
 
 def call_durations(options: RunOptions) -> dict:

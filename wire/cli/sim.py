@@ -43,7 +43,11 @@ def add_commands(subparsers) -> None:
 
     run = commands.add_parser("run", help="run one seed and print what happened",
                               description="Runs one seed. The last line is `trace <hex>`, a hash "
-                                          "of every event: the same seed gives the same trace.",
+                                          "of every event: the same seed gives the same trace. "
+                                          "With --save-data DIR the node's final data folder is "
+                                          "then saved to DIR, for `eddy log`, `show`, `query "
+                                          "--at` and `replay --verify` (docs/simulation.md, "
+                                          "\"Opening a simulated run's log\").",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--seed", type=int, required=True, help="the run's root seed")
     _add_run_options(run)
@@ -51,6 +55,7 @@ def add_commands(subparsers) -> None:
     run.add_argument("--keep-events", action="store_true",
                      help="keep every event in the JSON result (for determinism checks)")
     run.add_argument("--verbose", action="store_true", help="print full failure tracebacks")
+    _add_save_data(run)
     run.set_defaults(handler=_run)
 
     sweep = commands.add_parser("sweep", help="run many seeds and list the failures",
@@ -87,6 +92,7 @@ def add_commands(subparsers) -> None:
     shrink.add_argument("--runs-max", type=int, default=400,
                         help="stop after this many runs (default 400)")
     shrink.add_argument("--verbose", action="store_true", help="print every run of the search")
+    _add_save_data(shrink, "the smallest failing run found (run once more)")
     shrink.set_defaults(handler=_shrink)
 
     bugs = commands.add_parser("bugs", help="list the bugs EDDY_SIM_BUG can plant, one a line")
@@ -127,6 +133,37 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault-events", default=None, metavar="KIND:N,...",
                         help="make only these fault injections (kind:attempt; `none`), as "
                              "`eddy sim shrink` prints")
+
+
+def _add_save_data(parser: argparse.ArgumentParser, which: str = "the run") -> None:
+    parser.add_argument("--save-data", metavar="DIR", default=None,
+                        help=f"after {which}, write the node's final data folder to DIR (new or "
+                             f"empty) as a real RocksDB data folder, records verbatim, to open "
+                             f"with Eddy's log tools: eddy log APP_DIR --data DIR (the trace "
+                             f"does not change)")
+
+
+def _saved_line(result) -> str:
+    """The line saying where `run(..., save_data=...)` put the data and how to open it."""
+    if result.save_error:
+        return f"data not saved: {result.save_error}"
+    return (f"data saved: {result.saved.path} ({result.saved.record_count} records; open it "
+            f"with: eddy log {_app_dir(result.options)} --data {result.saved.path})")
+
+
+def _app_dir(run_options) -> str:
+    """The run's app folder as a user would type it (relative when under the cwd)."""
+    import os
+    from sim.run import SIM_APP_DIR
+    app_dir = run_options.app_dir or SIM_APP_DIR
+    relative = os.path.relpath(app_dir)
+    return app_dir if relative.startswith("..") else relative
+
+
+def _check_save_target(options: argparse.Namespace) -> None:
+    from sim.export import check_target
+    if options.save_data is not None:
+        check_target(options.save_data)
 
 
 def _duration(text: str) -> float:
@@ -184,9 +221,10 @@ def _run(options: argparse.Namespace) -> int:
     garbage = perturb_heap()  # noqa: F841  (kept alive on purpose)
     try:
         run_options = _options(options, options.seed)
+        _check_save_target(options)
     except ValueError as error:
         return _usage_error(error)
-    result = run(run_options)
+    result = run(run_options, save_data=options.save_data)
     _print_result(result, options.verbose)
     if options.json:
         with open(options.json, "w") as f:
@@ -194,7 +232,10 @@ def _run(options: argparse.Namespace) -> int:
                        "checkpoints": result.checkpoints, "events": result.events or [],
                        "event_count": result.event_count, "sim_s": result.sim_s,
                        "wall_s": result.wall_s, "cpu_s": result.cpu_s,
-                       "commit_count": result.commit_count}, f)
+                       "commit_count": result.commit_count,
+                       "saved_data": result.saved and result.saved.path}, f)
+    if result.save_error and not result.failure:
+        return 2
     return result.exit_code
 
 
@@ -218,7 +259,16 @@ def _print_result(result, verbose: bool) -> None:
         print(f"{result.failure.upper()} FAILURE (exit {result.exit_code}):")
         print("  " + explanation.replace("\n", "\n  "))
         print(f"replay: {options.replay_command()}")
+        if not result.saved:
+            print(_inspect_hint(options))
+    if result.saved or result.save_error:
+        print(_saved_line(result))
     print(f"trace {result.trace}")
+
+
+def _inspect_hint(run_options) -> str:
+    return (f"inspect its log: add --save-data DIR to the replay, then "
+            f"eddy log {_app_dir(run_options)} --data DIR")
 
 
 def _print_operations_and_faults(result) -> None:
@@ -286,10 +336,11 @@ def _determinism(options: argparse.Namespace) -> int:
 
 
 def _shrink(options: argparse.Namespace) -> int:
-    from sim.run import EXIT_CODES
+    from sim.run import EXIT_CODES, run
     from sim.shrink import shrink
     try:
         run_options = _options(options, options.seed)
+        _check_save_target(options)
     except ValueError as error:
         return _usage_error(error)
     report = (lambda line: print(line, flush=True)) if options.verbose else None
@@ -316,6 +367,11 @@ def _shrink(options: argparse.Namespace) -> int:
     explanation = final.explanation.split("\nTraceback")[0][:2000]
     print(f"{(final.failure or 'no').upper()} FAILURE (exit {final.exit_code}):")
     print("  " + explanation.replace("\n", "\n  "))
+    if options.save_data is None:
+        print(_inspect_hint(result.options))
+    else:
+        # The same run as `final` (its calls, faults and call durations), once more to save it.
+        print(_saved_line(run(result.options, save_data=options.save_data)))
     print(f"replay: {result.options.replay_command()}")
     return final.exit_code
 
