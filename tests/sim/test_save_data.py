@@ -135,3 +135,19 @@ def test_a_failing_run_says_how_to_inspect_its_log(tmp_path):
     assert lines[-2] == ("inspect its log: add --save-data DIR to the replay, then "
                          "eddy log sim/app --data DIR")
     assert lines[-1].startswith("trace ")
+
+
+def test_shrink_saves_the_smallest_failing_run(tmp_path):
+    """`eddy sim shrink --save-data DIR` saves the shrunk run's data; its replay line stays last."""
+    data = tmp_path / "data"
+    shrunk = _eddy("sim", "shrink", "--seed", "1", "--workload", "leaderboard", "--duration", "3s",
+                   "--bug", "take-refill-off-by-one", "--save-data", str(data), timeout_s=300)
+    assert shrunk.returncode == 3, shrunk.stdout + shrunk.stderr
+    lines = shrunk.stdout.strip().splitlines()
+    assert lines[-1].startswith("replay: ")
+    assert lines[-2].startswith(f"data saved: {data} (")
+    kept_calls = lines[-1].split("--calls ", 1)[1].split()[0].split(",")
+    logged = _eddy("log", "sim/app", "--data", str(data), "--json")
+    assert logged.returncode == 0, logged.stderr
+    # The shrunk run commits its kept calls (setup writes nothing on this workload).
+    assert len(logged.stdout.splitlines()) == len(kept_calls)
