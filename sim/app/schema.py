@@ -12,4 +12,8 @@ schema = define_schema({
     "scores": define_table({"board": v.string(), "player": v.string(), "points": v.int64()})
     .index("by_board_points", ["board", "points"]).index("by_player", ["board", "player"]),
     "score_log": define_table({"board": v.string(), "player": v.string(), "points": v.int64()}),
+    # ingest (sim/app/ingest.py): (client, seq) is unique per event.
+    "events": define_table({"client": v.int64(), "seq": v.int64(), "batch": v.int64(),
+                            "stream": v.string(), "rank": v.int64()})
+    .index("by_key", ["client", "seq"]).index("by_stream_rank", ["stream", "rank"]),
 })

@@ -38,8 +38,9 @@ def builtin_workloads() -> dict:
     from sim.workloads.leaderboard import LeaderboardWorkload
     from sim.workloads.list_append import ListAppendWorkload
     from sim.workloads.hot_keys import HotKeysWorkload
+    from sim.workloads.ingest import IngestWorkload
     return {"bank": BankWorkload, "counters": CounterWorkload, "list-append": ListAppendWorkload,
-            "leaderboard": LeaderboardWorkload, "hot-keys": HotKeysWorkload}
+            "leaderboard": LeaderboardWorkload, "hot-keys": HotKeysWorkload, "ingest": IngestWorkload}
 
 
 def load_workloads(spec: str) -> list:
