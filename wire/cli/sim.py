@@ -105,7 +105,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     from wire.cli import subscription_actor_count  # the package's, loaded before this module
     parser.add_argument("--workload", default="all",
                         help="all (default), a comma list of bank, counters, list-append, "
-                             "leaderboard, hot-keys, or a .py file defining `workload`")
+                             "leaderboard, hot-keys, ingest, or a .py file defining `workload`")
     parser.add_argument("--faults", default="swarm",
                         help="swarm (default: the seed draws its own mix), all, none, or a comma "
                              "list of crash, power_loss, disk_errors, enospc, disk_latency, clock, "
