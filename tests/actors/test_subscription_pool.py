@@ -10,30 +10,16 @@ import trio
 import trio.testing
 
 from actors.app import load_app
-from actors.node import open_node
 from actors.subscription_pool import subscription_actors_max
 from actors.subscriptions import REMOVED
+
+from tests.actors.live_helpers import next_update, run_on_node
 
 APP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "apps", "live")
 
 
 def run(tmp_path, fn, actors=2):
-    """`await fn(node)` on a node with `actors` subscription actors, every
-    actor's invariants checked at each step and at the end."""
-    async def main():
-        async with open_node(APP, str(tmp_path), subscription_actors=actors) as node:
-            pool = node.subscriptions
-            pool.validate_each_step = True
-            outcome = await fn(node)
-            pool.validate()
-        return outcome
-    return trio.run(main)
-
-
-async def next_update(session):
-    """The session's next Update, or a test failure after 5 s."""
-    with trio.fail_after(5):
-        return await session.wait_update()
+    return run_on_node(APP, tmp_path, fn, actors)
 
 
 async def settled(node):

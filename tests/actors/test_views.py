@@ -6,28 +6,17 @@ falls back to the shards."""
 import os
 import random
 
-import trio
 
 from actors.live import run_query_at
-from actors.node import open_node
+
+from tests.actors.live_helpers import next_update, run_on_node
 
 APP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "apps", "leaderboard")
 ROW_COUNT = 400
 
 
 def run(tmp_path, fn):
-    async def main():
-        async with open_node(APP, str(tmp_path)) as node:
-            node.subscriptions.validate_each_step = True
-            result = await fn(node)
-            node.subscriptions.validate()
-            return result
-    return trio.run(main)
-
-
-async def next_update(session, timeout_s=5):
-    with trio.fail_after(timeout_s):
-        return await session.wait_update()
+    return run_on_node(APP, tmp_path, fn)
 
 
 async def load(node, rng, count=ROW_COUNT):
