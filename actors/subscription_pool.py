@@ -80,7 +80,7 @@ class SubscriptionPool:
         its queries be internal functions."""
         actors = self.actors
         count, start = len(actors), self._next_index
-        chosen = min(range(count), key=lambda index: (_held_session_count(actors[index]),
+        chosen = min(range(count), key=lambda index: (actors[index].held_session_count,
                                                       (index - start) % count))
         self._next_index = (chosen + 1) % count
         return actors[chosen].open_session(admin)
@@ -133,9 +133,3 @@ class SubscriptionPool:
         for actor in self.actors:
             actor.use_views = on
 
-
-def _held_session_count(actor: SubscriptionActor) -> int:
-    # The sessions the actor holds: open ones, and a closed one until the
-    # actor's loop has released it (soon after). A count, so the choice is
-    # the same in every run of a seed. O(1), unlike statistics()'s walk.
-    return len(actor._sessions)
