@@ -261,6 +261,25 @@ class SubscriptionLog:
 
 # ------------------------------------------------------------------ the client
 
+class OneFrame:
+    """See ProtocolClient.one_frame."""
+
+    def __init__(self, protocol: "ProtocolClient", count: int) -> None:
+        self.protocol = protocol
+        self.count = count
+        self.items: list[m.Mutation] = []
+
+    async def mutation(self, path: str, args: dict) -> tuple[str, Any, int | None]:
+        protocol = self.protocol
+        item = m.Mutation(protocol._take_request_id(), path, [args])
+        request = protocol.requests[item.request_id] = _Request(item)
+        self.items.append(item)
+        if len(self.items) == self.count:
+            protocol._send(m.MutationBatch(self.items))
+        await request.done.wait()
+        return request.outcome
+
+
 @dataclasses.dataclass
 class _Request:
     message: Any  # m.Mutation or m.Action
@@ -357,6 +376,13 @@ class ProtocolClient:
 
     def pending(self) -> int:
         return len(self.requests)
+
+    def one_frame(self, count: int) -> "OneFrame":
+        """A stand-in for this client whose next `count` mutations go out
+        together as one MutationBatch frame (msgpack only), each answered as
+        usual. A batch still unanswered at a reconnect is re-sent one request
+        at a time, with the same request ids."""
+        return OneFrame(self, count)
 
     # ----- sending
 

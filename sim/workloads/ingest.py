@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import trio
 
-from wire import messages as m
 from wire.codecs import NATIVE_STYLE
 
 from sim.checkers import ingest
-from sim.clients import _Request
 from sim.workloads import Check
 
 STREAMS = ["s0", "s1", "s2", "s3"]
@@ -153,37 +151,11 @@ async def in_flight(client, calls: list[tuple[str, dict]]) -> None:
 async def call_in_one_frame(client, calls: list[tuple[str, dict]]) -> None:
     """Sends mutations from a protocol client as one MutationBatch frame and
     waits for every answer, each recorded by `client.call` as usual: while
-    the calls start, `client.protocol` is a `_OneFrame`, which holds back
+    the calls start, `client.protocol` is `protocol.one_frame(...)`, which holds back
     their frames and sends them together once the last one is there."""
     protocol = client.protocol
-    client.protocol = _OneFrame(protocol, len(calls))
+    client.protocol = protocol.one_frame(len(calls))
     try:
         await in_flight(client, calls)
     finally:
         client.protocol = protocol
-
-
-class _OneFrame:
-    """A ProtocolClient's mutations, sent in one frame (see call_in_one_frame).
-
-    It reaches into sim.clients.ProtocolClient (its request table and
-    sender), whose API sends one mutation a frame: a `mutations` method there
-    would be the better home. The client's reconnect burst re-sends a batch
-    still unanswered one request at a time, with the same request ids, which
-    the node must dedupe all the same.
-    """
-
-    def __init__(self, protocol, count: int) -> None:
-        self.protocol = protocol
-        self.count = count
-        self.items: list[m.Mutation] = []
-
-    async def mutation(self, path: str, args: dict) -> tuple:
-        protocol = self.protocol
-        item = m.Mutation(protocol._take_request_id(), path, [args])
-        request = protocol.requests[item.request_id] = _Request(item)
-        self.items.append(item)
-        if len(self.items) == self.count:
-            protocol._send(m.MutationBatch(self.items))
-        await request.done.wait()
-        return request.outcome
