@@ -18,7 +18,7 @@ from engine import limits, values
 from engine.catalog import Catalog
 from engine.errors import EddyError
 from engine.functions import check_flat_args, mutation, validate_args
-from engine.ids import encode_id, encode_ids
+from engine.ids import encode_id, encode_ids, ids_per_encode_max
 from engine.schema import define_schema, define_table
 from engine.transaction import Transaction, _ids_prefix
 from engine.validators import v
@@ -166,11 +166,19 @@ def test_ids_drawn_ahead_are_the_ids_one_by_one(steps, seed):
     assert made == reference_ids(seed, tables)
 
 
-@given(st.integers(1, 2**32 - 1), st.lists(st.binary(min_size=16, max_size=16), max_size=32))
+@given(st.integers(1, 2**32 - 1) | st.integers(1, 20_000),
+       st.lists(st.binary(min_size=16, max_size=16), max_size=ids_per_encode_max))
 def test_encode_ids_is_encode_id_of_each(table_number, internal_ids):
     """encode_ids of a block equals encode_id of each internal id."""
     assert encode_ids(table_number, internal_ids) == [
         encode_id(table_number, internal_id) for internal_id in internal_ids]
+
+
+def test_encode_ids_refuses_an_internal_id_of_another_length():
+    """A block with an internal id of 15 or 17 bytes is refused, even when the
+    lengths add up to whole ids."""
+    with pytest.raises(ValueError):
+        encode_ids(5, [bytes(15), bytes(17), bytes(16)])
 
 
 ITEM = v.object({"key": v.string(), "n": v.optional(v.int64()), "score": v.number()})
