@@ -20,11 +20,11 @@ means `messages:default`).
 
 from __future__ import annotations
 
-import functools
-
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable
 
 from engine import limits, values
@@ -224,21 +224,25 @@ def _check_flat_args_with_arrays(fdef: FunctionDef, args: dict) -> dict | None:
             continue
         if type(item) is not list or len(item) > limits.array_elements_max:
             return None
-        array_size = 2
-        for element in item:
-            element_size = (values.flat_document_size(element, *item_fields)
-                            if type(element) is dict else None)
-            if element_size is None:
+        if item:
+            # Each step in C but the size of each element.
+            if set(map(type, item)) != _DICT_ONLY:
                 return None
-            array_size += element_size
-        size += len(key) + 1 + array_size
-        arrays[key] = [element.copy() for element in item]
+            sizes = list(map(values.flat_document_size, item, *map(repeat, item_fields)))
+            if None in sizes:
+                return None
+            size += sum(sizes)
+        size += len(key) + 3  # the name, 1 byte, the array's 2
+        arrays[key] = list(map(dict.copy, item))
     if not fdef._required_arrays <= args.keys():
         return None
     scalar_size = values.flat_document_size(scalars, *fdef._flat_args)
     if scalar_size is None or scalar_size + size > limits.value_bytes_max:
         return None
     return {**args, **arrays}
+
+
+_DICT_ONLY = {dict}
 
 
 def validate_returns(fdef: FunctionDef, value: Any,

@@ -308,9 +308,7 @@ class Schema:
             EddyError: what `values.check_document_fields` and
                 `validate_document` raise.
         """
-        flat = self._flat_tables.get(table)
-        if flat is None:
-            flat = self._flat_tables[table] = self._flat_table(table)
+        flat = self.flat_plan(table)
         if flat and type(fields) is dict:
             size = values.flat_document_size(fields, *flat)
             if size is not None:
@@ -318,11 +316,18 @@ class Schema:
         size = values.check_document_fields(fields)
         return self.validate_document(table, fields, resolve_table), size
 
-    def _flat_table(self, table: str) -> tuple[dict, frozenset] | tuple[()]:
+    def flat_plan(self, table: str) -> tuple[dict, frozenset] | tuple[()]:
         """`flat_document_size`'s (field types, required fields) for a table
         whose documents it can check, or () when it cannot: a table without
         validation, a union of objects, or required fields that are not all
-        of an exact type (no flat document could have them)."""
+        of an exact type (no flat document could have them). A document it
+        sizes passes `check_document` unchanged, with that size."""
+        flat = self._flat_tables.get(table)
+        if flat is None:
+            flat = self._flat_tables[table] = self._flat_table(table)
+        return flat
+
+    def _flat_table(self, table: str) -> tuple[dict, frozenset] | tuple[()]:
         definition = self.tables.get(table)
         if definition is None or table.startswith("_") or not self.schema_validation or \
                 not isinstance(definition.validator, VObject):

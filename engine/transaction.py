@@ -92,6 +92,9 @@ class Transaction:
         self.read_bytes = 0
         self.written_bytes = 0
         self.paginated = False
+        # table name -> (its number, its schema's `flat_plan`), set by the
+        # first insert into the table (see `insert`).
+        self._insert_plans: dict[str, tuple[int, tuple]] = {}
 
     def _next_internal_id(self) -> bytes:
         """The next new document's internal id: 16 bytes from the ids' stream of
@@ -115,7 +118,8 @@ class Transaction:
 
         A transaction that inserts many documents draws its ids ahead in
         blocks (1, 1, 2, 4, ... up to `ids.ids_per_encode_max`: never more
-        than it has used so far) and encodes each block at once
+        than it has used so far, so at most half of what it draws goes
+        unused) and encodes each block at once
         (`ids.encode_ids`). Drawing ahead does not change which insert gets
         which id: they are used in order, and only by inserts that passed
         their checks (rule 3).
@@ -313,10 +317,48 @@ class Transaction:
         writes[(number, internal_id)] = document
 
     def insert(self, table: str, fields: dict) -> str:
-        """Buffers a new document and returns its id."""
+        """Buffers a new document and returns its id.
+
+        After the first insert into a table, the transaction remembers the
+        table's number and its schema's flat check (`_insert_plans`), so a
+        flat document (most inserts) costs one pass and a few lookups; any
+        other document, and every failure, takes the full checks.
+        """
         if not self.writable:
             self._require_writable()
         self.check_deadline()
+        plan = self._insert_plans.get(table) if type(table) is str else None
+        if plan is None:
+            fields, size, number = self._first_insert_checks(table, fields)
+        else:
+            number, flat = plan
+            size = values.flat_document_size(fields, *flat) \
+                if flat and type(fields) is dict else None
+            if size is None:
+                fields, size = self._check_fields(table, fields)
+        # Ids come after the checks, so a failed insert the function catches
+        # does not move the ids' stream (rule 3).
+        ids_ahead = self._ids_ahead
+        if ids_ahead and self._texts_table == number:
+            internal_id, document_id = ids_ahead.pop(), self._texts_ahead.pop()
+        else:
+            internal_id, document_id = self._new_id(number)
+        creation_ms = self._next_creation_ms
+        self._next_creation_ms = math.nextafter(creation_ms, math.inf)
+        document = {"_id": document_id, "_creationTime": creation_ms, **fields}
+        writes = self.writes
+        if len(writes) < limits.documents_written_max and \
+                self.written_bytes + size <= limits.write_bytes_max:
+            self.written_bytes += size
+            writes[number, internal_id] = document
+        else:
+            self._record_write(number, internal_id, document, size)  # raises its limit's error
+        return document_id
+
+    def _first_insert_checks(self, table: str, fields) -> tuple[dict, int, int]:
+        """`insert`'s checks of its first document in `table`, the table made
+        if new: (the fields, their size, the table number). Remembers the
+        table's plan for the next inserts."""
         if type(table) is not str or table not in _valid_table_names:
             _check_table_name(table)
         fields, size = self._check_fields(table, fields)
@@ -324,14 +366,10 @@ class Transaction:
         if number is None:
             number = self._create_table(table).table_number
             self.created_tables.append(table)
-        # Ids come after the checks, so a failed insert the function catches
-        # does not move the ids' stream (rule 3).
-        internal_id, document_id = self._new_id(number)
-        creation_ms = self._next_creation_ms
-        self._next_creation_ms = math.nextafter(creation_ms, math.inf)
-        self._record_write(number, internal_id,
-                           {"_id": document_id, "_creationTime": creation_ms, **fields}, size)
-        return document_id
+        if type(table) is str:
+            self._insert_plans[table] = (
+                number, () if self.schema is None else self.schema.flat_plan(table))
+        return fields, size, number
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:
         self._require_writable()

@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
-from engine import limits
+from engine import limits, values
 from engine.errors import EddyError, ErrorCode
 
 # Table number -> table name, or None when the number names no table.
@@ -412,17 +412,18 @@ class VObject(Validator):
 
     def flat_fields(self, name_allowed: Callable[[str], bool]) -> tuple:
         """What `values.flat_document_size` needs to check flat objects for
-        this validator: (field name -> type, required field names) for the
-        fields whose whole check is one exact type (see `_exact_type`) and
-        whose names pass `name_allowed`; or () when no flat object could pass
-        (a required field of another kind) or there are too many fields.
+        this validator: (field name -> type, required field names, and
+        `values.flat_field_bytes` of those types) for the fields whose whole
+        check is one exact type (see `_exact_type`) and whose names pass
+        `name_allowed`; or () when no flat object could pass (a required
+        field of another kind) or there are too many fields.
         """
         field_types = {name: kind for name, kind in self._exact_types.items()
                        if kind is not None and name_allowed(name)}
         if not self._required <= field_types.keys() or \
                 len(field_types) > limits.document_fields_max:
             return ()
-        return field_types, self._required
+        return (field_types, self._required, *values.flat_field_bytes(field_types))
 
     def _check(self, value, path, ctx):
         if type(value) is not dict:

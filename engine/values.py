@@ -53,6 +53,7 @@ __all__ = [
     "check_value",
     "check_document_fields",
     "flat_document_size",
+    "flat_field_bytes",
     "is_field_name",
     "is_document_field_name",
     "to_convex_json",
@@ -221,7 +222,8 @@ def check_document_fields(fields: Any) -> int:
     return size
 
 
-def flat_document_size(fields: dict, field_types: dict, required: frozenset) -> int | None:
+def flat_document_size(fields: dict, field_types: dict, required: frozenset,
+                       field_bytes: dict, all_fields_bytes: int) -> int | None:
     """The size of a document's user fields if they are flat and plain, else None.
 
     Flat and plain: every value is a scalar of exactly the type that
@@ -237,11 +239,16 @@ def flat_document_size(fields: dict, field_types: dict, required: frozenset) -> 
         fields: a document's user fields (a dict).
         field_types: field name -> the one type its value may have.
         required: the fields that must be present.
+        field_bytes: field name -> the bytes its name and value add to the
+            object's size, but a str or bytes value's own length (see
+            `flat_field_bytes`).
+        all_fields_bytes: the object's size, but its str and bytes values'
+            lengths, when every field is present.
 
     Returns:
         The size in bytes of `fields` as an object, or None.
     """
-    size = 2
+    size = 0
     for key, item in fields.items():
         kind = type(item)
         if kind is not field_types.get(key):
@@ -249,20 +256,34 @@ def flat_document_size(fields: dict, field_types: dict, required: frozenset) -> 
         if kind is str:
             if not item.isascii():
                 return None
-            size += len(key) + len(item) + 3
-        elif kind is float:
-            size += len(key) + 10
+            size += len(item)
         elif kind is int:
             if not INT64_MIN <= item <= INT64_MAX:
                 return None
-            size += len(key) + 10
         elif kind is bytes:
-            size += len(key) + len(item) + 3
-        else:  # None or a bool
-            size += len(key) + 2
-    if len(fields) != len(field_types) and not fields.keys() >= required:
+            size += len(item)
+    # Every key has a type, so as many keys as types means every field.
+    if len(fields) == len(field_types):
+        size += all_fields_bytes
+    elif fields.keys() >= required:
+        size += 2 + sum(map(field_bytes.__getitem__, fields))
+    else:
         return None
-    return size if size <= limits.document_bytes_max else None
+    return size if size <= document_bytes_max else None
+
+
+def flat_field_bytes(field_types: dict) -> tuple[dict, int]:
+    """`flat_document_size`'s `field_bytes` and `all_fields_bytes` for these
+    field types: a field adds its name, 1 byte and its value's size, and an
+    object 2 bytes (see the module docstring)."""
+    field_bytes = {name: len(name) + 1 + _FLAT_VALUE_BYTES[kind]
+                   for name, kind in field_types.items()}
+    return field_bytes, 2 + sum(field_bytes.values())
+
+
+# A flat scalar's size by its type, less a str or bytes value's own length.
+_FLAT_VALUE_BYTES = {str: 2, bytes: 2, float: 9, int: 9, bool: 1, type(None): 1}
+document_bytes_max = limits.document_bytes_max
 
 
 def is_field_name(name: Any) -> bool:
