@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -81,16 +81,24 @@ class SessionQueries:
     """One connection's live queries. Made by `SubscriptionActor.open_session`.
 
     The calls that change the query set never block; the Update that answers
-    them comes from `wait_update`.
+    them comes from `wait_update`, or, for an owner that set `listener`,
+    from `take_update_nowait` when the listener is called.
     """
 
     def __init__(self, hub: SubscriptionActor, state: SessionState) -> None:
         self._hub = hub
         self.state = state
-        # Tasks blocked in wait_update (usually the connection's one), woken
-        # by the actor's delivery with a bare reschedule: a ParkingLot costs
+        # Tasks blocked in wait_update (embedded sessions, tests), woken by
+        # the actor's delivery with a bare reschedule: a ParkingLot costs
         # about three times as much per wake-up, once per session per change.
         self._waiters: list[trio.lowlevel.Task] = []
+        # Called with no arguments by the actor's loop right after each
+        # delivery, instead of a task being woken to take the Update: a
+        # connection (wire/sync.py) takes it there and then. Set by the
+        # owner; None until then. It runs inside the actor's loop, so it must
+        # not block, and it must not raise (an exception would end the actor
+        # and with it the node).
+        self.listener: Callable[[], None] | None = None
 
     def set_identity(self, identity: Any, admin: bool | None = None) -> None:
         """Runs every query again as `identity` (a dict or None), and as an
@@ -122,6 +130,15 @@ class SessionQueries:
     def pending_updates(self) -> int:
         """How many Updates are merged into the one `wait_update` would return now."""
         return self.state.pending_count
+
+    @property
+    def has_update(self) -> bool:
+        """Whether an Update waits to be taken."""
+        return self.state.pending is not None
+
+    def take_update_nowait(self) -> Update | None:
+        """The pending Update (every merged one not yet taken), or None. Never blocks."""
+        return self.state.take_update()
 
     async def wait_update(self) -> Update:
         """The next Update (all merged Updates not yet taken). A checkpoint.
@@ -446,6 +463,9 @@ class SubscriptionActor:
 
     def _deliver(self, session: SessionQueries, ts: int, results: dict[int, Any]) -> None:
         session.state.deliver(ts, results)
+        listener = session.listener
+        if listener is not None:
+            listener()
         waiters = session._waiters
         if waiters:
             session._waiters = []

@@ -598,25 +598,38 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
         return dump_json_frame(encode_server_message(message, style))
     if style.name != "msgpack" or not isinstance(message, session.Transition):
         return dump_msgpack_frame(encode_server_message(message, style))
-    parts = [_TRANSITION_HEAD,
-             pack(_encode_version(message.start_version, style)), _END_VERSION_KEY,
-             pack(_encode_version(message.end_version, style)), _MODIFICATIONS_KEY,
+    # Runs once per Transition per session, and its loop once per result in
+    # it: the constant pieces are precomputed, a result is three appends.
+    parts = [_TRANSITION_HEAD, _packed_version(message.start_version, style), _END_VERSION_KEY,
+             _packed_version(message.end_version, style), _MODIFICATIONS_KEY,
              msgpack_array_header(len(message.modifications))]
+    append = parts.append
     for item in message.modifications:
         source = getattr(item, "source", None)
         if source is None:
-            parts.append(pack(_encode_state_modification(item, style)))
+            append(pack(_encode_state_modification(item, style)))
             continue
         query_id = item.query_id
-        parts += [_UPDATED_HEAD, _FIXINTS[query_id] if 0 <= query_id < 128 else pack(query_id),
-                  _VALUE_KEY, source.packed_value()]
+        append(_UPDATED_HEADS[query_id] if 0 <= query_id < _UPDATED_HEADS_COUNT
+               else _UPDATED_HEAD + pack(query_id) + _VALUE_KEY)
+        append(source.packed_value())
         if not item.log_lines and item.journal is None:
-            parts.append(_UPDATED_PLAIN_TAIL)
+            append(_UPDATED_PLAIN_TAIL)
         else:
-            parts += [_LOG_LINES_KEY, pack(list(item.log_lines)), _JOURNAL_KEY, pack(item.journal)]
-    parts += [_CLOCK_SKEW_KEY, pack(message.client_clock_skew), _SERVER_TS_KEY,
-              pack(message.server_ts)]
+            append(_LOG_LINES_KEY + pack(list(item.log_lines)) + _JOURNAL_KEY + pack(item.journal))
+    append(_CLOCK_SKEW_KEY)
+    append(pack(message.client_clock_skew))
+    append(_SERVER_TS_KEY)
+    append(pack(message.server_ts))
     return b"".join(parts)
+
+
+def _packed_version(version: Any, style: _Style) -> bytes:
+    """`pack(_encode_version(version, style))`, without the dict."""
+    query_set, identity = version.query_set, version.identity
+    return b"".join((_VERSION_HEAD, _FIXINTS[query_set] if 0 <= query_set < 128 else pack(query_set),
+                     _IDENTITY_KEY, _FIXINTS[identity] if 0 <= identity < 128 else pack(identity),
+                     _TS_KEY, pack(style.encode_ts(version.ts))))
 
 
 # The constant pieces of a msgpack Transition (`dump_server_frame`), in the
@@ -632,3 +645,11 @@ _LOG_LINES_KEY = pack("logLines")
 _JOURNAL_KEY = pack("journal")
 _FIXINTS = [pack(n) for n in range(128)]  # msgpack's one-byte ints: most query ids
 _UPDATED_PLAIN_TAIL = _LOG_LINES_KEY + pack([]) + _JOURNAL_KEY + pack(None)
+# A QueryUpdated up to its value, for the query ids most sessions use.
+_UPDATED_HEADS_COUNT = 1024
+_UPDATED_HEADS = [_UPDATED_HEAD + pack(query_id) + _VALUE_KEY
+                  for query_id in range(_UPDATED_HEADS_COUNT)]
+# A StateVersion map of 3 entries, in `_encode_version`'s order.
+_VERSION_HEAD = b"\x83" + pack("querySet")
+_IDENTITY_KEY = pack("identity")
+_TS_KEY = pack("ts")

@@ -88,6 +88,12 @@ ClientMessage = Union[Connect, ModifyQuerySet, Mutation, Action, MutationBatch,
 
 # ----------------------------------------------------------- server messages
 
+# The messages of a Transition are made for every session on every change
+# (one QueryUpdated per query per session), so they are slotted and not
+# frozen: a frozen dataclass sets each field through object.__setattr__, about
+# three times the cost of building the object plainly. Nothing mutates or
+# hashes them; treat them as values.
+
 @dataclass(frozen=True)
 class StateVersion:
     query_set: int
@@ -98,7 +104,7 @@ class StateVersion:
 INITIAL_VERSION = StateVersion(0, 0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueryUpdated:
     query_id: int
     value: Any
@@ -111,7 +117,7 @@ class QueryUpdated:
     source: Any = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueryFailed:
     query_id: int
     error_message: str
@@ -121,12 +127,12 @@ class QueryFailed:
     error_data: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueryRemoved:
     query_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Transition:
     start_version: StateVersion
     end_version: StateVersion

@@ -586,13 +586,14 @@ class SyncSession:
         if self.closed:
             return []
         counts = (update.modify_count, update.identity_count)
-        if self.held_ts is not None or not self._may_send(update.ts):
+        if self.held_ts is not None or (self.started and not self._may_send(update.ts)):
             # Rule 5: hold it; the responses of the mutations in it go first.
             self.held_ts = max(self.held_ts or 0, update.ts)
             self.held_results.update(update.results)
             self.held_counts = counts
             return self._stamp(self._release_held(now_ms), now_ms)
-        return self._stamp(self._transition(update.ts, update.results, counts, now_ms), now_ms)
+        self.last_sent_ms = now_ms  # a Transition goes out (what _stamp would note)
+        return self._transition(update.ts, update.results, counts, now_ms)
 
     # ----- time
 
@@ -692,35 +693,39 @@ class SyncSession:
                     now_ms: float) -> list[Effect]:
         assert ts >= self.current.ts, (ts, self.current)
         self._apply_pending(*counts)
+        # This loop runs for every query of every session a change reaches,
+        # so it does the least per result.
         modifications: dict[int, QueryUpdated | QueryFailed | QueryRemoved] = {}
+        queries = self.queries
         for query_id, outcome in results.items():
             if outcome is REMOVED:
                 modifications[query_id] = QueryRemoved(query_id)
-            elif query_id in self.queries and self.queries[query_id].path is not None:
-                # A result for an id removed since is left out: its removal follows.
-                modifications[query_id] = self._query_result(query_id, outcome)
-        for query_id, (version, item) in list(self.local.items()):
-            if version <= self.applied_query_set:
-                modifications[query_id] = item
-                del self.local[query_id]
+                continue
+            query = queries.get(query_id)
+            if query is None or query.path is None:
+                continue  # removed since: its removal follows
+            journal = query.journal = outcome.journal
+            log_lines = outcome.log_lines
+            if outcome.error is None:
+                modifications[query_id] = QueryUpdated(
+                    query_id, outcome.value, list(log_lines) if log_lines else [], journal,
+                    outcome if hasattr(outcome, "packed_value") else None)
+            else:
+                modifications[query_id] = _query_failed(query_id, outcome, journal)
+        if self.local:
+            for query_id, (version, item) in list(self.local.items()):
+                if version <= self.applied_query_set:
+                    modifications[query_id] = item
+                    del self.local[query_id]
         end = StateVersion(self.applied_query_set, self.applied_identity, ts)
-        transition = Transition(self.current, end,
-                                [modifications[query_id] for query_id in sorted(modifications)],
-                                self.client_clock_skew_ms, int(now_ms * 1_000_000))
+        ordered = (list(modifications.values()) if len(modifications) < 2
+                   else [modifications[query_id] for query_id in sorted(modifications)])
+        transition = Transition(self.current, end, ordered, self.client_clock_skew_ms,
+                                int(now_ms * 1_000_000))
         self.current = end
         if self.owed_ts is not None and ts >= self.owed_ts:
             self.owed_ts = None
         return [Send(transition)]
-
-    def _query_result(self, query_id: int, outcome: Any) -> QueryUpdated | QueryFailed:
-        journal = outcome.journal
-        self.queries[query_id].journal = journal
-        if outcome.error is None:
-            return QueryUpdated(query_id, outcome.value, list(outcome.log_lines), journal,
-                                outcome if hasattr(outcome, "packed_value") else None)
-        message, data, has_data = outcome.error
-        return QueryFailed(query_id, message, list(outcome.log_lines), journal, has_data,
-                           data if has_data else None)
 
     def _apply_pending(self, modify_count: int, identity_count: int) -> None:
         """Marks the versions an Update reflects as applied, oldest first."""
@@ -738,6 +743,12 @@ _HANDLERS = {
     Authenticate: SyncSession._authenticate,
     Event: SyncSession._event,
 }
+
+
+def _query_failed(query_id: int, outcome: Any, journal: str | None) -> QueryFailed:
+    message, data, has_data = outcome.error
+    return QueryFailed(query_id, message, list(outcome.log_lines), journal, has_data,
+                       data if has_data else None)
 
 
 def _check_call(udf_path: Any, args: Any,

@@ -8,10 +8,15 @@ trio tasks in one nursery, all feeding the same sans-I/O core
   binary frames for Eddy's; the first frame picks the codec for replies) and
   feeds messages;
 - the writer drains the bounded outgoing queue into the socket;
-- the pump takes Updates from the connection's `SessionQueries`
-  (node.subscriptions) once fewer than `unsent_transitions_max` Transitions
-  wait to be written; until then the subscription layer merges Updates, so a
-  slow reader costs one pending Update, not a backlog;
+- Updates need no task of their own: the connection's `SessionQueries`
+  (node.subscriptions) calls `_on_update` from the subscription actor's loop
+  right after each delivery, and the Update is fed to the core there and
+  then, its Transition encoded and queued for the writer, while fewer than
+  `unsent_transitions_max` Transitions wait to be written; past that it stays
+  with the subscription layer, which merges later ones into it, and the
+  writer takes it when a Transition is written. So a slow reader costs one
+  pending Update, not a backlog, and an Update costs one task switch (the
+  writer's), not two;
 - the pinger wakes when the core's next Ping is due (read lazily: frames
   sent do not wake it);
 - one task per running mutation (or batch) and per action; a session's next
@@ -209,10 +214,10 @@ class Connection:
         self.now_ms = server.now_ms
         self.session = core.SyncSession(server.results, now_ms=self.now_ms())
         self.queries = node.subscriptions.open_session()
+        self.queries.listener = self._on_update
         self.style: codecs._Style | None = None  # chosen by the first frame
         self.outgoing_send, self.outgoing_receive = trio.open_memory_channel(outgoing_frames_max)
         self.unsent_transitions = 0
-        self.transition_written = trio.Event()
         self.ping_due_changed = trio.Event()
         self.close_frame: tuple[int, str] | None = None
         self.token_to_resolve: core.ResolveToken | None = None
@@ -227,9 +232,9 @@ class Connection:
                 self.nursery = nursery
                 nursery.start_soon(self._read)
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._pump)
                 nursery.start_soon(self._ping)
         finally:
+            self.queries.listener = None
             self.queries.close()
             if self.close_frame is not None:
                 await self._send_close(*self.close_frame)
@@ -355,19 +360,32 @@ class Connection:
                 scope.deadline = math.inf
                 if is_transition:
                     self.unsent_transitions -= 1
-                    self.transition_written.set()
+                    if self.queries.has_update:
+                        self._on_update()  # it waited for room
             # The channel was closed by _close: everything queued is written.
             self.nursery.cancel_scope.cancel()
             return
         self._too_slow(f"one message took over {stall_s:g} s to send")
 
-    async def _pump(self) -> None:
-        while True:
-            while self.unsent_transitions >= unsent_transitions_max:
-                self.transition_written = trio.Event()
-                await self.transition_written.wait()
-            update = await self.queries.wait_update()
-            self._feed(self.session.update_received(update, now_ms=self.now_ms()))
+    def _on_update(self) -> None:
+        """Feeds the core the pending Update while fewer than
+        `unsent_transitions_max` Transitions wait to be written.
+
+        Called by the subscription actor's loop after a delivery, and by the
+        writer when a Transition is written. Never awaits; never raises (an
+        exception here would end the subscription actor): a failure ends
+        only this connection.
+        """
+        queries = self.queries
+        try:
+            while self.unsent_transitions < unsent_transitions_max and queries.has_update:
+                update = queries.take_update_nowait()
+                self._feed(self.session.update_received(update, now_ms=self.now_ms()))
+        except Exception:
+            logger.exception("sync session %s (%s): an Update could not be sent",
+                             self.session.session_id, self.client)
+            self.session.close("InternalServerError", core.CLOSE_INTERNAL)
+            self._close(core.CLOSE_INTERNAL, "InternalServerError: an Update could not be sent")
 
     async def _ping(self) -> None:
         """Sends Pings when the core says so, and ends a session whose token expired.
