@@ -151,13 +151,7 @@ class Node:
         data whatever today's schema says); `serving=False` skips indexing
         the newest commits' request keys, which only a node taking sync
         clients' mutations needs (see `logged_mutation_result`)."""
-        self.catalog.set_index_definitions(_index_definitions(self.schema))
-        catalog = self.store.get("meta", b"catalog")
-        for name, number in parse_catalog_record(catalog) if catalog else []:
-            self.catalog.create(name, number)
-        retained = self.store.get("meta", RETAINED_SINCE_KEY)
-        if retained is not None:  # set by `eddy compact` (actors/history.py)
-            self.retained_since_ts = int.from_bytes(retained, "big")
+        self.restore_catalog()
         with collector_paused():
             for number, shard in self.catalog.shards.items():
                 lo = number.to_bytes(4, "big")
@@ -179,6 +173,17 @@ class Node:
                                         self.world.clock)
         if check_schema:
             self._check_schema(self.schema)
+
+    def restore_catalog(self) -> None:
+        """The catalog's tables (their shards still empty) and the retention
+        start, from the store's meta records."""
+        self.catalog.set_index_definitions(_index_definitions(self.schema))
+        catalog = self.store.get("meta", b"catalog")
+        for name, number in parse_catalog_record(catalog) if catalog else []:
+            self.catalog.create(name, number)
+        retained = self.store.get("meta", RETAINED_SINCE_KEY)
+        if retained is not None:  # set by `eddy compact` (actors/history.py)
+            self.retained_since_ts = int.from_bytes(retained, "big")
 
     def logged_mutation_result(self, session_id: str, request_id: int) -> tuple | None:
         """(value, ts) of a mutation a sync client sent before this node

@@ -11,12 +11,16 @@
   node opening it rebuilds the state as it stood then.
 - `compact` drops document versions that no read at or after the retention
   start can see, keeping every commit record and the latest state.
+- `TimeTravel` answers queries at many past timestamps, in rising order,
+  replaying the log once as it goes (the simulator's oracles use it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import os
+from typing import Any, Iterator
 
 import msgpack
 
@@ -24,9 +28,11 @@ from engine.catalog import Catalog
 from engine.commits import (RETAINED_SINCE_KEY, log_key, parse_catalog_record, parse_log_entry,
                             parse_log_key, ts_key)
 from engine.errors import EddyError, ErrorCode
+from engine.sequencing import SequencerState
 from engine.shard import LIVE
 
-from actors.node import collector_paused
+from actors.node import CallResult, Node, collector_paused
+from actors.sequencer import SequencerActor
 from actors.storage import RocksStore, corrupt
 
 # Mismatches listed before the rest are summed up: a wholly broken state
@@ -277,5 +283,69 @@ def compact(store, before_ts: int) -> CompactReport:
     return CompactReport(before_ts, dropped, rewritten)
 
 
-__all__ = ["CompactReport", "Mismatch", "ReplayReport", "compact",
+class TimeTravel:
+    """Queries at past timestamps, asked in rising ts order, over a log replayed as they go.
+
+    A node opened on a data folder (`open_node`, a History) holds every
+    shard rebuilt to the newest commit, and an index keeps every key that
+    was ever live (engine/shard.py), so a read at an old ts also steps over
+    the keys of every later commit. Here a node's shards start empty and
+    are brought forward log entry by log entry, in ts order, only as far as
+    the ts asked for, so such a read has no later key in its way. Each
+    query then runs as a time-travel query on the whole node runs
+    (`Node.call(..., at_ts=ts)`: the same shards, the same read path), and
+    gives what it gives there, because a read at ts sees no commit after ts.
+
+    Reads must come in rising ts order: the shards cannot go back. Nothing is
+    written to the store, so a read-only store will do.
+
+    Args:
+        world, store, app, data_dir: as `Node` takes them; the world gives
+            each query's transaction its clock and seed, as a node's does.
+    """
+
+    def __init__(self, world, store, app, data_dir: str) -> None:
+        node = Node(world, store, app, data_dir)
+        node.restore_catalog()
+        node.sequencer = SequencerActor(store, node.catalog, SequencerState(0), world.clock)
+        self.node = node
+        self.ts = 0
+        self._entries = heapq.merge(*(_logged(store, number) for number in node.catalog.shards))
+        self._next = next(self._entries, None)
+
+    def advance(self, ts: int) -> None:
+        """Applies every log entry at or before `ts`; later reads are at `ts` or after."""
+        assert ts >= self.ts, "time travel replays forwards only"
+        shards = self.node.catalog.shards
+        loading: dict[int, Any] = {}  # the shards in a bulk load (no reads until it ends)
+        while self._next is not None and self._next[0] <= ts:
+            entry_ts, number, entry = self._next
+            shard = loading.get(number)
+            if shard is None:
+                shard = loading[number] = shards[number]
+                shard.begin_bulk_load()
+            shard.load_logged(entry_ts, parse_log_entry(entry))
+            self._next = next(self._entries, None)
+        for shard in loading.values():
+            shard.end_bulk_load()
+        self.ts = self.node.sequencer.durable_ts = ts
+
+    async def query(self, path: str, args: Any, ts: int, *, identity: Any = None,
+                    admin: bool = True) -> CallResult:
+        """`Node.call("query", path, args, at_ts=ts)` on the folder's history.
+
+        A checkpoint only if the query awaits something that yields. Raises
+        what that call raises (an INVALID_TIMESTAMP before the retention start).
+        """
+        self.advance(ts)
+        return await self.node.call("query", path, args, identity=identity, admin=admin, at_ts=ts)
+
+
+def _logged(store, number: int) -> Iterator[tuple[int, int, bytes]]:
+    """(ts, table number, entry) of one table's log, in ts order."""
+    for key, entry in store.scan("log", number.to_bytes(4, "big"), (number + 1).to_bytes(4, "big")):
+        yield parse_log_key(key)[1], number, entry
+
+
+__all__ = ["CompactReport", "Mismatch", "ReplayReport", "TimeTravel", "compact",
            "rebuild_catalog", "replay_into", "verify_catalog"]

@@ -18,8 +18,6 @@ seed and options give the same trace, bit for bit.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import gc
 import logging
@@ -31,10 +29,11 @@ import trio
 
 from actors.app import App, load_app
 from actors.node import open_node
+from actors.replay import TimeTravel
 from engine.errors import EddyError
 
 from sim import bugs
-from sim.checkers import durability
+from sim.checkers import durability, reference
 from sim.clients import ProtocolStack
 from sim.export import SavedData, save_volume
 from sim.faults import FaultInjector, draw_plan
@@ -362,8 +361,11 @@ class _RunState:
         store = self.world.disk.open(DATA_DIR, read_only=True)
         commits = durability.read_commits(store)
         record = _Record(self.history, self.healed_s)
+        answers = await self._ask_reference(app, store, workloads)
         checks = []
         for workload in workloads:
+            if hasattr(workload, "oracle"):
+                workload.oracle.compare(answers)
             checks.extend(workload.check(record))
         wrote = lambda op: any(w.wrote(op) for w in workloads if hasattr(w, "wrote"))  # noqa: E731
         checks.append(durability.check_durable(self.history, commits, wrote))
@@ -379,12 +381,7 @@ class _RunState:
                 pass
         checks.append(await durability.check_corruption_detected(self.world.disk, DATA_DIR, open_on))
         if self.protocol is not None:
-            @contextlib.asynccontextmanager
-            async def reference_node():
-                reference_world = SimWorld(self.options.seed, disk=copy.deepcopy(self.world.disk))
-                async with open_node(app=app, data_dir=DATA_DIR, world=reference_world) as node:
-                    yield node
-            checks.extend(await self.protocol.check(reference_node))
+            checks.extend(await self.protocol.check(answers))
         self.checks = checks
         for check in checks:
             self.trace.event("check", check.name, check.ok, check.explanation)
@@ -392,6 +389,20 @@ class _RunState:
         if failed:
             self.failure = "liveness" if all(c.liveness for c in failed) else "safety"
             self.explanation = "\n".join(f"{c.name}: {c.explanation}" for c in failed)
+
+
+    async def _ask_reference(self, app: App, store, workloads) -> reference.Answers:
+        """The reference's answer to every question of the update oracles
+        and the subscription oracle, found in one replay of the final log."""
+        questions = [question for workload in workloads if hasattr(workload, "oracle")
+                     for question in workload.oracle.requests()]
+        if self.protocol is not None:
+            questions.extend(self.protocol.questions())
+        if not questions:
+            return {}
+        reference_world = SimWorld(self.options.seed, disk=self.world.disk)
+        return await reference.answer(TimeTravel(reference_world, store, app, DATA_DIR), questions,
+                                      reference.derivations_of(workloads))
 
 
 @dataclasses.dataclass

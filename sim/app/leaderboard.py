@@ -63,3 +63,12 @@ async def bottom(ctx, board, n):
 async def everyone(ctx, board):
     return sorted([row["player"], row["points"]] for row in await ctx.db.query("scores").with_index(
         "by_board_points", lambda q: q.eq("board", board)).collect())
+
+
+@query(args={"board": v.string()})
+async def ranked(ctx, board):
+    """The board's rows in index order (ascending points): what `top`,
+    `bottom` and `everyone` each take a part of. The update oracle's
+    reference reads it once per ts (sim/workloads/leaderboard.py)."""
+    return [[row["player"], row["points"]] for row in await ctx.db.query("scores").with_index(
+        "by_board_points", lambda q: q.eq("board", board)).collect()]

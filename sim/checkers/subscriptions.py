@@ -2,11 +2,11 @@
 
 Protocol clients (sim/clients.py) record in a `SubscriptionLog` every query
 result they receive, as (query, ts, value) where ts is the Transition's
-`endVersion.ts`, and what they hold at chosen moments. After the run a node
-is opened on the final disk and each (path, args, ts) is evaluated as a
-time-travel query (`node.call("query", path, args, at_ts=ts)`, the reference:
-the committed history at ts, independent of the subscription machinery and
-of the sync protocol). Checks:
+`endVersion.ts`, and what they hold at chosen moments. After the run each
+(path, args, ts) is evaluated as a time-travel query on the final data
+(sim/checkers/reference.py: `node.call("query", path, args, at_ts=ts)` as a
+node opened there runs it; the committed history at ts, independent of the
+subscription machinery and of the sync protocol). Checks:
 
 - values: every result a client received at ts equals the reference at ts
   (a dropped, stale, reordered or mis-refilled delta shows here);
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
+from sim.checkers.reference import key as answer_key
 from sim.workloads import Check
 
 Reference = Callable[[str, dict, int], Awaitable[tuple[bool, Any]]]
@@ -52,13 +53,20 @@ def _same(ok: bool, value: Any, ref_ok: bool, ref_value: Any) -> bool:
 class _Cache:
     def __init__(self, reference: Reference) -> None:
         self.reference = reference
-        self.results: dict[tuple[str, str, int], tuple[bool, Any]] = {}
+        self.results: dict[tuple, tuple[bool, Any]] = {}
 
     async def __call__(self, path: str, args: dict, ts: int) -> tuple[bool, Any]:
-        key = (path, json.dumps(args, sort_keys=True), ts)
+        key = answer_key(path, args, ts)
         if key not in self.results:
             self.results[key] = await self.reference(path, args, ts)
         return self.results[key]
+
+
+def questions(log) -> list[tuple[str, dict, int]]:
+    """(path, args, ts) of every result in `log` that `check` compares with
+    the reference (so a caller can answer them all at once first)."""
+    return [(path, args, snapshot.ts) for snapshot in log.snapshots
+            for _, path, args, _, _ in snapshot.results]
 
 
 async def check(log, reference: Reference, client_ids: list[int]) -> list[Check]:

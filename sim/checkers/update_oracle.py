@@ -4,10 +4,12 @@ each session lives on one of the node's subscription actors).
 Every Update a session receives claims that every query it holds is current
 at the Update's ts (actors/subscriptions.py). The oracle keeps the client's
 view (each query's last delivered outcome, merged Update by Update, as a
-client does) and, for each Update, runs every held query again as a
-time-travel query at the Update's ts against the same node: the values must
-be equal. It also checks that each query's delivered outcomes come in
-strictly rising ts and that Update ts never goes back.
+client does) and records it with each Update; after the run, every held
+query is run again as a time-travel query at its Update's ts
+(sim/checkers/reference.py: on the final data, the history as committed)
+and the values must be equal. As Updates come it checks that each query's
+delivered outcomes come in strictly rising ts and that Update ts never goes
+back.
 
 It needs no network: it reads the session's Updates directly, so it sees
 what the session's subscription actor delivers (dropped, stale or reordered
@@ -21,9 +23,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.errors import AppError, EddyError, FunctionCrashed
 from engine.subscriptions import REMOVED
 
+from sim.checkers import reference
 from sim.workloads import Check
 
 # Violations kept per run (the first is explained; the count says how many).
@@ -46,6 +48,8 @@ class UpdateOracle:
             "order" (ts went back), "missing" (a query without a result),
             "value" (a result differs from the query at the Update's ts).
         stuck: sessions that never reached the final ts (liveness).
+        held: per Update read while comparing, (label, ts, the session's
+            queries, query id -> the outcome held then), for `compare`.
         violation_count, update_count, comparison_count: totals.
     """
 
@@ -58,6 +62,7 @@ class UpdateOracle:
         self.comparison_count = 0
         self.final_count = 0
         self.comparing = True  # False: Updates are read, not checked (a run without checkers)
+        self.held: list[tuple[str, int, dict, dict]] = []
 
     def _violation(self, kind: str, text: str) -> None:
         self.violation_count += 1
@@ -101,41 +106,64 @@ class UpdateOracle:
                 outcome_ts[query_id] = outcome.ts
                 held[query_id] = outcome
             if self.comparing:
-                await self._compare(node, update.ts, held, queries, label)
+                self._hold(node, update.ts, held, queries, label)
             if until_ts is not None and update.ts >= until_ts:
                 self.final_count += 1
                 return
 
-    async def _compare(self, node, ts: int, held: dict[int, Any],
-                       queries: dict[int, tuple[str, Any]], label: str) -> None:
+    def _hold(self, node, ts: int, held: dict[int, Any], queries: dict[int, tuple[str, Any]],
+              label: str) -> None:
+        """Keeps what the session holds at `ts` for `compare`; a query it
+        holds no result for is a violation now."""
         for query_id in sorted(queries):
-            path, args = queries[query_id]
             if query_id not in held:
+                path, args = queries[query_id]
                 self._violation("missing", f"{label}: the Update at ts {ts} left query {query_id} ({path} "
                                 f"{_show(args)}) without any result")
-                continue
-            outcome = held[query_id]
-            try:
-                expected = (await node.call("query", path, args, at_ts=ts)).value
-                expected_error = None
-            except (EddyError, AppError, FunctionCrashed) as error:
-                expected, expected_error = None, f"{type(error).__name__}: {error}"
-            self.comparison_count += 1
-            if outcome.error is not None or expected_error is not None:
-                if (outcome.error is None) != (expected_error is None):
-                    self._violation(
-                        "value",
-                        f"{label}: at ts {ts} query {query_id} ({path} {_show(args)}) holds "
-                        f"{'error ' + _show(outcome.error[0]) if outcome.error else _show(outcome.value)}, "
-                        f"but a query at ts {ts} gives "
-                        f"{expected_error if expected_error else _show(expected)}")
-                continue
-            if outcome.value != expected:
+            else:
+                # Each comparison once ran on the live node here, and its
+                # query's transaction drew a seed from the node's entropy;
+                # drawing it still keeps every seed's run as it was (its
+                # trace, the planted-bug sweeps' seeds).
+                node.world.entropy.seed()
+        self.held.append((label, ts, queries, dict(held)))
+
+    def requests(self) -> list[tuple[str, Any, int]]:
+        """(path, args, ts) of every comparison `compare` makes."""
+        return [(*queries[query_id], ts) for _, ts, queries, held in self.held
+                for query_id in sorted(held) if query_id in queries]
+
+    def compare(self, answers: reference.Answers) -> None:
+        """Each held outcome against the reference at its Update's ts
+        (`answers` holds every one of `requests`)."""
+        for label, ts, queries, held in self.held:
+            for query_id in sorted(held):
+                if query_id not in queries:
+                    continue
+                path, args = queries[query_id]
+                self._compare_one(label, ts, query_id, path, args, held[query_id],
+                                  answers[reference.key(path, args, ts)])
+        self.held = []
+
+    def _compare_one(self, label: str, ts: int, query_id: int, path: str, args: Any, outcome,
+                     answer: reference.Answer) -> None:
+        ok, expected = answer
+        self.comparison_count += 1
+        if outcome.error is not None or not ok:
+            if (outcome.error is None) != ok:
                 self._violation(
                     "value",
                     f"{label}: at ts {ts} query {query_id} ({path} {_show(args)}) holds "
-                    f"{_show(outcome.value)} (computed at ts {outcome.ts}), but a time-travel "
-                    f"query at ts {ts} returns {_show(expected)}")
+                    f"{'error ' + _show(outcome.error[0]) if outcome.error else _show(outcome.value)}, "
+                    f"but a query at ts {ts} gives "
+                    f"{_show(expected) if ok else expected}")
+            return
+        if outcome.value != expected:
+            self._violation(
+                "value",
+                f"{label}: at ts {ts} query {query_id} ({path} {_show(args)}) holds "
+                f"{_show(outcome.value)} (computed at ts {outcome.ts}), but a time-travel "
+                f"query at ts {ts} returns {_show(expected)}")
 
     def check(self) -> list[Check]:
         """The verdicts: safety (Updates), and liveness (final sessions)."""

@@ -10,8 +10,8 @@ from the data folder with the storage layer's own reader:
 - durability of acknowledged writes and atomicity, over the commit log;
 - exactly once, across restarts too: no (sessionId, requestId) is on two
   commits, and no path and arguments commit more often than calls account for;
-- the subscription oracle against time-travel queries of a node opened
-  in-process on the final data folder;
+- the subscription oracle against time-travel queries on the final data
+  folder, read in-process (sim/checkers/reference.py);
 - for the reference app, no call failed (its functions never raise on their
   own) except by the function time limit;
 - the node's own logs hold no failed assertion or internal error.
@@ -20,17 +20,15 @@ from the data folder with the storage layer's own reader:
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
-import gc
 import types
 from pathlib import Path
 
 from actors.app import load_app
-from actors.node import open_node
+from actors.replay import TimeTravel
 from actors.world import RealWorld
 
-from sim.checkers import durability
+from sim.checkers import durability, reference
 from sim.clients import ProtocolStack
 from sim.workloads import Check
 
@@ -128,9 +126,9 @@ def executions(commits: dict[int, dict], openings: list[tuple[float, int]]) -> d
 
 
 class _Oracle(ProtocolStack):
-    """The simulator's subscription-oracle glue (`ProtocolStack.check`: time
-    travel on a reference node, then sim/checkers/subscriptions.py) over a
-    real run's log. `check` reads only the log and the clients' ids, so
+    """The simulator's subscription-oracle glue (`ProtocolStack.questions`
+    and `check`: time travel on the final data, then
+    sim/checkers/subscriptions.py) over a real run's log. `check` reads only the log and the clients' ids, so
     there is no simulated network, host or World here."""
 
     def __init__(self, log, client_ids: list[int]) -> None:  # not the stack's: no network
@@ -155,12 +153,14 @@ async def check_run(record: RunRecord) -> tuple[list[Check], int]:
     checks.append(check_node_logs(record.log_dir))
     record.log.executions = executions(commits, openings)
 
-    @contextlib.asynccontextmanager
-    async def open_reference():
-        try:
-            async with open_node(app=load_app(record.app_dir), data_dir=str(record.data_dir)) as node:
-                yield node
-        finally:
-            gc.unfreeze()  # open_node freezes what it replayed
-    checks.extend(await _Oracle(record.log, record.client_ids).check(open_reference))
+    oracle = _Oracle(record.log, record.client_ids)
+    world = RealWorld()
+    store = world.open_store(str(record.data_dir), read_only=True)
+    try:
+        answers = await reference.answer(
+            TimeTravel(world, store, load_app(record.app_dir), str(record.data_dir)),
+            oracle.questions(), reference.derivations_of(workloads))
+    finally:
+        store.close()
+    checks.extend(await oracle.check(answers))
     return checks, len(commits)

@@ -13,6 +13,10 @@ from __future__ import annotations
 KEY_COUNT = 8
 SUBSCRIPTIONS_MIN, SUBSCRIPTIONS_MAX = 2, 8
 
+# The hot range of the `by_name` index (sim/app/hot.py `_hot`): every hot key's rows.
+HOT_LO, HOT_HI = "h", "i"
+HOT_ROWS = ("hot:between", {"lo": HOT_LO, "hi": HOT_HI})
+
 
 def _key(rng) -> str:
     # Skewed: h0 is the hottest.
@@ -33,10 +37,51 @@ def _query(rng) -> tuple[str, dict]:
     return "hot:total", {}
 
 
+# The subscription oracle's derived answers (sim/checkers/reference.py): each
+# hot query is a view of the hot rows (`HOT_ROWS`: the hot range of the index,
+# in order, as [name, value]), so one time-travel read of them per ts answers
+# all of them. A range reaching outside the hot one, empty or inverted, or a
+# negative n, runs as itself.
+
+def _get(args):
+    def derive(rows):  # `unique()` of the key's rows, then its value
+        found = [value for name, value in rows if name == args["key"]]
+        if len(found) > 1:
+            return False, "EddyError: unique() found more than one document"
+        return True, found[0] if found else None
+    return (*HOT_ROWS, derive) if HOT_LO <= args["key"] < HOT_HI else None
+
+
+def _between(args):
+    lo, hi = args["lo"], args["hi"]
+    if not HOT_LO <= lo < hi <= HOT_HI or (lo, hi) == (HOT_LO, HOT_HI):
+        return None
+    return (*HOT_ROWS, lambda rows: (True, [row for row in rows if lo <= row[0] < hi]))
+
+
+def _first(args):
+    n = args["n"]
+    return (*HOT_ROWS, lambda rows: (True, rows[:n])) if n >= 0 else None
+
+
+def _last(args):
+    n = args["n"]
+    return (*HOT_ROWS, lambda rows: (True, rows[::-1][:n])) if n >= 0 else None
+
+
+def _total(args):
+    return (*HOT_ROWS, lambda rows: (True, sum(value for _, value in rows)))
+
+
+REFERENCE_QUERIES = {"hot:get": _get, "hot:between": _between, "hot:first": _first,
+                     "hot:last": _last, "hot:total": _total}
+
+
 class HotKeysWorkload:
     name = "hot-keys"
     # Its clients speak the sync protocol (sim/run.py makes them so).
     protocol = True
+    reference_queries = REFERENCE_QUERIES
 
     def __init__(self) -> None:
         self._live: dict[int, list[int]] = {}

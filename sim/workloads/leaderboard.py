@@ -40,8 +40,36 @@ def live_queries() -> dict[int, tuple[str, dict]]:
     return queries
 
 
+# The update oracle's derived answers (sim/checkers/reference.py): `top`,
+# `bottom` and `everyone` are each a part of one board's rows in index order
+# (`leaderboard:ranked`), so one time-travel read of them per board and ts
+# answers all five queries the session holds on that board.
+
+def _ranked(args, derive):
+    return "leaderboard:ranked", {"board": args["board"]}, derive
+
+
+def _top(args):
+    n = args["n"]
+    return _ranked(args, lambda rows: (True, rows[:n])) if n >= 0 else None
+
+
+def _bottom(args):
+    n = args["n"]
+    return _ranked(args, lambda rows: (True, rows[::-1][:n])) if n >= 0 else None
+
+
+def _everyone(args):
+    return _ranked(args, lambda rows: (True, sorted(rows)))
+
+
+REFERENCE_QUERIES = {"leaderboard:top": _top, "leaderboard:bottom": _bottom,
+                     "leaderboard:everyone": _everyone}
+
+
 class LeaderboardWorkload:
     name = "leaderboard"
+    reference_queries = REFERENCE_QUERIES
 
     def __init__(self) -> None:
         self.roles: dict[int, str] = {}
