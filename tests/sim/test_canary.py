@@ -14,7 +14,7 @@ import importlib.metadata
 import trio
 import trio.testing
 
-from sim.world import deterministic_scheduling
+from sim.world import deterministic_scheduling, sim_mock_clock
 
 
 async def _racing_tasks() -> list[int]:
@@ -33,7 +33,7 @@ async def _racing_tasks() -> list[int]:
 
 def _run(seed: int) -> list[int]:
     with deterministic_scheduling(seed):
-        return trio.run(_racing_tasks, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(_racing_tasks, clock=sim_mock_clock())
 
 
 def test_trio_is_the_pinned_version():
@@ -58,3 +58,20 @@ def test_the_switch_is_restored_afterwards():
     before = run_module._ALLOW_DETERMINISTIC_SCHEDULING
     _run(3)
     assert run_module._ALLOW_DETERMINISTIC_SCHEDULING == before
+
+
+def test_the_simulator_clock_reads_what_mock_clock_reads():
+    """sim_mock_clock's fast read (its virtual base at rate 0) is MockClock's own
+    reading, through sleeps and autojumps, and at another rate too."""
+    clock = sim_mock_clock()
+    readings = []
+
+    async def main():
+        for delay in (0.0, 0.001, 0.25, 3.0, 1e-9):
+            await trio.sleep(delay)
+            readings.append((clock.current_time(), trio.testing.MockClock.current_time(clock)))
+    trio.run(main, clock=clock)
+    assert readings[-1][0] > 3.25
+    assert all(fast == slow for fast, slow in readings)
+    clock.rate = 2.0
+    assert abs(clock.current_time() - trio.testing.MockClock.current_time(clock)) < 0.1
