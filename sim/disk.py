@@ -32,6 +32,7 @@ No threads, no files: everything is dictionaries and trio's virtual clock.
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Iterator, Sequence
 
@@ -155,6 +156,16 @@ class SimDisk:
         copy.visible = {cf: SortedDict(family) for cf, family in volume.visible.items()}
         copy.used_bytes = volume.used_bytes
         return copy
+
+    def copy(self) -> SimDisk:
+        """Another disk holding a snapshot of each volume (`snapshot`), with
+        this one's settings and its generator's state, so it draws what this
+        one would draw next (the corruption check damages such a copy)."""
+        other = copy.copy(self)
+        other.rng = copy.deepcopy(self.rng)
+        other.fault_counts = dict(self.fault_counts)
+        other.volumes = {path: self.snapshot(path) for path in self.volumes}
+        return other
 
     def swap(self, path: str, volume: Volume) -> Volume:
         """Puts `volume` in place of `path`'s (an older copy restored, or the

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import bisect
-import copy
 import json
 
 from engine.commits import log_key, parse_commit_record, parse_log_key
@@ -187,7 +186,7 @@ def check_stale_storage(host) -> Check:
 async def check_corruption_detected(disk, path: str, open_node_on) -> Check:
     """Flips a bit in a copy of the disk's log; opening a node on it must fail
     with CORRUPT_RECORD naming the key."""
-    damaged = copy.deepcopy(disk)
+    damaged = disk.copy()
     damaged.write_error_probability = 0.0
     damaged.capacity_bytes = None
     key = damaged.flip_bit(path, "log")
