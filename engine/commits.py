@@ -79,33 +79,55 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
         return conflict_ts
     ts = sequencer.next_ts(now_ns)
     write_keys: WriteKeys = {}
-    # Each document is packed once, here: the shard keeps these bytes and
-    # the log entry carries them.
-    pack = values.pack
-    by_table: dict[int, list[tuple[bytes, dict | None, bytes | None]]] = {}
-    logged: dict[int, list[tuple[bytes, bytes | None]]] = {}
-    for (number, internal_id), document in txn.writes.items():
-        packed = None if document is None else pack(document)
-        table_writes = by_table.get(number)
-        if table_writes is None:
-            table_writes = by_table[number] = []
-            logged[number] = []
-        table_writes.append((internal_id, document, packed))
-        logged[number].append((internal_id, packed))
+    by_table = _columns_by_table(txn.writes)
     created: list[tuple[str, int]] = []
     shards = catalog.shards
-    for number, table_writes in by_table.items():
+    for number, (internal_ids, documents, packed_documents) in by_table.items():
         shard = shards[number]
         if shard.last_ts == 0:
             # The first commit into a table is what makes it exist for readers
             # that found no table (engine/transaction.py).
             created.append((shard.name, number))
-        shard.apply(ts, table_writes, write_keys)
+        shard.apply_columns(ts, internal_ids, documents, packed_documents, write_keys)
+    # The shard keeps the packed documents and the log entry carries them.
+    logged = {number: list(zip(columns[0], columns[2])) for number, columns in by_table.items()}
     if created:
         write_keys[TABLES_INDEX] = [keys.encode_key(name) for name, _ in created]
     sequencer.record(ts, write_keys)
     return Commit(ts, txn.snapshot_ts, call, txn.seed, txn.now_ms, txn.read_set, logged,
                   created, write_keys)
+
+
+def _columns_by_table(writes: dict[tuple[int, bytes], dict | None]) -> dict[int, tuple]:
+    """A transaction's writes by table, as the columns `ShardState.apply_columns`
+    takes: (internal ids, documents, documents packed once, here), in the
+    order written. A batch of one table's documents is split into columns in C."""
+    keys = list(writes)
+    documents = list(writes.values())
+    packed_documents = _pack_documents(documents)
+    numbers = set(map(_FIRST, keys))
+    if len(numbers) == 1:
+        return {numbers.pop(): (list(map(_SECOND, keys)), documents, packed_documents)}
+    by_table: dict[int, tuple[list, list, list]] = {}
+    for (number, internal_id), document, packed in zip(keys, documents, packed_documents):
+        columns = by_table.get(number)
+        if columns is None:
+            columns = by_table[number] = ([], [], [])
+        columns[0].append(internal_id)
+        columns[1].append(document)
+        columns[2].append(packed)
+    return by_table
+
+
+def _pack_documents(documents: list[dict | None]) -> list[bytes | None]:
+    """`values.pack` of each document (None stays None), in one C-level pass
+    when none is None; a document msgpack refuses gets `values.pack`'s error."""
+    if None not in documents:
+        try:
+            return list(map(_PACKER.pack, documents))
+        except (TypeError, ValueError, OverflowError):
+            pass  # values.pack below raises it, as an EddyError
+    return [None if document is None else values.pack(document) for document in documents]
 
 
 def ts_key(ts: int) -> bytes:
@@ -148,6 +170,7 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
 # per call costs as much as packing a small record).
 _PACKER = msgpack.Packer(use_bin_type=True)
 _FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 
 def catalog_record(catalog: Catalog) -> bytes:

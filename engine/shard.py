@@ -46,7 +46,7 @@ import itertools
 import operator
 from bisect import bisect_right, insort
 from itertools import repeat
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -399,15 +399,17 @@ class ShardState:
         if not writes:
             return (), ()
         columns = tuple(zip(*writes))
-        internal_ids = columns[0]
+        return columns if self._all_new_columns(columns[0], columns[1]) else None
+
+    def _all_new_columns(self, internal_ids: Sequence[bytes], documents: Sequence) -> bool:
+        """`_all_new` of writes given as columns: their internal ids and their
+        documents (or packed documents)."""
         # Cheapest refusals first: an update or a deletion fails at once.
         # (dict_keys.isdisjoint walks its argument, set.isdisjoint would walk
         # the whole dict.)
-        if None in columns[1] or not self.versions.keys().isdisjoint(internal_ids):
-            return None
-        if len(internal_ids) > 1 and len(set(internal_ids)) < len(internal_ids):
-            return None
-        return columns
+        if None in documents or not self.versions.keys().isdisjoint(internal_ids):
+            return False
+        return len(internal_ids) < 2 or len(set(internal_ids)) == len(internal_ids)
 
     def _insert_new(self, internal_ids: Sequence[bytes], documents: Sequence[dict],
                     packed_documents: Sequence[bytes], stamps: Sequence[int],
@@ -472,22 +474,30 @@ class ShardState:
             write_keys: if given, filled with (table_number, index) -> keys
                 removed or added, for the sequencer's conflict window.
         """
+        self.apply_columns(ts, *(zip(*writes) if writes else ((), (), ())), write_keys)
+
+    def apply_columns(self, ts: int, internal_ids: Sequence[bytes],
+                      documents: Sequence[dict | None], packed_documents: Sequence[bytes | None],
+                      write_keys: dict | None = None) -> None:
+        """`apply` of writes given as three columns of the same length: the
+        internal ids, the new documents (or None) and the packed new documents
+        (or None). What `engine.commits.admit` calls: a batch insert's
+        columns need not be zipped into rows and back."""
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
         touched = None
-        if write_keys is not None and writes:
+        if write_keys is not None and internal_ids:
             touched = [write_keys.setdefault((self.table_number, name), [])
                        for name in self.indexes]
         if self._run:
             self._load_run()
-        if len(writes) >= bulk_apply_min:
-            columns = self._all_new(writes)
-            if columns is not None and self._insert_new(
-                    columns[0], columns[1], columns[2], [ts] * len(writes), touched):
-                return
-        self._apply_writes(ts, writes, touched)
+        count = len(internal_ids)
+        if count >= bulk_apply_min and self._all_new_columns(internal_ids, documents) and \
+                self._insert_new(internal_ids, documents, packed_documents, [ts] * count, touched):
+            return
+        self._apply_writes(ts, zip(internal_ids, documents, packed_documents), touched)
 
-    def _apply_writes(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],
+    def _apply_writes(self, ts: int, writes: Iterable[tuple[bytes, dict | None, bytes | None]],
                       touched: list[list[bytes]] | None) -> None:
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
