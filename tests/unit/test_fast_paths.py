@@ -147,7 +147,9 @@ def reference_ids(seed: int, tables: list[int]) -> list[str]:
 
 
 @settings(max_examples=50)
-@given(st.lists(st.sampled_from(["a", "b", "fail"]), max_size=120), st.integers(0, 2**64))
+@given(st.lists(st.sampled_from(["a", "b", "fail"]), max_size=120)
+       | st.lists(st.sampled_from(["a", "a", "a", "a", "b", "fail"]), min_size=250, max_size=400),
+       st.integers(0, 2**64))
 def test_ids_drawn_ahead_are_the_ids_one_by_one(steps, seed):
     """Blocks of ids drawn ahead and encoded together give each insert the id it
     would get alone, across table switches and failed inserts."""
@@ -216,3 +218,32 @@ def test_check_flat_args_takes_arrays_of_flat_objects():
     assert check_flat_args(_batch, {"items": items}) == {"items": items}
     assert check_flat_args(_batch, {"items": items + [{"key": "c", "score": 1}]}) is None
     assert check_flat_args(_batch, {"tag": "t"}) is None  # "items" is required
+
+
+def test_a_run_of_inserts_still_meets_the_deadline():
+    """Inserts read the clock at the first insert and every
+    `inserts_per_deadline_check`th after it: a function past its deadline
+    fails within that many inserts, and at once if it had not inserted yet."""
+    from engine import transaction as transaction_module
+    from engine.errors import ErrorCode
+
+    now = [0]
+
+    def check_deadline():
+        if now[0] > 100:
+            raise EddyError(ErrorCode.TIMEOUT, "too long")
+
+    schema = define_schema({"a": define_table({"n": v.int64()})})
+    txn = Transaction(Catalog(), 0, writable=True, schema=schema, check_deadline=check_deadline)
+    txn.insert("a", {"n": 1})
+    now[0] = 200
+    inserted = 0
+    with pytest.raises(EddyError) as caught:
+        for _ in range(transaction_module.inserts_per_deadline_check + 1):
+            txn.insert("a", {"n": 1})
+            inserted += 1
+    assert caught.value.code is ErrorCode.TIMEOUT
+    assert inserted < transaction_module.inserts_per_deadline_check
+    late = Transaction(Catalog(), 0, writable=True, schema=schema, check_deadline=check_deadline)
+    with pytest.raises(EddyError):
+        late.insert("a", {"n": 1})
