@@ -259,17 +259,20 @@ def collector_paused() -> Iterator[None]:
     of the freeze (it costs little before the rebuild, when the heap is
     small). Frozen objects are still freed when unreferenced; only cycles
     among them would outlive their use, as after `_settle_garbage_collector`.
-    Process-wide, like that function.
+    Process-wide, like that function. A process that turned the collector
+    off manages it itself (the simulator does while it checks a run, opening
+    nodes on a heap that is anything but small): then nothing is done.
     """
-    enabled = gc.isenabled()
+    if not gc.isenabled():
+        yield
+        return
     gc.collect()
     gc.disable()
     try:
         yield
     finally:
         gc.freeze()
-        if enabled:
-            gc.enable()
+        gc.enable()
 
 
 # Young-generation collections between full ones. A node allocates millions of
@@ -282,7 +285,10 @@ gc_young_threshold_max = 50_000
 def _settle_garbage_collector() -> None:
     """Moves the state replayed at start-up out of the collector's sight and
     makes young collections rarer (see gc_young_threshold_max). Process-wide:
-    a node is usually the process's main tenant."""
+    a node is usually the process's main tenant. Nothing, like
+    `collector_paused`, when the process turned the collector off."""
+    if not gc.isenabled():
+        return
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
