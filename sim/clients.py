@@ -749,9 +749,9 @@ class ProtocolStack:
     async def check(self, answers) -> list:
         """The subscription oracle; `answers` (sim/checkers/reference.py)
         holds the reference's answer to each of `questions()`."""
-        from sim.checkers import reference, subscriptions
+        from sim.checkers import subscriptions
 
         async def answer(path: str, args: dict, ts: int):
-            return answers[reference.key(path, args, ts)]
+            return answers.of(path, args, ts)
         return await subscriptions.check(self.log, answer,
                                          [protocol.id for protocol in self.clients])

@@ -42,22 +42,47 @@ from actors.replay import TimeTravel
 
 # (True, value) or (False, "ErrorType: message").
 Answer = tuple[bool, Any]
-Answers = dict[tuple[str, Any, int], Answer]
 # A workload's derivations: path -> (args -> (base path, base args, base value -> Answer) or None).
 Derivations = dict[str, Callable[[Any], "tuple[str, Any, Callable[[Any], Answer]] | None"]]
 
 
 def key(path: str, args: Any, ts: int) -> tuple[str, Any, int]:
-    """The key of one question in `Answers`: equal for equal arguments (of
-    one type each: 1, 1.0 and True are three arguments)."""
+    """The key of one question: equal for equal arguments (of one type
+    each: 1, 1.0 and True are three arguments)."""
+    return path, _args_key(args), ts
+
+
+def _args_key(args: Any) -> Any:
     if type(args) is dict and all(type(value) in _SCALARS for value in args.values()):
-        # Most arguments: a few scalars, keyed without encoding them (a
-        # run asks about 15,000 times).
-        return path, tuple(sorted((name, type(value), value) for name, value in args.items())), ts
-    return path, json.dumps(args, sort_keys=True), ts
+        # Most arguments: a few scalars, keyed without encoding them.
+        return tuple(sorted((name, type(value), value) for name, value in args.items()))
+    return json.dumps(args, sort_keys=True)
 
 
 _SCALARS = (str, int, bool, type(None))
+
+
+class Answers(dict):
+    """key(path, args, ts) -> Answer, and `of`, which looks one up.
+
+    A run asks about 20,000 times about some 2,000 argument objects (a
+    query's args are one object for as long as a client holds it), so each
+    object's key part is kept, by identity, with the object (so that the
+    identity stays its own).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._args_keys: dict[int, tuple[Any, Any]] = {}
+
+    def key(self, path: str, args: Any, ts: int) -> tuple[str, Any, int]:
+        found = self._args_keys.get(id(args))
+        if found is None or found[0] is not args:
+            found = self._args_keys[id(args)] = (args, _args_key(args))
+        return path, found[1], ts
+
+    def of(self, path: str, args: Any, ts: int) -> Answer:
+        return self[self.key(path, args, ts)]
 
 
 def derivations_of(workloads: Iterable) -> Derivations:
@@ -75,19 +100,20 @@ async def answer(time_travel: TimeTravel, questions: Iterable[tuple[str, Any, in
     query's (see the module docstring). Each distinct query runs once, in
     rising ts order. A checkpoint only if a query awaits something that yields."""
     derivations = derivations or {}
+    answers = Answers()
     plan: dict[tuple, tuple[tuple, Callable | None]] = {}
     runs: dict[tuple, tuple[str, Any, int]] = {}
     for path, args, ts in questions:
-        question = key(path, args, ts)
+        question = answers.key(path, args, ts)
         if question in plan:
             continue
         how = derivations.get(path)
         base = how(args) if how is not None else None
         base_path, base_args, derive = base if base is not None else (path, args, None)
-        run = key(base_path, base_args, ts)
+        run = answers.key(base_path, base_args, ts)
         runs.setdefault(run, (base_path, base_args, ts))
         plan[question] = (run, derive)
-    results: Answers = {}
+    results: dict[tuple, Answer] = {}
     for run in sorted(runs, key=lambda found: found[2]):
         path, args, ts = runs[run]
         try:
@@ -96,7 +122,6 @@ async def answer(time_travel: TimeTravel, questions: Iterable[tuple[str, Any, in
             results[run] = (False, f"{type(error).__name__}: {error}")
         else:
             results[run] = (True, result.value)
-    answers: Answers = {}
     for question, (run, derive) in plan.items():
         ok, value = results[run]
         answers[question] = derive(value) if ok and derive is not None else (ok, value)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-from sim.checkers.reference import key as answer_key
 from sim.workloads import Check
 
 Reference = Callable[[str, dict, int], Awaitable[tuple[bool, Any]]]
@@ -50,18 +49,6 @@ def _same(ok: bool, value: Any, ref_ok: bool, ref_value: Any) -> bool:
     return not ok or (type(value) is type(ref_value) and value == ref_value)
 
 
-class _Cache:
-    def __init__(self, reference: Reference) -> None:
-        self.reference = reference
-        self.results: dict[tuple, tuple[bool, Any]] = {}
-
-    async def __call__(self, path: str, args: dict, ts: int) -> tuple[bool, Any]:
-        key = answer_key(path, args, ts)
-        if key not in self.results:
-            self.results[key] = await self.reference(path, args, ts)
-        return self.results[key]
-
-
 def questions(log) -> list[tuple[str, dict, int]]:
     """(path, args, ts) of every result in `log` that `check` compares with
     the reference (so a caller can answer them all at once first)."""
@@ -71,7 +58,6 @@ def questions(log) -> list[tuple[str, dict, int]]:
 
 async def check(log, reference: Reference, client_ids: list[int]) -> list[Check]:
     """The oracle's checks over `log` (sim.clients.SubscriptionLog)."""
-    cached = _Cache(reference)
     checks = []
     by_reason: dict[str, list] = {"delivered": [], "resolved": [], "final": []}
     for snapshot in log.snapshots:
@@ -80,7 +66,7 @@ async def check(log, reference: Reference, client_ids: list[int]) -> list[Check]
     async def first_mismatch(snapshots) -> str | None:
         for snapshot in snapshots:
             for query_id, path, args, ok, value in snapshot.results:
-                ref_ok, ref_value = await cached(path, args, snapshot.ts)
+                ref_ok, ref_value = await reference(path, args, snapshot.ts)
                 if not _same(ok, value, ref_ok, ref_value):
                     got = _show(value) if ok else f"error {value!r}"
                     expected = _show(ref_value) if ref_ok else f"error {ref_value!r}"

@@ -142,7 +142,7 @@ class UpdateOracle:
                     continue
                 path, args = queries[query_id]
                 self._compare_one(label, ts, query_id, path, args, held[query_id],
-                                  answers[reference.key(path, args, ts)])
+                                  answers.of(path, args, ts))
         self.held = []
 
     def _compare_one(self, label: str, ts: int, query_id: int, path: str, args: Any, outcome,

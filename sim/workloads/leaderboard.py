@@ -41,12 +41,14 @@ def live_queries() -> dict[int, tuple[str, dict]]:
 
 
 # The update oracle's derived answers (sim/checkers/reference.py): `top`,
-# `bottom` and `everyone` are each a part of one board's rows in index order
-# (`leaderboard:ranked`), so one time-travel read of them per board and ts
-# answers all five queries the session holds on that board.
+# `bottom` and `everyone` are each a part of one board's rows in index order,
+# and `leaderboard:ranked` reads every board's in that order, so one
+# time-travel read per ts answers all ten queries a session holds.
 
 def _ranked(args, derive):
-    return "leaderboard:ranked", {"board": args["board"]}, derive
+    board = args["board"]
+    return "leaderboard:ranked", {}, lambda rows: derive(
+        [[player, points] for row_board, player, points in rows if row_board == board])
 
 
 def _top(args):
