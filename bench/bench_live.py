@@ -19,7 +19,9 @@ Scenarios (`--scenario`, default all):
   and over `--writers` (16) connections (one connection's mutations run one
   after another, as in Convex), each carrying its send time (CLOCK_MONOTONIC). Latency: insert sent ->
   the new message seen in a subscriber's value, one sample per subscriber of
-  the written channel. Baseline: PostgreSQL INSERT + pg_notify in one
+  the written channel. The subscribers run in `--subscriber-processes` (2)
+  processes of their own (0: in the benchmark process, beside the writer;
+  bench/live_observe.py). Baseline: PostgreSQL INSERT + pg_notify in one
   transaction (`--writers` threads), 10 listener connections LISTENing on
   every channel (1,000 LISTEN registrations, 10 notified per insert),
   latency insert sent -> notification received.
@@ -66,7 +68,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,7 +76,8 @@ import common  # noqa: E402
 from bench_ws import add_common_arguments, open_clients, open_eddy, process_cpu_s  # noqa: E402
 from common import Row, Unavailable  # noqa: E402
 from live_common import (SUBSCRIBE_S_MAX, Figure, Subscribers, ThreadCpu,  # noqa: E402
-                         http_query_cpu_s, mean_interval, now_ns, percentile, ratio_interval)
+                         http_query_cpu_s, mean_interval, now_ns, ratio_interval)
+from live_observe import observe_insert  # noqa: E402
 
 APP_LIVE_DIR = Path(__file__).resolve().parent / "app_live"
 SCENARIOS = ["observe-insert", "many-intersections", "incremental", "fan-out"]
@@ -87,194 +89,6 @@ RANGE_WIDTH = 10  # many-intersections: keys per subscribed range
 WRITE_DOCUMENTS_COUNT = 100  # many-intersections: documents per write
 SEED_BATCH_COUNT = 1000  # incremental: rows inserted per seeding mutation
 SCORE_MAX = 1_000_000_000  # incremental: seeded scores are below this
-
-
-# ---------------------------------------------------------------------------
-# observe-insert
-
-
-def observe_insert_eddy(args, server) -> dict:
-    import trio
-
-    latencies_ms: list[float] = []
-    window: list[common.Window] = []
-    sent_count = [0]
-    channel_of = [i % args.channels for i in range(args.subscriptions)]
-    last_seen = [0] * args.subscriptions
-
-    def on_value(index: int, value) -> None:
-        received = now_ns()
-        newest = last_seen[index]
-        for message in value:
-            sent = message["sent_ns"]
-            if sent > last_seen[index]:
-                newest = max(newest, sent)
-                if window and window[0].measure_start * 1e9 <= sent < window[0].end * 1e9:
-                    latencies_ms.append((received - sent) / 1e6)
-        last_seen[index] = newest
-
-    async def main() -> None:
-        async with open_clients(server.url, args.connections) as clients, \
-                open_clients(server.url, args.writers) as writers, \
-                trio.open_nursery() as nursery:
-            subscribers = Subscribers(clients, on_value)
-            await subscribers.add_all(nursery, (
-                ((i // args.channels) % args.connections, "live:last_messages",
-                 {"channel": channel_of[i]} if args.shared
-                 else {"channel": channel_of[i], "viewer": i})
-                for i in range(args.subscriptions)))
-            # Window uses perf_counter; messages carry monotonic_ns: use one clock.
-            start = time.monotonic()
-            window.append(_MonotonicWindow(start + args.warmup,
-                                           start + args.warmup + args.seconds))
-
-            async def send(sequence: int) -> None:
-                sent = now_ns()
-                # A connection's mutations run one after another (as Convex's),
-                # so the inserts go round-robin over --writers connections.
-                await writers[sequence % args.writers].mutation("live:send", {
-                    "channel": sequence % args.channels, "body": f"message {sequence}",
-                    "sent_ns": sent})
-                if window[0].measure_start * 1e9 <= sent < window[0].end * 1e9:
-                    sent_count[0] += 1
-
-            async with trio.open_nursery() as senders:
-                sequence = 0
-                while True:
-                    due = start + sequence / args.rate
-                    if due >= window[0].end:
-                        break
-                    await trio.sleep_until(trio.current_time() + max(0.0, due - time.monotonic()))
-                    senders.start_soon(send, sequence)
-                    sequence += 1
-            await trio.sleep(1.0)  # Stragglers.
-            nursery.cancel_scope.cancel()
-
-    cpu_start, wall_start = server.cpu_s(), time.perf_counter()
-    trio.run(main)
-    load = (server.cpu_s() - cpu_start) / (time.perf_counter() - wall_start)
-    per_insert = args.subscriptions // args.channels
-    return {"latencies_ms": latencies_ms, "inserts": sent_count[0],
-            "expected": sent_count[0] * per_insert, "server_load": load}
-
-
-@dataclass
-class _MonotonicWindow:
-    measure_start: float
-    end: float
-
-
-def observe_insert_postgres(args) -> dict:
-    import psycopg
-
-    import postgres
-
-    listener_count = max(1, args.subscriptions // args.channels)
-    latencies_ms: list[float] = []
-    lock = threading.Lock()
-    with postgres.open_postgres(args.dir, quiet=True) as server:
-        with psycopg.connect(server.conninfo, autocommit=True) as setup:
-            setup.execute("CREATE TABLE messages (id bigserial PRIMARY KEY, channel int NOT NULL,"
-                          " body text NOT NULL, sent_ns bigint NOT NULL)")
-            setup.execute("CREATE INDEX messages_by_channel ON messages (channel, id)")
-        start = time.monotonic() + 2.0  # Listeners connect meanwhile.
-        measure_start, end = start + args.warmup, start + args.warmup + args.seconds
-        stop = threading.Event()
-        listening = threading.Barrier(listener_count + 1)
-
-        def listen() -> None:
-            with psycopg.connect(server.conninfo, autocommit=True) as connection:
-                for channel in range(args.channels):
-                    connection.execute(f"LISTEN ch{channel}")
-                listening.wait()
-                while not stop.is_set():
-                    for notify in connection.notifies(timeout=0.2):
-                        received = now_ns()
-                        sent = int(notify.payload)
-                        if measure_start * 1e9 <= sent < end * 1e9:
-                            with lock:
-                                latencies_ms.append((received - sent) / 1e6)
-
-        writer_count = args.writers
-        sent_counts = [0] * writer_count
-
-        def write(writer: int) -> None:
-            with psycopg.connect(server.conninfo, autocommit=True) as connection:
-                sequence = writer
-                while True:
-                    due = start + sequence / args.rate
-                    if due >= end:
-                        return
-                    time.sleep(max(0.0, due - time.monotonic()))
-                    sent = now_ns()
-                    channel = sequence % args.channels
-                    with connection.transaction():
-                        connection.execute("INSERT INTO messages (channel, body, sent_ns) "
-                                           "VALUES (%s, %s, %s)",
-                                           (channel, f"message {sequence}", sent))
-                        connection.execute("SELECT pg_notify(%s, %s)", (f"ch{channel}", str(sent)))
-                    if measure_start * 1e9 <= sent < end * 1e9:
-                        sent_counts[writer] += 1
-                    sequence += writer_count
-
-        listeners = [threading.Thread(target=listen, daemon=True) for _ in range(listener_count)]
-        for thread in listeners:
-            thread.start()
-        listening.wait()
-        writers = [threading.Thread(target=write, args=(w,)) for w in range(writer_count)]
-        for thread in writers:
-            thread.start()
-        for thread in writers:
-            thread.join()
-        time.sleep(1.0)
-        stop.set()
-        for thread in listeners:
-            thread.join()
-    inserts = sum(sent_counts)
-    return {"latencies_ms": latencies_ms, "inserts": inserts,
-            "expected": inserts * listener_count, "listeners": listener_count}
-
-
-def observe_insert(args, scratch: Path) -> None:
-    baseline = observe_insert_postgres(args)
-    eddy = None
-    if not args.skip_eddy:
-        try:
-            with open_eddy(APP_LIVE_DIR, scratch, "observe-insert",
-                           args.profile_server) as server:
-                eddy = observe_insert_eddy(args, server)
-        except Exception as error:
-            eddy = common.eddy_unavailable(error, args.debug)
-
-    def figure(side, fraction):
-        if side is None or isinstance(side, Unavailable):
-            return side
-        if not side["latencies_ms"]:
-            return Unavailable("no samples")
-        return Figure(percentile(side["latencies_ms"], fraction), "ms")
-
-    rows = []
-    for name, fraction, target in (("p50", 0.5, "<= 3 ms"), ("p99", 0.99, "<= 20 ms"),
-                                   ("max", 1.0, "-")):
-        base, mine = figure(baseline, fraction), figure(eddy, fraction)
-        ratio = (f"{mine.value / base.value:.1f}x" if isinstance(base, Figure)
-                 and isinstance(mine, Figure) and base.value else "-")
-        rows.append(Row(f"insert -> update, {name}", base, mine, target=target,
-                        ratio_text=ratio))
-    notes = [f"{args.subscriptions:,} subscriptions over {args.channels} channels and "
-             f"{args.connections} connections ({'shared' if args.shared else 'distinct'}), "
-             f"{args.rate:,} inserts/s for {args.seconds:g} s after {args.warmup:g} s warm-up",
-             f"writers: {args.writers} connections (Eddy) / threads (PostgreSQL), round-robin",
-             f"baseline: PostgreSQL INSERT + pg_notify in one transaction, "
-             f"{baseline['listeners']} listener connections each LISTENing on all "
-             f"{args.channels} channels; {len(baseline['latencies_ms']):,} samples of "
-             f"{baseline['expected']:,} expected ({baseline['inserts']:,} inserts)"]
-    if isinstance(eddy, dict):
-        notes.append(f"eddy: {len(eddy['latencies_ms']):,} samples of {eddy['expected']:,} "
-                     f"expected ({eddy['inserts']:,} inserts); server CPU "
-                     f"{eddy['server_load']:.0%} of one core")
-    common.print_report("ObserveInsert: insert to subscribed 'last 10 messages' updated",
-                        rows, notes)
 
 
 # ---------------------------------------------------------------------------
@@ -747,6 +561,9 @@ def add_arguments(parser) -> None:
                         help="observe-insert: inserts per second")
     parser.add_argument("--writers", type=int, default=16,
                         help="observe-insert: writer connections (Eddy) / threads (PostgreSQL)")
+    parser.add_argument("--subscriber-processes", type=int, default=2,
+                        help="observe-insert: processes the subscriber connections are spread "
+                             "over (0: in the benchmark process, beside the writer)")
     parser.add_argument("--shared", action="store_true",
                         help="observe-insert: identical subscriptions per channel (shared)")
     parser.add_argument("--ranges", type=int, default=20_000, help="many-intersections")

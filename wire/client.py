@@ -51,6 +51,10 @@ backoff_s_max = 15.0
 # The server pings after 15 s of silence; 30 s without a frame means it is gone
 # (the Rust client's rule).
 inactivity_s_max = 30.0
+# A frame moves the inactivity deadline only once this share of
+# inactivity_s_max has passed since it last did: moving it costs more than a
+# frame's other bookkeeping, and a second of slack on 30 s changes nothing.
+inactivity_refresh_share = 1 / 30
 # Frames this client accepts: one large query result plus envelope.
 message_bytes_max = 64 * 1024 * 1024
 # Mutation requests (a MutationBatch counts as one) awaiting their answer at
@@ -346,20 +350,31 @@ class Client:
         self.connected.set()
 
     async def _read(self, ws: Any) -> None:
-        while True:
-            frame = None
-            with trio.move_on_after(inactivity_s_max):
+        # One scope for the connection's life whose deadline frames move
+        # forward, at most once per inactivity_refresh_share of the limit (a
+        # silent server is noticed after the limit less at most that share):
+        # a scope per frame was a share of a subscriber's cost per Transition.
+        refresh_s = inactivity_s_max * inactivity_refresh_share
+        with trio.CancelScope() as scope:
+            refreshed = trio.current_time()
+            scope.deadline = refreshed + inactivity_s_max
+            while True:
                 frame = await ws.get_message()
-            if frame is None:
-                raise _Reconnect(f"InactiveServer: nothing for {inactivity_s_max:g} s")
-            if isinstance(frame, str):
-                raise _Reconnect("the server sent a text frame to a msgpack client")
-            try:
-                obj = codecs.load_msgpack_frame(frame)
-                message = codecs.decode_server_message(obj, SERVER_NATIVE_STYLE)
-            except EddyError as error:
-                raise _Reconnect(f"bad frame from the server: {error.message}") from None
-            self._handle(message)
+                now = trio.current_time()
+                if now - refreshed >= refresh_s:
+                    refreshed, scope.deadline = now, now + inactivity_s_max
+                self._read_frame(frame)
+        raise _Reconnect(f"InactiveServer: nothing for {inactivity_s_max:g} s")
+
+    def _read_frame(self, frame: Any) -> None:
+        if isinstance(frame, str):
+            raise _Reconnect("the server sent a text frame to a msgpack client")
+        try:
+            obj = codecs.load_msgpack_frame(frame)
+            message = codecs.decode_server_message(obj, SERVER_NATIVE_STYLE)
+        except EddyError as error:
+            raise _Reconnect(f"bad frame from the server: {error.message}") from None
+        self._handle(message)
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, m.Transition):
