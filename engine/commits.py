@@ -79,7 +79,18 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
         return conflict_ts
     ts = sequencer.next_ts(now_ns)
     write_keys: WriteKeys = {}
-    by_table = _columns_by_table(txn.writes)
+    writes = txn.writes
+    # Each document is packed once, here: the shard keeps these bytes and
+    # the log entry carries them.
+    if len(writes) == 1:  # most mutations: no columns to build
+        ((number, internal_id), document), = writes.items()
+        packed = None if document is None else values.pack(document)
+        by_table = {number: ((internal_id,), (document,), (packed,))}
+        logged = {number: [(internal_id, packed)]}
+    else:
+        by_table = _columns_by_table(writes)
+        logged = {number: list(zip(internal_ids, packed_documents))
+                  for number, (internal_ids, _, packed_documents) in by_table.items()}
     created: list[tuple[str, int]] = []
     shards = catalog.shards
     for number, (internal_ids, documents, packed_documents) in by_table.items():
@@ -89,8 +100,6 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
             # that found no table (engine/transaction.py).
             created.append((shard.name, number))
         shard.apply_columns(ts, internal_ids, documents, packed_documents, write_keys)
-    # The shard keeps the packed documents and the log entry carries them.
-    logged = {number: list(zip(columns[0], columns[2])) for number, columns in by_table.items()}
     if created:
         write_keys[TABLES_INDEX] = [keys.encode_key(name) for name, _ in created]
     sequencer.record(ts, write_keys)

@@ -385,14 +385,16 @@ class Transaction:
         table's plan for the next inserts."""
         if type(table) is not str or table not in _valid_table_names:
             _check_table_name(table)
-        fields, size = self._check_fields(table, fields)
+        flat = () if self.schema is None else self.schema.flat_plan(table)
+        size = values.flat_document_size(fields, *flat) if flat and type(fields) is dict else None
+        if size is None:
+            fields, size = self._check_fields(table, fields)
         number = self.catalog.numbers.get(table)
         if number is None:
             number = self._create_table(table).table_number
             self.created_tables.append(table)
         if type(table) is str:
-            self._insert_plans[table] = (
-                number, () if self.schema is None else self.schema.flat_plan(table))
+            self._insert_plans[table] = (number, flat)
         return fields, size, number
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:

@@ -223,7 +223,7 @@ def check_document_fields(fields: Any) -> int:
 
 
 def flat_document_size(fields: dict, field_types: dict, required: frozenset,
-                       field_bytes: dict, all_fields_bytes: int) -> int | None:
+                       all_fields_bytes: int, shape_bytes: dict) -> int | None:
     """The size of a document's user fields if they are flat and plain, else None.
 
     Flat and plain: every value is a scalar of exactly the type that
@@ -239,16 +239,12 @@ def flat_document_size(fields: dict, field_types: dict, required: frozenset,
         fields: a document's user fields (a dict).
         field_types: field name -> the one type its value may have.
         required: the fields that must be present.
-        field_bytes: field name -> the bytes its name and value add to the
-            object's size, but a str or bytes value's own length (see
-            `flat_field_bytes`).
-        all_fields_bytes: the object's size, but its str and bytes values'
-            lengths, when every field is present.
+        all_fields_bytes, shape_bytes: from `flat_field_bytes(field_types)`.
 
     Returns:
         The size in bytes of `fields` as an object, or None.
     """
-    size = 0
+    size = 0  # the lengths of str and bytes values; the rest depends on the names
     for key, item in fields.items():
         kind = type(item)
         if kind is not field_types.get(key):
@@ -265,25 +261,41 @@ def flat_document_size(fields: dict, field_types: dict, required: frozenset,
     # Every key has a type, so as many keys as types means every field.
     if len(fields) == len(field_types):
         size += all_fields_bytes
-    elif fields.keys() >= required:
-        size += 2 + sum(map(field_bytes.__getitem__, fields))
     else:
-        return None
+        names = tuple(fields)
+        fixed = shape_bytes.get(names)
+        if fixed is None:
+            if not fields.keys() >= required:
+                return None
+            fixed = _names_bytes(names, field_types)
+            if len(shape_bytes) < flat_shapes_max:
+                shape_bytes[names] = fixed
+        size += fixed
     return size if size <= document_bytes_max else None
 
 
-def flat_field_bytes(field_types: dict) -> tuple[dict, int]:
-    """`flat_document_size`'s `field_bytes` and `all_fields_bytes` for these
-    field types: a field adds its name, 1 byte and its value's size, and an
-    object 2 bytes (see the module docstring)."""
-    field_bytes = {name: len(name) + 1 + _FLAT_VALUE_BYTES[kind]
-                   for name, kind in field_types.items()}
-    return field_bytes, 2 + sum(field_bytes.values())
+def flat_field_bytes(field_types: dict) -> tuple[int, dict]:
+    """`flat_document_size`'s `all_fields_bytes` and `shape_bytes` for these
+    field types: what an object of every field adds to its str and bytes
+    values' lengths, and a cache of the same for the field names (in order)
+    of objects without some optional fields, filled as they are seen."""
+    return _names_bytes(tuple(field_types), field_types), {}
+
+
+def _names_bytes(names: tuple, field_types: dict) -> int:
+    """An object's size but its str and bytes values' lengths: 2, and for each
+    field its name, 1 byte and its value's size by type (see the module
+    docstring)."""
+    return 2 + sum(len(name) + 1 + _FLAT_VALUE_BYTES[field_types[name]] for name in names)
 
 
 # A flat scalar's size by its type, less a str or bytes value's own length.
 _FLAT_VALUE_BYTES = {str: 2, bytes: 2, float: 9, int: 9, bool: 1, type(None): 1}
 document_bytes_max = limits.document_bytes_max
+# Field-name sequences `flat_document_size` remembers per plan: a table's
+# documents leave out a few optional fields in a few orders; the bound keeps
+# a stream of odd shapes from growing it (past it, shapes are still sized).
+flat_shapes_max = 64
 
 
 def is_field_name(name: Any) -> bool:
