@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# No Hypothesis test is timed: its per-example deadline (200 ms by default)
+# and its too-slow health check are timed assertions, and these machines are
+# shared and noisy. A test's own @settings keeps every other value.
+settings.register_profile("eddy", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("eddy")
 
 
 @pytest.fixture
