@@ -8,9 +8,14 @@ instead of being served (DESIGN.md section 5). RocksDB's own block checksums
 guard its files underneath; its corruption errors are reported the same way.
 
 Writes are atomic WriteBatches; `write(sync=True)` returns once RocksDB has
-synced its write-ahead log. The blocking write runs in a worker thread so the
-node keeps running functions while the disk syncs (group commit overlaps with
-execution).
+synced its write-ahead log. The blocking write runs in a worker thread, but
+rocksdict (0.3.29) holds the GIL for the whole of `Rdict.write`, fsync
+included, so no Python code runs meanwhile: a synced write stops the node
+for its duration (1 to 2 ms for a 360 KB batch; docs/performance.md section
+4). `Rdict.flush_wal` does release the GIL; an unsynced write followed by
+`flush_wal(sync=True)` lets functions run during the sync, but measured no
+gain on section 4's benchmark and a loss on section 1's (groups got smaller:
+more writes, more CPU per transaction), so writes stay as they are.
 """
 
 from __future__ import annotations
