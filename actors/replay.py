@@ -27,6 +27,7 @@ import msgpack
 from engine.catalog import Catalog
 from engine.commits import (RETAINED_SINCE_KEY, log_key, parse_catalog_record, parse_log_entry,
                             parse_log_key, ts_key)
+from engine import values
 from engine.errors import EddyError, ErrorCode
 from engine.sequencing import SequencerState
 from engine.shard import LIVE
@@ -296,15 +297,21 @@ class TimeTravel:
     (`Node.call(..., at_ts=ts)`: the same shards, the same read path), and
     gives what it gives there, because a read at ts sees no commit after ts.
 
+    Followers. Objects with `tables` (names) and `write(table, internal_id,
+    document or None)` see every write to those tables, in ts order, as
+    `follow` passes it (a model of the data kept beside the shards). The
+    shards take what was passed only when a query needs them.
+
     Reads must come in rising ts order: the shards cannot go back. Nothing is
     written to the store, so a read-only store will do.
 
     Args:
         world, store, app, data_dir: as `Node` takes them; the world gives
             each query's transaction its clock and seed, as a node's does.
+        followers: see above.
     """
 
-    def __init__(self, world, store, app, data_dir: str) -> None:
+    def __init__(self, world, store, app, data_dir: str, followers=()) -> None:
         node = Node(world, store, app, data_dir)
         node.restore_catalog()
         node.sequencer = SequencerActor(store, node.catalog, SequencerState(0), world.clock)
@@ -312,23 +319,44 @@ class TimeTravel:
         self.ts = 0
         self._entries = heapq.merge(*(_logged(store, number) for number in node.catalog.shards))
         self._next = next(self._entries, None)
+        self._unapplied: list[tuple[int, int, list]] = []  # followed, not yet in the shards
+        self._followers: dict[int, list] = {}  # table number -> its followers
+        for follower in followers:
+            for name in follower.tables:
+                number = node.catalog.numbers.get(name)
+                if number is not None:
+                    self._followers.setdefault(number, []).append(follower)
+
+    def follow(self, ts: int) -> None:
+        """Passes every write at or before `ts` to the followers."""
+        assert ts >= self.ts, "time travel replays forwards only"
+        shards = self.node.catalog.shards
+        while self._next is not None and self._next[0] <= ts:
+            entry_ts, number, entry = self._next
+            writes = parse_log_entry(entry)
+            self._unapplied.append((entry_ts, number, writes))
+            for follower in self._followers.get(number, ()):
+                name = shards[number].name
+                for internal_id, packed in writes:
+                    follower.write(name, internal_id, None if packed is None else values.unpack(packed))
+            self._next = next(self._entries, None)
+        self.ts = ts
 
     def advance(self, ts: int) -> None:
         """Applies every log entry at or before `ts`; later reads are at `ts` or after."""
-        assert ts >= self.ts, "time travel replays forwards only"
+        self.follow(ts)
         shards = self.node.catalog.shards
         loading: dict[int, Any] = {}  # the shards in a bulk load (no reads until it ends)
-        while self._next is not None and self._next[0] <= ts:
-            entry_ts, number, entry = self._next
+        for entry_ts, number, writes in self._unapplied:
             shard = loading.get(number)
             if shard is None:
                 shard = loading[number] = shards[number]
                 shard.begin_bulk_load()
-            shard.load_logged(entry_ts, parse_log_entry(entry))
-            self._next = next(self._entries, None)
+            shard.load_logged(entry_ts, writes)
+        self._unapplied.clear()
         for shard in loading.values():
             shard.end_bulk_load()
-        self.ts = self.node.sequencer.durable_ts = ts
+        self.node.sequencer.durable_ts = ts
 
     async def query(self, path: str, args: Any, ts: int, *, identity: Any = None,
                     admin: bool = True) -> CallResult:

@@ -409,8 +409,13 @@ class _RunState:
         if not questions:
             return {}
         reference_world = SimWorld(self.options.seed, disk=self.world.disk)
-        return await reference.answer(TimeTravel(reference_world, store, app, DATA_DIR), questions,
-                                      reference.derivations_of(workloads))
+        # Derived answers and models know the reference app's queries only.
+        own_app = self.options.app_dir is None
+        models = reference.models_of(workloads) if own_app else []
+        time_travel = TimeTravel(reference_world, store, app, DATA_DIR, followers=models)
+        return await reference.answer(time_travel, questions,
+                                      reference.derivations_of(workloads) if own_app else {},
+                                      models)
 
 
 @dataclasses.dataclass

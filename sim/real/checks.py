@@ -157,9 +157,13 @@ async def check_run(record: RunRecord) -> tuple[list[Check], int]:
     world = RealWorld()
     store = world.open_store(str(record.data_dir), read_only=True)
     try:
+        # Derived answers and models know the reference app's queries only.
+        models = reference.models_of(workloads) if record.reference_app else []
+        time_travel = TimeTravel(world, store, load_app(record.app_dir), str(record.data_dir),
+                                 followers=models)
         answers = await reference.answer(
-            TimeTravel(world, store, load_app(record.app_dir), str(record.data_dir)),
-            oracle.questions(), reference.derivations_of(workloads))
+            time_travel, oracle.questions(),
+            reference.derivations_of(workloads) if record.reference_app else {}, models)
     finally:
         store.close()
     checks.extend(await oracle.check(answers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sim.checkers import models
 from sim.workloads import Check
 
 ACCOUNT_NAMES = [f"acct{n}" for n in range(6)]
@@ -13,6 +14,9 @@ class BankWorkload:
     # Half of its clients call over the sync protocol (sim/clients.py): a
     # transfer re-sent after a crash may run twice, which conserves the total.
     protocol = "some"
+    # The subscription oracle's reference answers `bank:balances` from a
+    # model of the accounts table (sim/checkers/models.py).
+    reference_model = models.AccountsModel
 
     def __init__(self) -> None:
         self.total = OPENING_BALANCE * len(ACCOUNT_NAMES)

@@ -10,6 +10,8 @@ every run with protocol clients.
 
 from __future__ import annotations
 
+from sim.checkers import models
+
 KEY_COUNT = 8
 SUBSCRIPTIONS_MIN, SUBSCRIPTIONS_MAX = 2, 8
 
@@ -82,6 +84,7 @@ class HotKeysWorkload:
     # Its clients speak the sync protocol (sim/run.py makes them so).
     protocol = True
     reference_queries = REFERENCE_QUERIES
+    reference_model = models.CountersModel
 
     def __init__(self) -> None:
         self._live: dict[int, list[int]] = {}

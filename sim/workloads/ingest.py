@@ -27,7 +27,7 @@ import trio
 
 from wire.codecs import NATIVE_STYLE
 
-from sim.checkers import ingest
+from sim.checkers import ingest, models
 from sim.workloads import Check
 
 STREAMS = ["s0", "s1", "s2", "s3"]
@@ -68,6 +68,9 @@ class IngestWorkload:
     name = "ingest"
     # Its clients speak the sync protocol (sim/run.py makes them so).
     protocol = True
+    # The subscription oracle's reference answers its queries from a model
+    # of the events table (sim/checkers/models.py).
+    reference_model = models.EventsModel
 
     def __init__(self) -> None:
         self._next_seq: dict[int, int] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import trio
 
+from sim.checkers import models
 from sim.checkers.update_oracle import UpdateOracle
 from sim.workloads import Check
 
@@ -72,6 +73,7 @@ REFERENCE_QUERIES = {"leaderboard:top": _top, "leaderboard:bottom": _bottom,
 class LeaderboardWorkload:
     name = "leaderboard"
     reference_queries = REFERENCE_QUERIES
+    reference_model = models.ScoresModel
 
     def __init__(self) -> None:
         self.roles: dict[int, str] = {}
