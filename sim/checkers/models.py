@@ -53,18 +53,25 @@ class _Table:
             return None
 
 
-class ScoresModel:
+class _OneTable:
+    """A model of one table's documents (`tables` names it)."""
+
+    def __init__(self) -> None:
+        self.table = _Table()
+
+    def write(self, table: str, internal_id: bytes, document: dict | None) -> None:
+        self.table.write(internal_id, document)
+
+
+class ScoresModel(_OneTable):
     """`scores` (sim/app/leaderboard.py): `leaderboard:ranked`."""
 
     tables = ("scores",)
     paths = ("leaderboard:ranked",)
 
     def __init__(self) -> None:
-        self.table = _Table()
+        super().__init__()
         self._ranked: tuple[int, Answer | None] = (-1, None)
-
-    def write(self, table: str, internal_id: bytes, document: dict | None) -> None:
-        self.table.write(internal_id, document)
 
     def answer(self, path: str, args: Any) -> Answer | None:
         if args != {}:
@@ -78,18 +85,15 @@ class ScoresModel:
         return found
 
 
-class CountersModel:
+class CountersModel(_OneTable):
     """`counters` (sim/app/hot.py): `hot:between` over a non-empty range of names."""
 
     tables = ("counters",)
     paths = ("hot:between",)
 
     def __init__(self) -> None:
-        self.table = _Table()
+        super().__init__()
         self._by_name: tuple[int, list | None] = (-1, None)
-
-    def write(self, table: str, internal_id: bytes, document: dict | None) -> None:
-        self.table.write(internal_id, document)
 
     def answer(self, path: str, args: Any) -> Answer | None:
         if type(args) is not dict or set(args) != {"lo", "hi"}:
@@ -108,17 +112,11 @@ class CountersModel:
                       if low <= order_key(row["name"]) < high]
 
 
-class AccountsModel:
+class AccountsModel(_OneTable):
     """`accounts` (sim/app/bank.py): `bank:balances` (a full scan, in creation order)."""
 
     tables = ("accounts",)
     paths = ("bank:balances",)
-
-    def __init__(self) -> None:
-        self.table = _Table()
-
-    def write(self, table: str, internal_id: bytes, document: dict | None) -> None:
-        self.table.write(internal_id, document)
 
     def answer(self, path: str, args: Any) -> Answer | None:
         if args != {}:
