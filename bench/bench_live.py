@@ -19,9 +19,9 @@ Scenarios (`--scenario`, default all):
   and over `--writers` (16) connections (one connection's mutations run one
   after another, as in Convex), each carrying its send time (CLOCK_MONOTONIC). Latency: insert sent ->
   the new message seen in a subscriber's value, one sample per subscriber of
-  the written channel. The subscribers run in `--subscriber-processes` (2)
-  processes of their own (0: in the benchmark process, beside the writer;
-  bench/live_observe.py). Baseline: PostgreSQL INSERT + pg_notify in one
+  the written channel. The subscribers run in the benchmark process beside
+  the writer, or spread over `--subscriber-processes` processes of their own
+  (bench/live_observe.py). Baseline: PostgreSQL INSERT + pg_notify in one
   transaction (`--writers` threads), 10 listener connections LISTENing on
   every channel (1,000 LISTEN registrations, 10 notified per insert),
   latency insert sent -> notification received.
@@ -561,9 +561,10 @@ def add_arguments(parser) -> None:
                         help="observe-insert: inserts per second")
     parser.add_argument("--writers", type=int, default=16,
                         help="observe-insert: writer connections (Eddy) / threads (PostgreSQL)")
-    parser.add_argument("--subscriber-processes", type=int, default=2,
-                        help="observe-insert: processes the subscriber connections are spread "
-                             "over (0: in the benchmark process, beside the writer)")
+    parser.add_argument("--subscriber-processes", type=int, default=0,
+                        help="observe-insert: processes of their own the subscriber "
+                             "connections are spread over (default 0: in the benchmark "
+                             "process, beside the writer)")
     parser.add_argument("--shared", action="store_true",
                         help="observe-insert: identical subscriptions per channel (shared)")
     parser.add_argument("--ranges", type=int, default=20_000, help="many-intersections")

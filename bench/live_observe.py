@@ -2,11 +2,11 @@
 subscribed "last 10 messages" query updated (see bench_live.py's docstring).
 
 The Eddy side writes from the benchmark process; its subscribers live there
-too (`--subscriber-processes 0`) or in that many processes of their own
-(default 2), their connections dealt round, as bench_ws.py spreads its
-callers: the subscribers are a load generator, and 1,000 subscription tasks
-decoding every Transition in the writer's process slow the writer and each
-other (docs/performance.md section 6 compares the two).
+too (the default) or in `--subscriber-processes` processes of their own,
+their connections dealt round, as bench_ws.py spreads its callers. Both are
+honest load generators; on this 2-core machine the separate processes made
+the latency worse, not better (docs/performance.md section 6), so the
+default keeps one process.
 """
 
 from __future__ import annotations
