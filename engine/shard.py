@@ -233,9 +233,13 @@ def _insert_sorted(sorted_list: SortedList, new_keys: list[bytes]) -> None:
         positions = list(map(bisect_right, repeat(maxes), inside))
         for _ in map(insort, map(lists.__getitem__, positions), inside):
             pass
-        # From the last sublist down, so that a split never moves a
-        # sublist still to be looked at.
-        for position in sorted(set(positions), reverse=True):
+        # Only the sublists that grew past twice the load, from the last
+        # down, so that a split never moves a sublist still to be split
+        # (`positions` ascend, as the keys do). Picking them in one
+        # comprehension costs a fifth of a call per sublist touched.
+        twice_load = 2 * load
+        for position in [position for position in reversed(dict.fromkeys(positions))
+                         if len(lists[position]) > twice_load]:
             _split_long(lists, maxes, position, load)
     if inside_count < len(new_keys):
         lists[-1].extend(new_keys[inside_count:])

@@ -382,7 +382,8 @@ class Transaction:
     def _first_insert_checks(self, table: str, fields) -> tuple[dict, int, int]:
         """`insert`'s checks of its first document in `table`, the table made
         if new: (the fields, their size, the table number). Remembers the
-        table's plan for the next inserts."""
+        table's plan for the next inserts, unless this is the transaction's
+        first write."""
         if type(table) is not str or table not in _valid_table_names:
             _check_table_name(table)
         flat = () if self.schema is None else self.schema.flat_plan(table)
@@ -393,7 +394,7 @@ class Transaction:
         if number is None:
             number = self._create_table(table).table_number
             self.created_tables.append(table)
-        if type(table) is str:
+        if type(table) is str and self.writes:  # most transactions write one document
             self._insert_plans[table] = (number, flat)
         return fields, size, number
 
