@@ -60,6 +60,23 @@ def _trace_line(seed: int, hash_seed: int) -> str:
     return last
 
 
+def test_the_trace_hash_is_each_event_repr_and_a_newline_in_order():
+    """The trace hashes events in batches, yet every checkpoint and the final
+    hash are those of hashing each event's repr and a newline one by one."""
+    import hashlib
+
+    from sim.trace import Trace, checkpoint_events
+    trace, one_by_one, checkpoints = Trace(), hashlib.blake2b(digest_size=16), []
+    for n in range(2 * checkpoint_events + 7):
+        trace.event("call", n, {"key": f"k{n}"}, [n, None], "é")
+        one_by_one.update(repr(("call", n, {"key": f"k{n}"}, [n, None], "é")).encode() + b"\n")
+        if (n + 1) % checkpoint_events == 0:
+            checkpoints.append(one_by_one.hexdigest())
+    assert trace.checkpoints == checkpoints
+    assert trace.hexdigest() == one_by_one.hexdigest()
+    assert trace.hexdigest() == one_by_one.hexdigest()  # reading it twice changes nothing
+
+
 def test_the_trace_is_identical_across_processes_and_hash_seeds():
     """`eddy sim run` prints the same trace under different PYTHONHASHSEED values and heaps."""
     assert _trace_line(8, 1) == _trace_line(8, 2) == _trace_line(8, 3)
