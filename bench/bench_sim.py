@@ -5,11 +5,11 @@ test suite's runs replay identically in fresh processes.
 Reference scenario: `eddy sim run --seed N --faults none --duration 30s`.
 One node (`open_node` from actors/node.py, as in production: one sequencer,
 two subscription actors (`reference_subscription_actors`), one in-memory shard per table of the simulator's
-reference app, 5 tables), the simulated disk and network, and 8 clients:
-client n runs workload n mod 5 of bank, counters, list-append, leaderboard
-and hot-keys (hot-keys' client and one bank client speak the sync protocol
-over the simulated network; the leaderboard client holds sessions checked
-by the update oracle). Each client waits 100 ms on average (exponentially
+reference app, 6 tables), the simulated disk and network, and 8 clients:
+client n runs workload n mod 6 of bank, counters, list-append, leaderboard,
+hot-keys and ingest (the hot-keys and ingest clients and one bank client
+speak the sync protocol over the simulated network; the leaderboard client
+holds sessions checked by the update oracle). Each client waits 100 ms on average (exponentially
 distributed) between one call's answer and its next call (sim/run.py,
 `reference_think_s`). Every checker runs.
 
