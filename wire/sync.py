@@ -54,7 +54,7 @@ import trio
 
 from engine import limits
 from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
-from wire import codecs, session as core
+from wire import codecs, hypercorn_patch, session as core, websocket
 from wire.codecs import JSON_STYLE, NATIVE_STYLE
 
 logger = logging.getLogger("eddy.sync")
@@ -164,12 +164,16 @@ class SyncServer:
         node_provider: returns the node (called once per connection).
         send_stall_s: how long one send may block before the client is
             closed as too slow (tests shorten it).
+        own_websocket: whether a plain-TCP WebSocket leaves hypercorn after
+            its handshake for Eddy's own framing (wire/websocket.py); False
+            keeps hypercorn's WSStream and wsproto for every frame.
     """
 
     def __init__(self, node_provider: Any, *, send_stall_s: float = send_stall_s_max,
-                 clock_ms: Any = None) -> None:
+                 clock_ms: Any = None, own_websocket: bool = True) -> None:
         self.node_provider = node_provider
         self.send_stall_s = send_stall_s
+        self.own_websocket = own_websocket
         # The core's wall clock in milliseconds (`now_ms`); the simulator
         # passes its virtual World clock (sim/clients.py).
         self.now_ms = clock_ms or now_ms
@@ -189,15 +193,27 @@ class SyncServer:
         _, version = sync_path_version(scope["path"])
         headers = {name.decode("latin-1").lower(): value.decode("latin-1")
                    for name, value in scope.get("headers", [])}
-        # No subprotocol: neither official client asks for one (PROTOCOL.md 1.2).
-        await send({"type": "websocket.accept"})
-        connection = Connection(self, self.node_provider(), receive, send,
-                                client=headers.get("convex-client"), client_version=version)
-        self.connection_count += 1
+        handover = hypercorn_patch.take_over(send) if self.own_websocket else None
         try:
-            await connection.run()
+            # No subprotocol: neither official client asks for one (PROTOCOL.md 1.2).
+            await send({"type": "websocket.accept"})
+            transport = None
+            if handover is not None:
+                hypercorn_patch.accepted(send)
+                transport = websocket.SocketWebSocket(
+                    handover, message_bytes_max=handover.message_bytes_max)
+                receive, send = transport.receive, transport.send
+            connection = Connection(self, self.node_provider(), receive, send,
+                                    client=headers.get("convex-client"), client_version=version)
+            connection.transport = transport
+            self.connection_count += 1
+            try:
+                await connection.run()
+            finally:
+                self.connection_count -= 1
         finally:
-            self.connection_count -= 1
+            if handover is not None:
+                handover.finished.set()  # hypercorn closes the connection
 
 
 class Connection:
@@ -225,6 +241,9 @@ class Connection:
         # token is accepted, cleared once the session is ended for it.
         self.expires_at_ms: int | None = None
         self.nursery: trio.Nursery | None = None
+        # The socket itself when the connection left hypercorn (SyncServer.serve):
+        # the writer then frames and sends batches of frames directly.
+        self.transport: websocket.SocketWebSocket | None = None
 
     async def run(self) -> None:
         try:
@@ -346,6 +365,9 @@ class Connection:
         return self.session.receive(parsed, now_ms=self.now_ms(), latest_ts=self.node.latest_ts)
 
     async def _write(self) -> None:
+        if self.transport is not None:
+            await self._write_frames()
+            return
         # One cancel scope for the writer's life whose deadline is moved
         # before each send, rather than a scope per frame: opening and closing
         # scopes was a large share of the scheduler's time per mutation. The
@@ -366,6 +388,41 @@ class Connection:
             self.nursery.cancel_scope.cancel()
             return
         self._too_slow(f"one message took over {stall_s:g} s to send")
+
+    async def _write_frames(self) -> None:
+        """The writer on Eddy's own WebSocket: every frame queued by the time
+        it wakes goes out in one socket send, with no stall deadline to set
+        and lift per frame: only a send the kernel does not take at once
+        waits, at most `send_stall_s` (SocketWebSocket.send_frames)."""
+        transport = self.transport
+        stall_s = self.server.send_stall_s
+        receive_nowait = self.outgoing_receive.receive_nowait
+        encode = websocket.encode_frame
+        async for frame, is_transition in self.outgoing_receive:
+            frames = [encode(frame)]
+            transitions = 1 if is_transition else 0
+            while True:
+                try:
+                    frame, is_transition = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                frames.append(encode(frame))
+                if is_transition:
+                    transitions += 1
+            outcome = await transport.send_frames(frames, stall_s)
+            if outcome is not websocket.SENT:
+                if outcome is websocket.STALLED:
+                    self._too_slow(f"one message took over {stall_s:g} s to send")
+                else:  # the peer is gone, as a disconnect
+                    self.session.closed = True
+                    self.nursery.cancel_scope.cancel()
+                return
+            if transitions:
+                self.unsent_transitions -= transitions
+                if self.queries.has_update:
+                    self._on_update()  # it waited for room
+        # The channel was closed by _close: everything queued is written.
+        self.nursery.cancel_scope.cancel()
 
     def _on_update(self) -> None:
         """Feeds the core the pending Update while fewer than
