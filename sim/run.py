@@ -183,6 +183,11 @@ def run(options: RunOptions, save_data: str | None = None) -> RunResult:
     world = SimWorld(options.seed, planted_bug=options.bug)
     trace = Trace(keep_events=options.keep_events)
     state = _RunState(options, world, trace)
+    # What the process already holds (its modules, earlier runs' results)
+    # stays out of the collector's sight during the run: opening the node
+    # collects in full first (actors/node.py), which would walk all of it
+    # (about 15 ms in a fresh process). The `finally` below unfreezes it.
+    gc.freeze()
     try:
         run_simulated(state.main, options.seed)
     except BaseException as error:  # the node or the simulator crashed: report it
