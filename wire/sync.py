@@ -1,5 +1,11 @@
 """The sync protocol's shell: one `SyncSession` per WebSocket on the ASGI app.
 
+After hypercorn's handshake, a plain-TCP connection leaves hypercorn for
+Eddy's own WebSocket (wire/websocket.py, `own_websocket`): its reader parses
+frames where it reads them, and a frame out goes to the socket from the task
+that made it when nothing waits before it and the kernel takes it at once.
+TLS and HTTP/2 connections, and the simulator's, keep ASGI messages.
+
 `SyncServer.serve(scope, receive, send)` runs one connection as a handful of
 trio tasks in one nursery, all feeding the same sans-I/O core
 (wire/session.py) and carrying out its effects:
@@ -7,7 +13,8 @@ trio tasks in one nursery, all feeding the same sans-I/O core
 - the reader decodes frames (JSON text frames for Convex's clients, msgpack
   binary frames for Eddy's; the first frame picks the codec for replies) and
   feeds messages;
-- the writer drains the bounded outgoing queue into the socket;
+- the writer drains the bounded outgoing queue into the socket (on the own
+  WebSocket only frames that had to wait reach it);
 - Updates need no task of their own: the connection's `SessionQueries`
   (node.subscriptions) calls `_on_update` from the subscription actor's loop
   right after each delivery, and the Update is fed to the core there and
@@ -242,8 +249,12 @@ class Connection:
         self.expires_at_ms: int | None = None
         self.nursery: trio.Nursery | None = None
         # The socket itself when the connection left hypercorn (SyncServer.serve):
-        # the writer then frames and sends batches of frames directly.
+        # frames are then framed here and sent at once when the kernel takes
+        # them (_queue_frame); the writer sends only what had to wait.
         self.transport: websocket.SocketWebSocket | None = None
+        # Frames (or their unsent ends) queued for the writer and not yet
+        # written, on the own WebSocket; while any are, new frames queue too.
+        self.frames_queued = 0
 
     async def run(self) -> None:
         try:
@@ -290,6 +301,9 @@ class Connection:
             return
         frame = codecs.dump_server_frame(message, self.style or JSON_STYLE)
         is_transition = isinstance(message, core.Transition)
+        if self.transport is not None:
+            self._queue_frame(websocket.encode_frame(frame), is_transition)
+            return
         try:
             self.outgoing_send.send_nowait((frame, is_transition))
         except trio.WouldBlock:
@@ -299,6 +313,30 @@ class Connection:
             self.unsent_transitions += 1
         # No wake-up of the pinger: a frame sent only moves the next Ping
         # later, and the pinger re-reads the due time when its timer fires.
+
+    def _queue_frame(self, data: Any, is_transition: bool) -> None:
+        """On Eddy's own WebSocket: a frame with nothing queued before it goes
+        to the socket at once, from whichever task made it (the reader, a
+        mutation's task, the subscription actor's loop): no wake-up of the
+        writer. What the kernel does not take waits for the writer, and so
+        does every frame after it. Never awaits."""
+        if not self.frames_queued:
+            sent = self.transport.send_nowait(data)
+            if sent is None:  # the peer is gone, as a disconnect
+                self.session.closed = True
+                self.nursery.cancel_scope.cancel()
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        try:
+            self.outgoing_send.send_nowait((data, is_transition))
+        except trio.WouldBlock:
+            self._too_slow(f"more than {outgoing_frames_max} messages unsent")
+            return
+        self.frames_queued += 1
+        if is_transition:
+            self.unsent_transitions += 1
 
     def _close(self, code: int, reason: str) -> None:
         """Stops the connection after the frames already queued are written."""
@@ -390,23 +428,22 @@ class Connection:
         self._too_slow(f"one message took over {stall_s:g} s to send")
 
     async def _write_frames(self) -> None:
-        """The writer on Eddy's own WebSocket: every frame queued by the time
-        it wakes goes out in one socket send, with no stall deadline to set
-        and lift per frame: only a send the kernel does not take at once
-        waits, at most `send_stall_s` (SocketWebSocket.send_frames)."""
+        """The writer on Eddy's own WebSocket: only frames the kernel did not
+        take at once reach it (_queue_frame). Every frame queued by the time
+        it wakes goes out in one send, and only a send that waits has a stall
+        deadline (SocketWebSocket.send_frames), none set and lifted per frame."""
         transport = self.transport
         stall_s = self.server.send_stall_s
         receive_nowait = self.outgoing_receive.receive_nowait
-        encode = websocket.encode_frame
-        async for frame, is_transition in self.outgoing_receive:
-            frames = [encode(frame)]
+        async for data, is_transition in self.outgoing_receive:
+            frames = [data]
             transitions = 1 if is_transition else 0
             while True:
                 try:
-                    frame, is_transition = receive_nowait()
+                    data, is_transition = receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-                frames.append(encode(frame))
+                frames.append(data)
                 if is_transition:
                     transitions += 1
             outcome = await transport.send_frames(frames, stall_s)
@@ -417,6 +454,7 @@ class Connection:
                     self.session.closed = True
                     self.nursery.cancel_scope.cancel()
                 return
+            self.frames_queued -= len(frames)
             if transitions:
                 self.unsent_transitions -= transitions
                 if self.queries.has_update:

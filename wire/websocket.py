@@ -362,6 +362,22 @@ class SocketWebSocket:
         await self.send_frames([encode_frame(message.get("text") or message.get("bytes"))],
                                None)
 
+    def send_nowait(self, data: Any) -> int | None:
+        """Hands whole frames to the kernel without waiting: how many bytes it
+        took (0 while another send holds the socket; the caller sends the
+        rest later, in order), or None when the stream is closed or broken."""
+        if self.closed:
+            return None
+        if self.send_lock.locked():
+            return 0
+        try:
+            return self._raw.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.closed = True
+            return None
+
     async def send_frames(self, frames: list[bytes], stall_s: float | None) -> str:
         """Writes whole frames (`frame_bytes`, `encode_frame`), in order, in one go.
 
