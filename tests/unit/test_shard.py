@@ -1,9 +1,13 @@
 """A shard's MVCC state answers reads at any ts exactly as a naive history would."""
 
 import hypothesis.strategies as st
+import msgpack
+import pytest
 from hypothesis import given, settings
 
 from engine import keys, values
+from engine.commits import parse_log_entry
+from engine.errors import EddyError, ErrorCode
 from engine.readsets import ReadSet, merge_ranges
 from engine.sequencing import SequencerState
 from engine.shard import ShardState, index_key
@@ -160,7 +164,8 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
             shard_module.bulk_apply_min = apply_min
             bulk_applied.apply(ts, writes, together)
             assert one_by_one == together
-            loaded.load_logged(ts, [(i, p) for i, _, p in writes])
+            # As the log stores it and `parse_log_entry` returns it.
+            loaded.load_logged(ts, parse_log_entry(msgpack.packb([(i, p) for i, _, p in writes])))
         loaded.end_bulk_load()
     finally:
         shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min = saved
@@ -192,27 +197,43 @@ def test_inserting_sorted_keys_equals_sorted_list_update(held, new, load):
         assert keys[len(keys) // 2] == sorted(held + new)[len(keys) // 2]
 
 
-def test_bulk_load_refuses_a_new_document_with_a_known_id():
-    """Two internal ids logged with one _id stop a bulk load with CORRUPT_RECORD."""
-    import pytest
-
-    from engine.errors import EddyError, ErrorCode
+@pytest.mark.parametrize("batch_max", [1, 2, 1000])
+@pytest.mark.parametrize("one_entry", [False, True])
+def test_bulk_load_refuses_a_new_document_with_a_known_id(batch_max, one_entry):
+    """Two internal ids logged with one _id stop a bulk load with CORRUPT_RECORD,
+    in one entry, in one run of entries, or with the first loaded in an earlier run."""
+    import engine.shard as shard_module
 
     shard = ShardState(10001, "t")
     shard.begin_bulk_load()
-    document = _bulk_document(IDS[0], 1)
-    shard.load_logged(1, [(IDS[0], values.pack(document))])
-    shard.load_logged(2, [(IDS[1], values.pack(document))])
-    with pytest.raises(EddyError) as raised:
-        shard.end_bulk_load()
+    packed = values.pack(_bulk_document(IDS[0], 1))
+    saved, shard_module.bulk_insert_batch_max = shard_module.bulk_insert_batch_max, batch_max
+    try:
+        with pytest.raises(EddyError) as raised:
+            shard.load_logged(1, [(IDS[2], values.pack(_bulk_document(IDS[2], 1)))])
+            if one_entry:
+                shard.load_logged(2, [(IDS[0], packed), (IDS[1], packed)])
+            else:
+                shard.load_logged(2, [(IDS[0], packed)])
+                shard.load_logged(3, [(IDS[1], packed)])
+            shard.end_bulk_load()
+    finally:
+        shard_module.bulk_insert_batch_max = saved
     assert raised.value.code == ErrorCode.CORRUPT_RECORD
+
+
+def test_log_entries_parse_as_pairs_or_raise():
+    """`parse_log_entry` returns the logged pairs and refuses an entry of anything else."""
+    writes = [(IDS[0], b"\x80"), (IDS[1], None)]
+    assert parse_log_entry(msgpack.packb(writes)) == tuple(writes)
+    assert parse_log_entry(msgpack.packb([])) == ()
+    for damaged in ([(IDS[0], b"", b"")], [(IDS[0],)], [(IDS[0], None), 7], {"a": 1}, 7):
+        with pytest.raises((ValueError, TypeError)):
+            parse_log_entry(msgpack.packb(damaged))
 
 
 def test_documents_decode_together_or_fail_as_one_by_one():
     """Batch decoding equals values.unpack of each, and a malformed document raises its error."""
-    import pytest
-
-    from engine.errors import EddyError, ErrorCode
     from engine.shard import _unpack_all
 
     documents = [_bulk_document(i, c) for i, c in zip(IDS, [1, "a", {"x": 2}])]
