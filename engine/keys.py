@@ -216,16 +216,18 @@ _STRING_KEYS_JOINER = "\x00\x00\n\x07"
 def _encode_strings(strings: list) -> list | None:
     # One join, one encode and one split for the whole list, the keys coming
     # out of the split. That needs no NUL in any string (NUL is escaped:
-    # rare, left to encode_key) and no "\n" (the separator): counting both
-    # in the joined text, where only the joiners put them, checks it.
+    # rare, left to encode_key) and no "\n" (the separator): counting NULs
+    # in the joined text, where only the joiners put them, checks the one,
+    # and the split's length the other (UTF-8 writes byte 0x0A only for "\n").
     joints = len(strings) - 1
     joined = _STRING_KEYS_JOINER.join(strings)
-    if joined.count("\x00") != 2 * joints or joined.count("\n") != joints:
+    if joined.count("\x00") != 2 * joints:
         return None
     try:
-        return ("\x07" + joined + "\x00\x00").encode().split(b"\n")
+        encoded = ("\x07" + joined + "\x00\x00").encode().split(b"\n")
     except UnicodeEncodeError:
         return None
+    return encoded if len(encoded) == len(strings) else None
 
 
 def _encode_floats(floats: list) -> list:
