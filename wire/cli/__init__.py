@@ -16,9 +16,12 @@ stderr), 2 bad usage (argparse), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import socket
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,10 @@ DEFAULT_PORT = 3210
 DEFAULT_HOST = "127.0.0.1"
 DATA_FOLDER_NAME = ".eddy"
 
+# Errors binding the listening socket: the port is taken, the host is not
+# this machine's, the name does not resolve, or the port needs privileges.
+BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
 EPILOG = """\
 The app folder holds schema.py (optional) and modules of functions: the
 function `send` in messages.py is called as "messages:send", the function
@@ -43,11 +50,26 @@ unless --data names another folder.
 """
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps a one-line paragraph (a description) to the terminal; keeps text
+    already laid out over several lines (an epilog, an example) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if "\n" in paragraph.strip("\n"):
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+            else:
+                paragraphs.append(textwrap.fill(paragraph, width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `eddy` and its subcommands."""
     parser = argparse.ArgumentParser(
         prog="eddy", description="Eddy: a reactive, event-sourced backend that speaks Convex's protocols.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG + "\n" + MAIN_EPILOG, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dev = commands.add_parser(
@@ -58,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints the URL and the admin key. Reloads the app when a file "
                     "changes; an app that fails to load is reported as file:line: message "
                     "and the last good version keeps serving. Ctrl-C stops it cleanly.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     _add_app_arguments(dev)
-    dev.add_argument("--port", type=int, default=DEFAULT_PORT,
+    dev.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                      help=f"TCP port to listen on (default {DEFAULT_PORT})")
     dev.add_argument("--host", default=DEFAULT_HOST,
                      help=f"address to listen on (default {DEFAULT_HOST}, this machine only)")
@@ -76,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "without a server, as the admin (internal functions allowed), "
                     "and print its result as JSON. On failure the error goes to stderr "
                     "and the exit code is 1. Stop `eddy dev` on the same data first.",
-        epilog=EPILOG + '\nExample: eddy run examples/chat messages:send \'{"body": "hi"}\'\n',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG + "\n" + RUN_EXAMPLE + "\n", formatter_class=HelpFormatter)
     _add_app_arguments(run)
     run.add_argument("path", metavar="PATH", help='the function, e.g. "messages:list"')
     run.add_argument("args", metavar="ARGS_JSON", nargs="?", default="{}",
@@ -86,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _extension_modules():
         module.add_commands(commands)
     return parser
+
+
+MAIN_EPILOG = """\
+`eddy COMMAND --help` explains each command. Exit codes: 0 done, 1 failed (the
+reason on stderr), 2 bad usage. docs/getting-started.md walks through a first
+app.
+"""
+
+# Shown by `eddy run --help`; a test runs it as written (with --data).
+RUN_EXAMPLE = """\
+Examples:
+  eddy run examples/chat channels:create '{"name": "general"}'
+  eddy run examples/chat channels:list"""
 
 
 # Further subcommands live in their own modules, each with
@@ -114,6 +148,17 @@ def subscription_actor_count(text: str) -> int:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return count
+
+
+def port_number(text: str) -> int:
+    """The argparse type of `--port`: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,13 +198,36 @@ def _dev(options: argparse.Namespace, data_dir: Path) -> int:
         trio.run(lambda: serve_dev(options.app_dir, host=options.host, port=options.port,
                                    data_dir=data_dir,
                                    subscription_actors=options.subscription_actors))
-    except OSError as error:
-        print(f"eddy dev: {error}", file=sys.stderr)
+    except (OSError, EddyError) as error:
+        print(describe_dev_error(error, options.host, options.port), file=sys.stderr)
         return 1
-    except EddyError as error:
-        print(f"eddy dev: {error.code.value}: {error.message}", file=sys.stderr)
+    except BaseExceptionGroup as group:
+        # The server's nurseries wrap a failure to bind in exception groups.
+        error = sole_exception(group)
+        if not isinstance(error, (OSError, EddyError)):
+            raise
+        print(describe_dev_error(error, options.host, options.port), file=sys.stderr)
         return 1
     return 0
+
+
+def sole_exception(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (or
+    the group itself when it holds several)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def describe_dev_error(error: BaseException, host: str, port: int) -> str:
+    """One line for a failure that stops `eddy dev` before it serves."""
+    if isinstance(error, EddyError):
+        return f"eddy dev: {error.code.value}: {error.message}"
+    if isinstance(error, socket.gaierror) or getattr(error, "errno", None) in BIND_ERRNOS:
+        hint = " (is another server using it? pass --port N)" \
+            if getattr(error, "errno", None) == errno.EADDRINUSE else ""
+        return f"eddy dev: cannot listen on {host}:{port}: {error.strerror or error}{hint}"
+    return f"eddy dev: {error}"
 
 
 def _run(options: argparse.Namespace, data_dir: Path) -> int:

@@ -30,6 +30,7 @@ from actors.app import AppLoadError
 from actors.history import MISSING, History, LoggedCommit, ShownCommit, open_history
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 from wire import codecs
+from wire.cli import HelpFormatter
 from wire.devserver import describe_load_error
 
 FOLLOW_POLL_S = 0.2  # `eddy log --follow` checks for new commits this often.
@@ -139,7 +140,7 @@ def add_commands(commands) -> None:
 
 def _parser(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=summary, description=description, epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     # Let relative times (`--since -5m`) be values, not unknown options:
     # argparse only lets plain negative numbers through. No history option
     # looks like one, so widening argparse's (private) matcher is safe.
