@@ -383,8 +383,10 @@ class SocketWebSocket:
 
         Not a checkpoint when the lock is free and the kernel takes every
         byte at once (the usual case); otherwise waits, at most `stall_s`
-        (None: no limit). Returns SENT, STALLED (the stream is then closed:
-        a frame cut short leaves it unusable) or BROKEN.
+        (None: no limit): the kernel's buffer is the backpressure. Returns
+        SENT, STALLED (the stream is then closed: a frame cut short leaves it
+        unusable) or BROKEN. Cancelled while waiting, it closes the stream
+        for the same reason, and nothing more is sent.
         """
         if self.closed:
             return BROKEN
