@@ -26,7 +26,7 @@ import trio
 from actors.node import open_node
 from engine import limits
 from engine.errors import EddyError, ErrorCode
-from wire import codecs
+from wire import codecs, http
 from wire.http import make_app
 
 SCHEMA = '''
@@ -388,11 +388,24 @@ def test_oversize_body_stops_reading_early(api):
 
 
 def test_declared_oversize_body_is_refused_before_reading(api):
-    """A Content-Length over the limit gets 413 before any of the body is read."""
-    headers = {"content-length": str(limits.http_body_bytes_max + 1)}
+    """A Content-Length far over the limit gets 413 before any of the body is read."""
+    declared = limits.http_body_bytes_max + http.OVERSIZE_DRAIN_BYTES_MAX + 1
+    headers = {"content-length": str(declared)}
     response = api.post("/api/mutation", None, chunks=[b"{}"], headers=headers)
     assert_request_error(response, 413, "RequestBodyTooLarge")
     assert response.chunks_read == 0
+
+
+def test_body_a_little_over_the_limit_is_read_to_its_end_before_the_413(api):
+    """A declared body just over the limit is read whole (and dropped), then answered 413,
+    so a client that uploads everything before reading the answer gets the 413."""
+    chunk = b" " * (1024 * 1024)
+    chunks = [chunk] * (limits.http_body_bytes_max // len(chunk)) + [b" " * 2001]
+    assert sum(map(len, chunks)) == limits.http_body_bytes_max + 1
+    headers = {"content-length": str(limits.http_body_bytes_max + 1)}
+    response = api.post("/api/mutation", None, chunks=chunks, headers=headers)
+    assert_request_error(response, 413, "RequestBodyTooLarge")
+    assert response.chunks_read == len(chunks)
 
 
 @pytest.mark.parametrize("path", ["notes:", "no:such:thing!", "a b:c", "", 7])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from engine import limits
 from tests.e2e.conftest import write_app
 from tests.e2e.server import EddyServer, post
 
@@ -98,3 +102,20 @@ def test_reload_on_change_and_keep_last_good_version(tmp_path: Path):
                  RELOAD_WAIT_S, "the fixed app to be served")
     finally:
         server.kill()
+
+
+def test_body_one_byte_over_the_limit_gets_413_through_urllib(keys_server):
+    """A plain urllib POST one byte over the body limit reads the documented 413 answer
+    (the server drains the upload instead of resetting the connection under it)."""
+    size = limits.http_body_bytes_max + 1
+    head = b'{"path": "keys:keys", "args": {"table": "singles"}, "pad": "'
+    body = head + b"x" * (size - len(head) - 2) + b'"}'
+    assert len(body) == size
+    request = urllib.request.Request(keys_server.url + "/api/query", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=60)
+    assert raised.value.code == 413
+    assert json.loads(raised.value.read()) == {
+        "code": "RequestBodyTooLarge",
+        "message": f"The request body is larger than {limits.http_body_bytes_max} bytes."}
