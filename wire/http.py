@@ -400,6 +400,23 @@ async def post_run(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
     return await run_call(node, call, await _caller(request, node))
 
 
+async def post_function(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
+    # Convex's admin-only "any kind of function" endpoint: npm's internal
+    # ConvexHttpClient.function(), which `npx convex run` uses.
+    fields = await request.read_json_object()
+    caller = await _caller(request, node)
+    if not caller.admin:
+        raise EddyError(ErrorCode.BAD_ADMIN_KEY,
+                        "/api/function is for the admin: send `Authorization: Convex <admin key>` "
+                        "(eddy dev prints the key).")
+    component = fields.get("componentPath")
+    if component not in (None, ""):
+        raise EddyError(ErrorCode.BAD_REQUEST,
+                        f"Eddy has no components: componentPath must be absent or empty, "
+                        f"not {component!r}.")
+    return await run_call(node, decode_call(None, fields, Format.CLEAN), caller)
+
+
 async def _caller(request: Request, node: Any) -> Caller:
     caller = parse_caller(request.headers.get("authorization"), node.admin_key)
     return await authenticate(caller, node)
@@ -413,6 +430,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/api/query_ts": {"POST": query_ts},
     "/api/query_at_ts": {"POST": query_at_ts},
     "/api/query_batch": {"POST": query_batch},
+    "/api/function": {"POST": post_function},
 }
 RUN_ROUTE = {"POST": post_run}
 

@@ -533,6 +533,28 @@ def test_internal_function_allowed_with_admin_key(api):
     assert response.json == {"status": "success", "value": "hidden", "logLines": []}
 
 
+def test_function_endpoint_runs_any_kind_for_the_admin(api):
+    """POST /api/function (npm's ConvexHttpClient.function) runs queries, mutations and
+    internal functions for the admin, in the format asked for."""
+    written = api.post("/api/function", {"path": "notes:add", "args": {"body": "b", "stars": 1},
+                                         "format": "convex_encoded_json"}, headers=api.admin())
+    assert written.json["status"] == "success"
+    count = api.post("/api/function", {"componentPath": None, "path": "notes:count", "args": {},
+                                       "format": "convex_encoded_json"}, headers=api.admin())
+    assert count.json["value"] == codecs.encode_value(1, codecs.Format.ENCODED)
+    secret = api.post("/api/function", {"path": "notes:secret", "args": {}}, headers=api.admin())
+    assert secret.json == {"status": "success", "value": "hidden", "logLines": []}
+
+
+def test_function_endpoint_refuses_callers_without_the_admin_key(api):
+    """/api/function answers 401 BadAdminKey to anyone but the admin, and 400 to a component."""
+    anonymous = api.post("/api/function", {"path": "notes:count", "args": {}})
+    assert_request_error(anonymous, 401, "BadAdminKey")
+    component = api.post("/api/function", {"componentPath": "chat", "path": "notes:count",
+                                           "args": {}}, headers=api.admin())
+    assert_request_error(component, 400, "BadRequest")
+
+
 def test_schema_violation(api):
     """A write that does not match the schema fails and writes nothing."""
     assert_function_error(api.call("mutation", "notes:add_unchecked", {"body": 5}),
