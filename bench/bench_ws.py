@@ -18,6 +18,12 @@ Both servers run on this machine, on the same cores as the load. Targets
 Usage:
     python bench/bench_ws.py --seconds 10
     python bench/bench_ws.py --seconds 10 --client-processes 1
+    python bench/bench_ws.py --seconds 10 --skip-baseline --count-server
+
+`--count-server` also prints what does not depend on the machine: the
+server's Python calls (`sys.setprofile` call events of its main thread,
+coroutine resumptions included) and trio task steps per mutation in the
+window (it slows the server, so its rate is not the row's).
 
 This module also holds what bench_live.py shares: `EddyProcess` (a real
 `eddy dev` on a free loopback port) and `process_cpu_s` (a process's CPU
@@ -72,12 +78,14 @@ class EddyProcess:
     """`eddy dev APP --data DATA` on a free loopback port, logs to a file."""
 
     def __init__(self, app_dir: Path, data_dir: Path, log_path: Path,
-                 profile_path: str | None = None) -> None:
+                 profile_path: str | None = None, count_path: str | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
         command = [sys.executable, "-m", "wire.cli"]
         if profile_path:  # cProfile writes the file when the server exits on SIGTERM.
             command = [sys.executable, "-m", "cProfile", "-o", profile_path, "-m", "wire.cli"]
+        if count_path:  # counts between SIGUSR1 and SIGUSR2 (run_counted_server)
+            command = [sys.executable, str(Path(__file__).resolve()), "counted-server", count_path]
         command += ["dev", str(app_dir), "--port", str(self.port), "--data", str(data_dir)]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -123,10 +131,13 @@ class EddyProcess:
 
 @contextlib.contextmanager
 def open_eddy(app_dir: Path, scratch: Path, name: str = "eddy",
-              profile_path: str | None = None) -> Iterator[EddyProcess]:
+              profile_path: str | None = None,
+              count_path: str | None = None) -> Iterator[EddyProcess]:
     """A fresh `eddy dev` on `app_dir` with its data in `scratch/name`, stopped
-    after; with `profile_path`, under cProfile (stats written there at exit)."""
-    server = EddyProcess(app_dir, scratch / name, scratch / f"{name}.log", profile_path)
+    after; with `profile_path`, under cProfile (stats written there at exit);
+    with `count_path`, counting (`run_counted_server`)."""
+    server = EddyProcess(app_dir, scratch / name, scratch / f"{name}.log", profile_path,
+                         count_path)
     if profile_path:
         print(f"eddy: server under cProfile, stats to {profile_path}", flush=True)
     try:
@@ -190,8 +201,10 @@ def _eddy_client_process(url: str, first_worker: int, worker_count: int, seconds
 def eddy_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
     """Runs the client processes against a fresh `eddy dev`; the rate and notes."""
     notes: list[str] = []
+    count_path = str(scratch / "counts.txt") if args.count_server else None
     try:
-        with open_eddy(common.BENCH_APP_DIR, scratch, profile_path=args.profile_server) as server:
+        with open_eddy(common.BENCH_APP_DIR, scratch, profile_path=args.profile_server,
+                       count_path=count_path) as server:
             context = multiprocessing.get_context("spawn")
             processes_count = max(1, min(args.client_processes, args.callers))
             barrier = context.Barrier(processes_count + 1)
@@ -208,6 +221,11 @@ def eddy_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
                 processes.append(process)
             barrier.wait(timeout=CONNECT_S_MAX * 2)
             cpu_start, wall_start = server.cpu_s(), time.perf_counter()
+            if count_path:  # the clients' window starts as they pass the barrier too
+                time.sleep(args.warmup)
+                server.process.send_signal(signal.SIGUSR1)
+                time.sleep(args.seconds)
+                server.process.send_signal(signal.SIGUSR2)
             outcomes = [results.get(timeout=args.seconds + args.warmup + 120)
                         for _ in processes]
             cpu_used = server.cpu_s() - cpu_start
@@ -218,12 +236,67 @@ def eddy_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
             if failures:
                 raise RuntimeError(f"{failures[0]}; server said: {server.log_tail()}")
             client_loads = ", ".join(f"{load:.0%}" for _, _, load in outcomes)
+            if count_path:
+                notes.append(_counts_note(count_path, sum(count for count, _, _ in outcomes)))
             notes.append(f"eddy: server process CPU {cpu_used / wall:.0%} of one core "
                          f"over the run; {processes_count} client processes at "
                          f"{client_loads} of one core each")
             return Rate(sum(count for count, _, _ in outcomes), args.seconds), notes
     except Exception as error:
         return common.eddy_unavailable(error, args.debug), notes
+
+
+def _counts_note(count_path: str, mutation_count: int) -> str:
+    deadline = time.monotonic() + 10  # the server writes on SIGUSR2
+    while not Path(count_path).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    calls, steps = map(int, Path(count_path).read_text().split())
+    per = max(1, mutation_count)
+    return (f"eddy (--count-server, the server slowed by counting): per mutation in the "
+            f"window {calls / per:,.0f} Python calls, {steps / per:.2f} trio task steps "
+            f"({mutation_count:,} mutations)")
+
+
+def run_counted_server(count_path: str, argv: list[str]) -> int:
+    """`eddy dev` (argv as for wire.cli) that counts from SIGUSR1 to SIGUSR2 the
+    Python call events of its main thread (sys.setprofile; a coroutine resumed
+    counts as a call) and trio's task steps, then writes "calls steps" to
+    `count_path`."""
+    import trio
+
+    sys.path.insert(0, str(common.REPO_ROOT))  # run as a script: the repo is not on the path
+    import wire.cli as cli
+
+    counts = {"calls": 0, "steps": 0, "on": False}
+
+    def on_event(frame, event, arg) -> None:
+        if event == "call":
+            counts["calls"] += 1
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task) -> None:
+            if counts["on"]:
+                counts["steps"] += 1
+
+    def start(*_) -> None:
+        counts.update(calls=0, steps=0, on=True)
+        sys.setprofile(on_event)
+
+    def stop(*_) -> None:
+        sys.setprofile(None)
+        counts["on"] = False
+        Path(count_path).write_text(f"{counts['calls']} {counts['steps']}\n")
+
+    serve_dev = cli.serve_dev
+
+    async def counted_serve_dev(*args, **options):
+        trio.lowlevel.add_instrument(Steps())
+        signal.signal(signal.SIGUSR1, start)
+        signal.signal(signal.SIGUSR2, stop)
+        return await serve_dev(*args, **options)
+
+    cli.serve_dev = counted_serve_dev
+    return cli.main(argv)
 
 
 # ---------------------------------------------------------------------------
@@ -281,6 +354,11 @@ def add_arguments(parser) -> None:
                         help="concurrent clients (connections for Eddy, threads for PostgreSQL)")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes the Eddy clients are spread over (default 2)")
+    parser.add_argument("--count-server", action="store_true",
+                        help="also count the server's Python calls and trio task steps "
+                             "per mutation (slows the server)")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="measure only Eddy (the baseline column says skipped)")
     add_common_arguments(parser)
 
 
@@ -299,7 +377,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="ws-") as scratch_text:
         scratch = Path(scratch_text)
         print(common.describe_machine(scratch_text))
-        baseline, notes = postgres_load(args, scratch)
+        if args.skip_baseline:
+            baseline, notes = Unavailable("--skip-baseline"), []
+        else:
+            baseline, notes = postgres_load(args, scratch)
         if args.skip_eddy:
             eddy, eddy_notes = Unavailable("--skip-eddy"), []
         else:
@@ -316,4 +397,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["counted-server"]:
+        sys.exit(run_counted_server(sys.argv[2], sys.argv[3:]))
     main()
