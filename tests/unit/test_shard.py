@@ -134,14 +134,16 @@ def _same_state(a: ShardState, b: ShardState) -> None:
         other.keys._check()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(bulk_writes, min_size=1, max_size=14), st.integers(1, 6), st.integers(1, 3),
-       st.sampled_from([4, 6, 1000]))
+       st.sampled_from([4, 6, 1000]), st.sampled_from([1, 3, 1 << 30]),
+       st.lists(st.booleans(), min_size=14, max_size=14))
 def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_max, apply_min,
-                                                               load):
+                                                               load, unplaced_max, reads):
     """Loading logged entries in bulk, and applying commits of new documents
-    together, give exactly the state (and conflict-window keys) that applying
-    each write one by one gives."""
+    together (their keys placed at once, later), give exactly the state (and
+    conflict-window keys) that applying each write one by one gives, and the
+    same scans after any commit."""
     import engine.shard as shard_module
 
     user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
@@ -151,9 +153,11 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
     for shard in (applied, bulk_applied, loaded):
         for index in shard.indexes.values():
             index.keys._reset(load)  # small sublists: the splits get exercised too
-    saved = shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min
+    saved = (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
+             shard_module.unplaced_keys_max)
     try:
         shard_module.bulk_insert_batch_max = batch_max
+        shard_module.unplaced_keys_max = unplaced_max
         loaded.begin_bulk_load()
         for ts, commit in enumerate(history, start=1):
             batch = {i: None if c is None else _bulk_document(i, c) for i, c in commit}
@@ -164,11 +168,18 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
             shard_module.bulk_apply_min = apply_min
             bulk_applied.apply(ts, writes, together)
             assert one_by_one == together
+            bulk_applied.validate()
+            if reads[ts - 1]:  # a read between writes places the waiting keys
+                for name, index in applied.indexes.items():
+                    for at_ts in (ts - 1, ts):
+                        assert list(bulk_applied.indexes[name].scan(b"", None, at_ts, False)) == \
+                            list(index.scan(b"", None, at_ts, False))
             # As the log stores it and `parse_log_entry` returns it.
             loaded.load_logged(ts, parse_log_entry(msgpack.packb([(i, p) for i, _, p in writes])))
         loaded.end_bulk_load()
     finally:
-        shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min = saved
+        (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
+         shard_module.unplaced_keys_max) = saved
     for shard in (applied, bulk_applied, loaded):
         shard.validate()
     _same_state(applied, bulk_applied)
