@@ -61,7 +61,7 @@ import trio
 
 from engine import limits
 from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
-from wire import codecs, hypercorn_patch, session as core, websocket
+from wire import codecs, session as core, websocket
 from wire.codecs import JSON_STYLE, NATIVE_STYLE
 
 logger = logging.getLogger("eddy.sync")
@@ -200,6 +200,10 @@ class SyncServer:
         _, version = sync_path_version(scope["path"])
         headers = {name.decode("latin-1").lower(): value.decode("latin-1")
                    for name, value in scope.get("headers", [])}
+        # Imported here: the simulator drives Connection without hypercorn,
+        # and importing hypercorn costs it about 0.1 s per process.
+        from wire import hypercorn_patch
+
         handover = hypercorn_patch.take_over(send) if self.own_websocket else None
         try:
             # No subprotocol: neither official client asks for one (PROTOCOL.md 1.2).
