@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -102,3 +103,14 @@ def test_dev_refuses_a_port_that_is_not_one(keys_app: Path, port: str):
     assert result.returncode == 2
     assert "argument --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_file_permission_error_is_not_called_a_busy_port():
+    """Only socket errors read "cannot listen on"; an error naming a file is shown as it is."""
+    from wire.cli import describe_dev_error
+    file_error = PermissionError(errno.EACCES, "Permission denied", "/srv/data/db")
+    assert describe_dev_error(file_error, "127.0.0.1", 3210) == (
+        "eddy dev: [Errno 13] Permission denied: '/srv/data/db'")
+    socket_error = PermissionError(errno.EACCES, "Permission denied")
+    assert describe_dev_error(socket_error, "127.0.0.1", 80) == (
+        "eddy dev: cannot listen on 127.0.0.1:80: Permission denied")

@@ -223,7 +223,9 @@ def describe_dev_error(error: BaseException, host: str, port: int) -> str:
     """One line for a failure that stops `eddy dev` before it serves."""
     if isinstance(error, EddyError):
         return f"eddy dev: {error.code.value}: {error.message}"
-    if isinstance(error, socket.gaierror) or getattr(error, "errno", None) in BIND_ERRNOS:
+    # A file's error names the file; a socket's does not.
+    bind_error = getattr(error, "errno", None) in BIND_ERRNOS and not getattr(error, "filename", None)
+    if isinstance(error, socket.gaierror) or bind_error:
         hint = " (is another server using it? pass --port N)" \
             if getattr(error, "errno", None) == errno.EADDRINUSE else ""
         return f"eddy dev: cannot listen on {host}:{port}: {error.strerror or error}{hint}"
