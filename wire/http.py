@@ -392,8 +392,9 @@ async def post_run(request: Request, node: Any) -> tuple[int, dict[str, Any]]:
     segments = request.path[len(RUN_PREFIX):].strip("/").split("/")
     if len(segments) < 2 or not all(segments):
         raise EddyError(ErrorCode.INVALID_FUNCTION_PATH,
-                        f"{request.path} does not name a function: "
-                        f"use {RUN_PREFIX}<dir>/<module>/<function>.")
+                        f"{request.path} does not name a function: use "
+                        f"{RUN_PREFIX}<module>/<function>, with the module's folders first "
+                        f"({RUN_PREFIX}admin/users/list runs admin/users:list).")
     fields = await request.read_json_object(empty_means_none=True)
     fields = {**fields, "path": "/".join(segments[:-1]) + ":" + segments[-1]}
     call = decode_call(None, fields, Format.CLEAN)

@@ -347,6 +347,14 @@ def test_run_endpoint_names_the_function_in_the_url(api):
     assert empty_body.json["value"] == "1"  # An int is int64: a string in clean JSON.
 
 
+@pytest.mark.parametrize("path", ["/api/run/notes", "/api/run/notes:count", "/api/run/"])
+def test_run_endpoint_without_module_and_function_says_how_to_name_one(api, path):
+    """A /api/run/ path that is not <module>/<function> gets 400 with the form to use."""
+    response = api.request("POST", path)
+    assert_request_error(response, 400, "BadConvexFunctionIdentifier")
+    assert "/api/run/<module>/<function>" in response.json["message"]
+
+
 def test_query_batch_answers_each_query(api):
     """POST /api/query_batch returns one UdfResponse per query, failures included."""
     response = api.post("/api/query_batch", {"queries": [
