@@ -16,7 +16,9 @@ from engine.transaction import Transaction
 
 
 class DatabaseReader:
-    """`ctx.db` in queries."""
+    """`ctx.db` in queries. Its writes go to the transaction, which refuses
+    them in a query with ReadOnlyTransaction (a stable code, where a missing
+    method would fail with an AttributeError)."""
 
     __slots__ = ("_txn",)
 
@@ -32,12 +34,6 @@ class DatabaseReader:
     def normalize_id(self, table: str, text: str) -> str | None:
         return self._txn.normalize_id(table, text)
 
-
-class DatabaseWriter(DatabaseReader):
-    """`ctx.db` in mutations."""
-
-    __slots__ = ()
-
     async def insert(self, table: str, document: dict) -> str:
         return self._txn.insert(table, document)
 
@@ -49,6 +45,12 @@ class DatabaseWriter(DatabaseReader):
 
     async def delete(self, document_id: str) -> None:
         self._txn.delete(document_id)
+
+
+class DatabaseWriter(DatabaseReader):
+    """`ctx.db` in mutations: the same methods over a writable transaction."""
+
+    __slots__ = ()
 
 
 class Auth:

@@ -191,6 +191,14 @@ def _bad(call, code, tmp_path):
     return run(LIMITS_APP, tmp_path, fn)
 
 
+@pytest.mark.parametrize("verb", ["insert", "patch", "replace", "delete"])
+def test_a_query_that_writes_is_read_only(tmp_path, verb):
+    """Each write method of a query's ctx.db fails with ReadOnlyTransaction, writing nothing."""
+    error = _bad(lambda node: node.query("notes:write_in_query", {"verb": verb}),
+                 ErrorCode.READ_ONLY, tmp_path)
+    assert "read-only" in error.message
+
+
 def test_unknown_function(tmp_path):
     """Calling a function that does not exist names it."""
     error = _bad(lambda n: n.query("notes:nope"), ErrorCode.FUNCTION_NOT_FOUND, tmp_path)
