@@ -9,6 +9,9 @@ MIB = 1024 * 1024
 # Values and documents.
 document_bytes_max = 1 * MIB
 document_fields_max = 1024
+# A stored document has `_id` and `_creationTime` besides its user fields, and
+# must still pass the 1,024-field object limit when a function returns it.
+document_user_fields_max = document_fields_max - 2
 document_depth_max = 16
 value_depth_max = 64
 array_elements_max = 8192

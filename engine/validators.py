@@ -421,7 +421,7 @@ class VObject(Validator):
         field_types = {name: kind for name, kind in self._exact_types.items()
                        if kind is not None and name_allowed(name)}
         if not self._required <= field_types.keys() or \
-                len(field_types) > limits.document_fields_max:
+                len(field_types) > limits.document_user_fields_max:
             return ()
         return (field_types, self._required, *values.flat_field_bytes(field_types))
 

@@ -182,8 +182,8 @@ def check_document_fields(fields: Any) -> int:
 
     On top of `check_value`'s rules: `fields` is a dict, no top-level field
     starts with `_` (those are system fields), nesting is at most 16 (the
-    document object itself counts as 1), there are at most 1,024 top-level
-    fields and the size is at most 1 MiB.
+    document object itself counts as 1), there are at most 1,022 top-level
+    fields (1,024 with `_id` and `_creationTime`) and the size is at most 1 MiB.
 
     Args:
         fields: the document without its system fields.
@@ -207,6 +207,13 @@ def check_document_fields(fields: Any) -> int:
                 f"Field '{key}' starts with '_', which is reserved for system fields",
                 path=f".{key}",
             )
+    if len(fields) > limits.document_user_fields_max:
+        raise EddyError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Document has too many fields ({len(fields)} + _id and _creationTime > "
+            f"maximum {limits.document_fields_max})",
+            path="",
+        )
     try:
         size = _check_object(fields, 1, limits.document_depth_max)  # What _check does for a dict.
     except _ValueProblem as problem:
@@ -230,7 +237,7 @@ def flat_document_size(fields: dict, field_types: dict, required: frozenset,
     `field_types` gives for its field (a str ASCII, an int within int64),
     and every field in `required` is there. Fields like that pass
     `check_document_fields` whenever the names in `field_types` pass
-    `is_document_field_name` and there are at most 1,024 of them (and
+    `is_document_field_name` and there are at most 1,022 of them (and
     `check_value`, with a size limit of its caller's, whenever they pass
     `is_field_name`), so this is those checks' fast path: None sends the
     caller to the full check, which also names any problem.

@@ -163,6 +163,29 @@ def test_schema_change_backfills_a_new_index(tmp_path):
                lambda node: node.query("items:by_color", {"color": "red"})) == ["a", "c"]
 
 
+def test_a_document_has_at_most_1022_user_fields_so_it_can_be_returned(tmp_path):
+    """_id and _creationTime count toward the 1,024-field limit: 1,022 user
+    fields are stored and read back whole, 1,023 are refused."""
+    app = tmp_path / "app"
+    _write_app(app, "")
+    (app / "schema.py").unlink()  # schemaless: only the value limits apply
+    (app / "reads.py").write_text(
+        "from engine import query\n"
+        "@query\n"
+        "async def first(ctx):\n"
+        "    return await ctx.db.query('items').first()\n")
+    most = {f"f{i}": i for i in range(limits.document_user_fields_max)}
+    async def fn(node):
+        await node.mutation("items:add", most)
+        with pytest.raises(EddyError) as info:
+            await node.mutation("items:add", {**most, "one_more": 0})
+        return info.value, await node.query("reads:first")
+    error, stored = run(str(app), tmp_path / "data", fn)
+    assert error.code == ErrorCode.LIMIT_EXCEEDED and "too many fields" in error.message
+    assert len(stored) == limits.document_fields_max
+    assert {k: v for k, v in stored.items() if not k.startswith("_")} == most
+
+
 def test_schema_change_that_data_breaks_is_refused_with_the_documents(tmp_path):
     """A schema the stored documents do not match refuses to start, listing them."""
     app = tmp_path / "app"
