@@ -23,6 +23,8 @@ import json
 import re
 import sys
 
+from wire.cli import HelpFormatter
+
 EPILOG = """\
 Exit codes: 0 passed, 3 safety violation, 4 liveness failure, 5 crash,
 6 non-determinism, 2 bad usage. A failure prints the command that replays it.
@@ -37,7 +39,7 @@ def add_commands(subparsers) -> None:
         description="Runs a whole node and simulated clients in one process from one seed, "
                     "under injected faults, and checks serializability, durability and "
                     "liveness. The same seed gives the same run, bit for bit.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     sim.set_defaults(handler=lambda options: (sim.print_help(), 2)[1])
     commands = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
@@ -48,7 +50,7 @@ def add_commands(subparsers) -> None:
                                           "then saved to DIR, for `eddy log`, `show`, `query "
                                           "--at` and `replay --verify` (docs/simulation.md, "
                                           "\"Opening a simulated run's log\").",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=EPILOG, formatter_class=HelpFormatter)
     run.add_argument("--seed", type=int, required=True, help="the run's root seed")
     _add_run_options(run)
     run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
@@ -58,8 +60,13 @@ def add_commands(subparsers) -> None:
     _add_save_data(run)
     run.set_defaults(handler=_run)
 
-    sweep = commands.add_parser("sweep", help="run many seeds and list the failures",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep = commands.add_parser(
+        "sweep", help="run many seeds and list the failures",
+        description="Runs each seed of --seeds as `eddy sim run` would (by default each seed "
+                    "draws its own mix of faults: --faults swarm), --jobs at a time in worker "
+                    "processes, and lists every failing seed with the one command that "
+                    "replays it. Exits with the first failure's code (0 if none failed).",
+        epilog=EPILOG, formatter_class=HelpFormatter)
     sweep.add_argument("--seeds", default="1-100", help="seeds, e.g. 1-1000 or 1,5,9-12 (default 1-100)")
     sweep.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     sweep.add_argument("--budget", type=_duration, default=None,
@@ -72,8 +79,8 @@ def add_commands(subparsers) -> None:
         description="Runs the seed in two fresh processes with different PYTHONHASHSEED values "
                     "and heap layouts, compares checkpoint hashes (every 1,000 events) and "
                     "events, and names the first differing event. Exit 6 if they differ.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    determinism.add_argument("--seed", type=int, required=True)
+        epilog=EPILOG, formatter_class=HelpFormatter)
+    determinism.add_argument("--seed", type=int, required=True, help="the run's root seed")
     _add_run_options(determinism)
     determinism.set_defaults(handler=_determinism)
 
@@ -83,8 +90,8 @@ def add_commands(subparsers) -> None:
                     "safety-phase calls and fault injections that still fail the same way (same "
                     "failure kind and first failed check), every other draw of the run kept as it "
                     "was. Prints the command replaying the smallest run found.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shrink.add_argument("--seed", type=int, required=True)
+        epilog=EPILOG, formatter_class=HelpFormatter)
+    shrink.add_argument("--seed", type=int, required=True, help="the failing run's root seed")
     _add_run_options(shrink)
     shrink.add_argument("--budget", type=_duration, default=600.0,
                         help="stop searching after this much wall time, keeping the best found "
@@ -388,8 +395,9 @@ Runs the simulator's workloads and checkers against a real `eddy dev`
 process: the reference app (or --app) on a free loopback port with a scratch
 data folder, --clients clients speaking the sync protocol over real
 WebSockets (the simulator's protocol client, and for every other client of
-bank, counters and list-append Eddy's Python client, wire/client.py). During the safety phase (--duration) the seed's fault schedule
-sends SIGKILL (then a restart on the same data folder) and SIGSTOP (then
+bank, counters and list-append Eddy's Python client, wire/client.py).
+During the safety phase (--duration) the seed's fault schedule sends
+SIGKILL (then a restart on the same data folder) and SIGSTOP (then
 SIGCONT after a pause); then the faults heal, every pending call must
 complete (--liveness), every client must reach the latest ts, the process is
 stopped, and the checks run: bank conservation, counters, Elle
@@ -421,7 +429,7 @@ def _add_real_command(commands) -> None:
         "real", help="the same workloads and checkers against a real eddy dev process, "
                      "with SIGKILL and SIGSTOP",
         description=REAL_DESCRIPTION, epilog=REAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     real.add_argument("--seed", type=int, default=None,
                       help="fixes the operations and the fault schedule (default: a random one, "
                            "printed)")
