@@ -190,7 +190,9 @@ class TableDefinition:
                 self._fail(f'index "{index}" names the field "{name}" twice')
             seen.add(name)
             if not _reaches(self.validator, name.split(".")):
-                self._fail(f'index "{index}" {what} "{name}" is not a field of the table')
+                known = ", ".join(f'"{f}"' for f in _top_fields(self.validator)) or "none"
+                self._fail(f'index "{index}" {what} "{name}" is not a field of the table '
+                           f"(its fields: {known})")
 
     def _check_filter_fields(self, index: str, filter_fields: Any) -> tuple[str, ...]:
         if isinstance(filter_fields, str) or not isinstance(filter_fields, (list, tuple)):
@@ -202,7 +204,7 @@ class TableDefinition:
         return tuple(filter_fields)
 
     def _fail(self, message: str):
-        where = f'table "{self.name}"' if self.name else "table"
+        where = f'table "{self.name}"' if self.name else "define_table(...)"
         raise EddyError(ErrorCode.SCHEMA_INVALID, f"Invalid schema: {where}: {message}")
 
 
@@ -469,6 +471,14 @@ def _lookup(validator: Validator, parts: list[str]) -> list[Validator]:
                     found.append(item)
         return found
     return []
+
+
+def _top_fields(validator: Validator) -> list[str]:
+    """The top-level field names a table's documents may have, in declaration order."""
+    validator = _unwrap(validator)
+    members = validator.members if isinstance(validator, VUnion) else (validator,)
+    return list(dict.fromkeys(name for member in members if isinstance(member, VObject)
+                              for name in member.fields))
 
 
 def _reaches(validator: Validator, parts: list[str]) -> bool:

@@ -101,6 +101,14 @@ def test_bad_index_declarations_are_rejected(build, words):
     assert words in invalid(lambda: build(table)).message
 
 
+def test_unknown_index_field_lists_the_table_fields():
+    """An index on a field the table lacks says so and lists the fields it has."""
+    table = define_table(v.union(v.object({"a": v.string()}), v.object({"b": v.number()})))
+    message = invalid(lambda: table.index("by_c", ["c"])).message
+    assert 'define_table(...): index "by_c" field "c" is not a field' in message
+    assert '(its fields: "a", "b")' in message
+
+
 def test_index_limits():
     """32 indexes, 16 fields per index, 4 search and 4 vector indexes, 16 filter fields."""
     fields = {f"f{i}": v.number() for i in range(40)}
