@@ -13,6 +13,7 @@ VENV_PYTHON := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 BENCH_SECONDS ?= 10
+PORT ?= 3210
 
 .PHONY: venv e2e-deps run test test-fast bench bench-live clean-data
 
@@ -33,10 +34,10 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	else npm install --ignore-scripts --no-audit --no-fund; fi
 	touch $(NODE_STAMP)
 
-# Serves the example app on http://127.0.0.1:3210 with its data in
-# examples/chat/.eddy (the default data folder).
+# Serves the example app on http://127.0.0.1:3210 (`make run PORT=3300` for
+# another port) with its data in examples/chat/.eddy (the default data folder).
 run: venv
-	$(VENV)/bin/eddy dev examples/chat --port 3210
+	$(VENV)/bin/eddy dev examples/chat --port $(PORT)
 
 test: venv e2e-deps
 	$(VENV_PYTHON) -m pytest -q
