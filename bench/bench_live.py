@@ -37,12 +37,14 @@ Scenarios (`--scenario`, default all):
   re-evaluations that changed nothing too. Target: <= 1.5x CPU, no
   untouched subscription re-evaluated.
 - incremental: "top 10 by score" over `--rows` (100,000) rows,
-  `--top-subscriptions` (100) distinct subscriptions, `--changes` (100)
-  score changes that each change every subscription's result. Server CPU
-  per affected subscription per change (CPU per change with the
-  subscriptions, less CPU per change with none, divided by their number)
-  vs re-running the query from scratch (server CPU per `POST /api/query`
-  of the query, less that of a query that reads nothing). Target >= 50x lower.
+  `--top-subscriptions` (100) distinct subscriptions, `--changes` (200)
+  pairs of score changes taking turns: the top player's (every
+  subscription's result changes) and a bystander's far below the top 10
+  (none changes). Server CPU per affected subscription per change (CPU of
+  the top player's change less that of the bystander's right after it,
+  pair by pair, divided by the subscriptions) vs re-running the query from
+  scratch (server CPU per `POST /api/query` of the query, less that of a
+  query that reads nothing, also taking turns). Target >= 50x lower.
 - fan-out: one document read by `--fanout` (10,000) distinct subscriptions
   over 100 connections; time from sending the write to the last
   subscription holding the new value, over `--fanout-writes` (5) writes
@@ -85,6 +87,7 @@ UPDATE_S_MAX = 60  # How long a write's updates may take before the run gives up
 SETTLE_S = 0.3  # Quiet time after a write's expected updates, to catch stray ones.
 EMBEDDED_WRITES = 50  # many-intersections: writes timed in the embedded node's actor
 CHANGE_SETTLE_S = 0.005  # incremental: quiet after each change, its last frames written.
+CHANGE_WARMUP_PAIRS = 10  # incremental: pairs of changes run first and not kept
 RANGE_WIDTH = 10  # many-intersections: keys per subscribed range
 WRITE_DOCUMENTS_COUNT = 100  # many-intersections: documents per write
 SEED_BATCH_COUNT = 1000  # incremental: rows inserted per seeding mutation
@@ -282,6 +285,11 @@ def many_intersections(args, scratch: Path) -> None:
 
 
 def incremental_eddy(args, server) -> dict:
+    """Server CPU of score changes, in pairs taking turns: a change of the top
+    player (with the subscriptions: every subscription's result changes) and
+    one of a bystander far below the top 10 (no subscription's result
+    changes, no read set holds its keys), first before any subscription
+    exists, then with them. Each change is one sample, taken alone."""
     import trio
 
     from wire import connect
@@ -293,24 +301,36 @@ def incremental_eddy(args, server) -> dict:
 
     server_cpu = ThreadCpu(server.pid, process_cpu_s)
 
-    async def changes(writer, player, first_score: int, wait_all: bool) -> list[float]:
-        """Server CPU seconds of each of `args.changes` changes."""
-        used = []
-        for change in range(args.changes):
-            score = first_score + change
-            before = server_cpu.seconds()
-            await writer.mutation("live:set_score", {"player": player, "score": score})
-            if wait_all:
-                with trio.fail_after(UPDATE_S_MAX):
-                    while sum(1 for s in latest.values() if s == score) < args.top_subscriptions:
-                        await trio.sleep(0.001)
-            # Then until the server is quiet (its last frames written), so
-            # each sample holds the whole of its change.
-            await trio.sleep(CHANGE_SETTLE_S)
-            used.append(server_cpu.seconds() - before)
-        return used
+    async def change(writer, player, score: int, wait_all: bool) -> float:
+        """Server CPU seconds of one change, its updates delivered."""
+        before = server_cpu.seconds()
+        await writer.mutation("live:set_score", {"player": player, "score": score})
+        if wait_all:
+            with trio.fail_after(UPDATE_S_MAX):
+                while sum(1 for s in latest.values() if s == score) < args.top_subscriptions:
+                    await trio.sleep(0.001)
+        # Then until the server is quiet (its last frames written), so each
+        # sample holds the whole of its change and nothing of the next.
+        await trio.sleep(CHANGE_SETTLE_S)
+        return server_cpu.seconds() - before
+
+    async def pairs(writer, top, bystander, first_score: int, count: int,
+                    subscribed: bool) -> tuple[list[float], list[float]]:
+        """`count` pairs of changes (top player, bystander), after
+        CHANGE_WARMUP_PAIRS pairs not kept."""
+        tops, bystanders = [], []
+        for pair in range(CHANGE_WARMUP_PAIRS + count):
+            # The top player stays on top (every seeded score is below
+            # SCORE_MAX), the bystander far below the tenth (pair < SCORE_MAX).
+            top_cpu = await change(writer, top, first_score + pair, subscribed)
+            bystander_cpu = await change(writer, bystander, pair, False)
+            if pair >= CHANGE_WARMUP_PAIRS:
+                tops.append(top_cpu)
+                bystanders.append(bystander_cpu)
+        return tops, bystanders
 
     async def main() -> dict:
+        measured = {}
         async with connect(server.url) as writer:
             started = time.perf_counter()
             seeded = 0
@@ -319,10 +339,11 @@ def incremental_eddy(args, server) -> dict:
                 await writer.mutation("live:seed_scores", {"first": seeded, "count": count,
                                                            "score_max": SCORE_MAX})
                 seeded += count
-            seed_s = time.perf_counter() - started
+            measured["seed_s"] = time.perf_counter() - started
             top = await writer.query("live:top_scores", {})
-            player = top[0]["_id"]
-            cpu_alone = await changes(writer, player, SCORE_MAX, wait_all=False)
+            player, bystander = top[0]["_id"], top[-1]["_id"]  # the bystander leaves at once
+            measured["alone"], measured["alone_bystander"] = await pairs(
+                writer, player, bystander, SCORE_MAX, args.changes, subscribed=False)
             connection_count = max(1, min(10, args.top_subscriptions))
             async with open_clients(server.url, connection_count) as clients, \
                     trio.open_nursery() as nursery:
@@ -331,9 +352,10 @@ def incremental_eddy(args, server) -> dict:
                     (i % connection_count, "live:top_scores", {"viewer": i})
                     for i in range(args.top_subscriptions)))
                 await trio.sleep(1.0)
-                cpu_with = await changes(writer, player, 2 * SCORE_MAX, wait_all=True)
+                measured["with"], measured["with_bystander"] = await pairs(
+                    writer, player, bystander, 2 * SCORE_MAX, args.changes, subscribed=True)
                 nursery.cancel_scope.cancel()
-        return {"cpu_alone": cpu_alone, "cpu_with": cpu_with, "seed_s": seed_s}
+        return measured
 
     measured = trio.run(main)
     used = http_query_cpu_s(server_cpu, server.port, ["live:top_scores", "live:nothing"],
@@ -355,16 +377,33 @@ def incremental(args, scratch: Path) -> None:
         unavailable = common.eddy_unavailable(error, args.debug)
         common.print_report("Incremental", [Row("CPU per change", unavailable, unavailable)])
         return
-    with_s, with_half = mean_interval(measured["cpu_with"])
-    alone_s, alone_half = mean_interval(measured["cpu_alone"])
+    count = args.top_subscriptions
+    # The eddy column, pair by pair: each change of the top player (all
+    # `count` results change) less the bystander's change right after it (the
+    # same write; no result changes), with the subscriptions held. Two
+    # changes a few milliseconds apart see the machine alike, which two
+    # phases seconds apart (before and after subscribing) did not.
+    with_s, _ = mean_interval(measured["with"])
+    with_bystander_s, _ = mean_interval(measured["with_bystander"])
+    extra_s, extra_half_s = mean_interval([top - bystander for top, bystander in
+                                           zip(measured["with"], measured["with_bystander"])])
+    per_subscription_us, per_subscription_half = 1e6 * extra_s / count, 1e6 * extra_half_s / count
+    median_us = 1e6 * statistics.median(
+        [top - bystander for top, bystander in
+         zip(measured["with"], measured["with_bystander"])]) / count
+    # Cross-checks: the same pairs before subscribing (the two changes should
+    # cost alike), and the estimate across phases (top player with the
+    # subscriptions less top player before them).
+    alone_s, _ = mean_interval(measured["alone"])
+    alone_pair_s, alone_pair_half_s = mean_interval(
+        [top - bystander for top, bystander in zip(measured["alone"],
+                                                   measured["alone_bystander"])])
+    across_us = 1e6 * (with_s - alone_s) / count
     query_s, _ = mean_interval(measured["query_cpu"])
     nothing_s, _ = mean_interval(measured["nothing_cpu"])
     # Pair by pair: each top_scores call less the nothing call after it.
     rerun_s, rerun_half_s = mean_interval([query - nothing for query, nothing in
                                            zip(measured["query_cpu"], measured["nothing_cpu"])])
-    count = args.top_subscriptions
-    per_subscription_us = 1e6 * (with_s - alone_s) / count
-    per_subscription_half = 1e6 * math.hypot(with_half, alone_half) / count
     rerun_us, rerun_half = 1e6 * rerun_s, 1e6 * rerun_half_s
     rerun_http_us = 1e6 * query_s
     ratio_low, ratio_high = ratio_interval((rerun_us, rerun_half),
@@ -375,13 +414,19 @@ def incremental(args, scratch: Path) -> None:
                             if per_subscription_us > 0 else "-"))]
     notes = [
         f"{args.rows:,} rows (seeded in {measured['seed_s']:.1f} s), "
-        f"{args.top_subscriptions} distinct subscriptions, {args.changes} changes, each "
-        f"changing every subscription's result",
-        f"eddy column: (server CPU per change with the subscriptions "
-        f"{1000 * with_s:.3f} +- {1000 * with_half:.3f} ms - without {1000 * alone_s:.3f} +- "
-        f"{1000 * alone_half:.3f} ms) / {count} = {per_subscription_us:.2f} +- "
-        f"{per_subscription_half:.2f} us (each change sampled alone, with "
+        f"{args.top_subscriptions} distinct subscriptions, {args.changes} pairs of changes "
+        f"(after {CHANGE_WARMUP_PAIRS} not kept), each pair a change of the top player, "
+        f"changing every subscription's result, then one of a bystander, changing none",
+        f"eddy column: (server CPU per change of the top player {1000 * with_s:.3f} ms - "
+        f"of the bystander right after it {1000 * with_bystander_s:.3f} ms, pair by pair) / "
+        f"{count} = {per_subscription_us:.2f} +- {per_subscription_half:.2f} us "
+        f"(median of the pairs {median_us:.2f} us; each change sampled alone, with "
         f"{1000 * CHANGE_SETTLE_S:.0f} ms of quiet after it)",
+        f"cross-checks: before subscribing, top player less bystander "
+        f"{1e6 * alone_pair_s:.0f} +- {1e6 * alone_pair_half_s:.0f} us per change (the two "
+        f"writes cost alike); across phases, (top player with the subscriptions - before "
+        f"them {1000 * alone_s:.3f} ms) / {count} = {across_us:.2f} us (moves with the "
+        f"machine between the phases)",
         f"baseline column: re-running the query from scratch: server CPU per POST "
         f"/api/query of live:top_scores {rerun_http_us:.0f} us - of live:nothing "
         f"{1e6 * nothing_s:.0f} us: {rerun_us:.0f} +- {rerun_half:.0f} us "
@@ -572,7 +617,8 @@ def add_arguments(parser) -> None:
                         help="many-intersections: writes measured per column")
     parser.add_argument("--rows", type=int, default=100_000, help="incremental")
     parser.add_argument("--top-subscriptions", type=int, default=100, help="incremental")
-    parser.add_argument("--changes", type=int, default=100, help="incremental")
+    parser.add_argument("--changes", type=int, default=200,
+                        help="incremental: pairs of changes measured (top player, bystander)")
     parser.add_argument("--queries", type=int, default=1000,
                         help="incremental: HTTP queries per re-run measurement")
     parser.add_argument("--fanout", type=int, default=10_000, help="fan-out: subscriptions")
