@@ -28,6 +28,7 @@ it; a failed one and every action resolve on their response.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -35,15 +36,16 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from engine.errors import EddyError
 from wire import codecs, messages as m
+from wire.client_ws import HandshakeError, WebSocketClosed, client_frame, open_websocket
 from wire.codecs import NATIVE_STYLE, SERVER_NATIVE_STYLE
+from wire.websocket import OPCODE_BINARY
 
 logger = logging.getLogger("eddy.client")
 
-__all__ = ["Client", "ClientError", "Subscription", "connect"]
+__all__ = ["Client", "ClientError", "HandshakeError", "Subscription", "connect"]
 
 # Reconnect backoff: 100 ms first, as the Rust client, doubling to 15 s.
 backoff_s_min = 0.1
@@ -51,6 +53,8 @@ backoff_s_max = 15.0
 # The server pings after 15 s of silence; 30 s without a frame means it is gone
 # (the Rust client's rule).
 inactivity_s_max = 30.0
+# Connecting and the WebSocket handshake: the same rule as a silent server.
+handshake_s_max = inactivity_s_max
 # A frame moves the inactivity deadline only once this share of
 # inactivity_s_max has passed since it last did: moving it costs more than a
 # frame's other bookkeeping, and a second of slack on 30 s changes nothing.
@@ -63,17 +67,29 @@ message_bytes_max = 64 * 1024 * 1024
 # reconnect burst, which re-sends every unanswered one, so a busy client
 # never loops between overflowing the queue and re-sending it.
 mutations_in_flight_max = 500
+_U32_MAX = 2**32 - 1  # request ids (PROTOCOL.md 2.2)
 
 
 class ClientError(Exception):
-    """A function failed. `data` is the app's `AppError` data (Convex's
-    ConvexError), None otherwise; `has_data` tells the two apart."""
+    """A function failed.
 
-    def __init__(self, message: str, data: Any = None, has_data: bool = False) -> None:
+    Attributes:
+        message: the server's message, for humans.
+        code: Eddy's stable code of the failure (an `engine.errors.ErrorCode`
+            value such as "FunctionNotFound", the HTTP API's `code`), or None
+            when the server names none: an `AppError` the app raised, a
+            crash in app code (see docs/python-client.md).
+        data: the app's `AppError` data (Convex's ConvexError), None otherwise;
+        has_data: tells the two apart.
+    """
+
+    def __init__(self, message: str, data: Any = None, has_data: bool = False,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
         self.has_data = has_data
+        self.code = code
 
 
 def sync_url(url: str) -> str:
@@ -152,8 +168,8 @@ class Client:
         # commit ts: request id -> commit ts (a subset of _requests, so a
         # Transition looks at these only, not at every request in flight).
         self._committed: dict[int, int] = {}
+        # The open connection's ClientWebSocket, None between connections.
         self._ws: Any = None
-        self._send_lock = trio.Lock()
         self._connection_count = 0
         self._last_close_reason = "InitialConnect"
         self._max_observed_ts: int | None = None
@@ -173,11 +189,26 @@ class Client:
             return await sub.next()
 
     async def mutation(self, path: str, args: dict | None = None) -> Any:
-        """Runs a mutation; returns once subscriptions reflect it. Raises ClientError."""
-        async with self._mutation_slots:
+        """Runs a mutation; returns once subscriptions reflect it. Raises ClientError.
+
+        A checkpoint. Waits for a slot while `mutations_in_flight_max` are
+        unanswered. Cancelled, the mutation may still run (once: re-sends
+        are de-duplicated by the server).
+        """
+        slots = self._mutation_slots
+        # A free slot is taken without a checkpoint (Semaphore.acquire would
+        # yield to the scheduler once per mutation); waiting for the answer
+        # is the checkpoint.
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await slots.acquire()
+        try:
             request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
             await self._send(request.message)
             return await self._wait(request)
+        finally:
+            slots.release()
 
     async def action(self, path: str, args: dict | None = None) -> Any:
         """Runs an action. Raises ClientError."""
@@ -260,21 +291,20 @@ class Client:
     async def _send(self, message: Any) -> None:
         """Sends now if connected; otherwise the reconnect sends what is needed.
 
-        Frames go out in the order callers reached this method (trio's Lock
+        Not a checkpoint when the kernel takes the frame at once. Frames go
+        out in the order callers reached this method (the socket's send lock
         is fair, and nothing awaits before taking it), which keeps query-set
         versions in order.
         """
         ws = self._ws
         if ws is None:
             return
-        frame = codecs.dump_msgpack_frame(codecs.encode_client_message(message, NATIVE_STYLE))
-        async with self._send_lock:
-            if self._ws is not ws:
-                return  # Reconnected meanwhile: the new socket's burst covers it.
-            try:
-                await ws.send_message(frame)
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # The connection task notices and reconnects.
+        try:
+            await ws.send_frame(_frame(message))
+        except trio.BrokenResourceError:
+            # The connection task notices and reconnects; its burst re-sends
+            # what still needs an answer.
+            pass
 
     async def _modify(self, modifications: list[Any]) -> None:
         if self._ws is None:
@@ -296,26 +326,32 @@ class Client:
 
     # ----- the connection task
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keeps a connection open, reconnecting with backoff; runs until cancelled."""
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED, *,
+                  fail_first: bool = False) -> None:
+        """Keeps a connection open, reconnecting with backoff; runs until cancelled.
+
+        With `fail_first`, a first connection that cannot be opened raises
+        (OSError, HandshakeError) instead of being retried.
+        """
         backoff_s = backoff_s_min
         started = False
         while True:
             try:
-                async with open_websocket_url(self.url, max_message_size=message_bytes_max,
-                                              extra_headers=[("Convex-Client", "eddy-0.1.0")]
-                                              ) as ws:
+                async with open_websocket(self.url, headers=[("Convex-Client", "eddy-0.1.0")],
+                                          message_bytes_max=message_bytes_max,
+                                          handshake_s_max=handshake_s_max) as ws:
                     await self._open(ws)
                     if not started:
                         started = True
                         task_status.started()
                     backoff_s = backoff_s_min
                     await self._read(ws)
-            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
-                    _Reconnect) as error:
-                self._last_close_reason = _describe(error)
-                logger.info("sync connection lost (%s); reconnecting in %.1f s",
-                            self._last_close_reason, backoff_s)
+            except (OSError, HandshakeError) as error:
+                if fail_first and not started:
+                    raise
+                self._lost(error, backoff_s)
+            except (WebSocketClosed, trio.BrokenResourceError, _Reconnect) as error:
+                self._lost(error, backoff_s)
             finally:
                 self._ws = None
                 self.connected = trio.Event()
@@ -323,30 +359,33 @@ class Client:
             backoff_s = min(backoff_s * 2, backoff_s_max)
             self.reconnect_count += 1
 
+    def _lost(self, error: BaseException, backoff_s: float) -> None:
+        self._last_close_reason = _describe(error)
+        logger.info("sync connection lost (%s); reconnecting in %.1f s",
+                    self._last_close_reason, backoff_s)
+
     async def _open(self, ws: Any) -> None:
-        """Sends the reconnect burst (module docstring), holding the send lock
-        so that no other frame slips in between."""
-        async with self._send_lock:
-            # Everything up to the first send happens at once: a subscribe or
-            # a call made after this point goes out after the burst.
-            burst = [m.Connect(self.session_id, self._connection_count,
-                               self._last_close_reason, self._max_observed_ts, 0.0)]
-            self._connection_count += 1
-            self._identity_version = 0
-            if self.token is not None:
-                burst.append(m.Authenticate(0, "User", self.token))
-                self._identity_version = 1
-            burst.append(m.ModifyQuerySet(0, 1, [
-                m.QueryAdd(query_id, query.path, [query.args], query.journal)
-                for query_id, query in self._queries.items()]))
-            self._query_set_version = 1
-            self._version_ts = 0
-            burst += _resend(request for request in self._requests.values()
-                             if request.outcome is None or request.commit_ts is not None)
-            self._ws = ws
-            for message in burst:
-                await ws.send_message(codecs.dump_msgpack_frame(
-                    codecs.encode_client_message(message, NATIVE_STYLE)))
+        """Sends the reconnect burst (module docstring) as one write, so that
+        no other frame slips in between."""
+        # Everything up to the send happens at once, and the send takes the
+        # socket's send lock before any checkpoint: a subscribe or a call
+        # made after this point goes out after the burst.
+        burst = [m.Connect(self.session_id, self._connection_count,
+                           self._last_close_reason, self._max_observed_ts, 0.0)]
+        self._connection_count += 1
+        self._identity_version = 0
+        if self.token is not None:
+            burst.append(m.Authenticate(0, "User", self.token))
+            self._identity_version = 1
+        burst.append(m.ModifyQuerySet(0, 1, [
+            m.QueryAdd(query_id, query.path, [query.args], query.journal)
+            for query_id, query in self._queries.items()]))
+        self._query_set_version = 1
+        self._version_ts = 0
+        burst += _resend(request for request in self._requests.values()
+                         if request.outcome is None or request.commit_ts is not None)
+        self._ws = ws
+        await ws.send_frame(b"".join(_frame(message) for message in burst))
         self.connected.set()
 
     async def _read(self, ws: Any) -> None:
@@ -359,7 +398,7 @@ class Client:
             refreshed = trio.current_time()
             scope.deadline = refreshed + inactivity_s_max
             while True:
-                frame = await ws.get_message()
+                frame = await ws.receive()
                 now = trio.current_time()
                 if now - refreshed >= refresh_s:
                     refreshed, scope.deadline = now, now + inactivity_s_max
@@ -371,6 +410,22 @@ class Client:
             raise _Reconnect("the server sent a text frame to a msgpack client")
         try:
             obj = codecs.load_msgpack_frame(frame)
+            # Every mutation's answer is a MutationResponse and a Transition
+            # that changes no result: those two are read here, without the
+            # codec's field-by-field decoding (a third of the client's CPU
+            # per mutation); anything else, or anything unusual in them, goes
+            # through the codec, which also names what is malformed.
+            kind = obj.get("type") if type(obj) is dict else None
+            if kind == "Transition":
+                ts = _plain_transition_ts(obj)
+                if ts is not None:
+                    self._advance(ts)
+                    return
+            elif kind == "MutationResponse":
+                response = _plain_mutation_response(obj)
+                if response is not None:
+                    self._response(response)
+                    return
             message = codecs.decode_server_message(obj, SERVER_NATIVE_STYLE)
         except EddyError as error:
             raise _Reconnect(f"bad frame from the server: {error.message}") from None
@@ -397,11 +452,15 @@ class Client:
             else:
                 query.value = None
                 query.error = ClientError(item.error_message, item.error_data,
-                                          item.has_error_data)
+                                          item.has_error_data,
+                                          getattr(item, "error_code", None))
             query.version += 1
             query.changed.set()
             query.changed = trio.Event()
-        ts = transition.end_version.ts
+        self._advance(transition.end_version.ts)
+
+    def _advance(self, ts: int) -> None:
+        """A Transition to `ts` arrived: mutations committed at or before it resolve."""
         self._version_ts = ts
         self._max_observed_ts = max(self._max_observed_ts or 0, ts)
         for request_id, commit_ts in list(self._committed.items()):
@@ -414,7 +473,7 @@ class Client:
             return  # A duplicate answer to a re-sent request.
         if not response.success:
             error = ClientError(str(response.result), response.error_data,
-                                response.has_error_data)
+                                response.has_error_data, getattr(response, "error_code", None))
             self._finish(response.request_id, ("error", error))
         elif isinstance(response, m.ActionResponse):
             self._finish(response.request_id, ("ok", response.result))
@@ -433,6 +492,34 @@ class Client:
         request.outcome = outcome
         request.commit_ts = None
         request.done.set()
+
+
+def _plain_transition_ts(obj: dict) -> int | None:
+    """The end ts of a well-formed Transition that changes no query result, or
+    None (decode it in full)."""
+    end = obj.get("endVersion")
+    if obj.get("modifications") != [] or type(end) is not dict \
+            or type(obj.get("startVersion")) is not dict:
+        return None
+    ts = end.get("ts")
+    return ts if type(ts) is int and 0 <= ts <= codecs.TS_MAX else None
+
+
+def _plain_mutation_response(obj: dict) -> Any:
+    """A well-formed successful MutationResponse, or None (decode it in full)."""
+    request_id, ts, log_lines = obj.get("requestId"), obj.get("ts"), obj.get("logLines")
+    if obj.get("success") is not True or "errorData" in obj \
+            or type(request_id) is not int or not 0 <= request_id <= _U32_MAX \
+            or type(ts) is not int or not 0 <= ts <= codecs.TS_MAX \
+            or type(log_lines) is not list:
+        return None
+    return m.MutationResponse(request_id, True, obj.get("result"), ts, log_lines)
+
+
+def _frame(message: Any) -> bytes:
+    """A client message as a masked binary frame."""
+    return client_frame(OPCODE_BINARY, codecs.dump_msgpack_frame(
+        codecs.encode_client_message(message, NATIVE_STYLE)))
 
 
 def _resend(requests: Iterable[_Request]) -> list[Any]:
@@ -464,9 +551,8 @@ class _Reconnect(Exception):
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, ConnectionClosed):
-        reason = error.reason
-        return f"closed with code {reason.code}: {reason.reason or ''}".strip()
+    if isinstance(error, WebSocketClosed):
+        return str(error)  # "closed with code N: reason", as PROTOCOL.md 3.1 names it
     return f"{type(error).__name__}: {error}"
 
 
@@ -481,15 +567,9 @@ async def connect(url: str, *, token: str | None = None) -> AsyncIterator[Client
     """
     client = Client(url, token)
     async with trio.open_nursery() as nursery:
-        await _first_connection(client, nursery)
+        # Fail fast if the server is not there at all; after that, reconnect forever.
+        await nursery.start(functools.partial(client.run, fail_first=True))
         try:
             yield client
         finally:
             nursery.cancel_scope.cancel()
-
-
-async def _first_connection(client: Client, nursery: trio.Nursery) -> None:
-    # Fail fast if the server is not there at all; after that, reconnect forever.
-    async with open_websocket_url(client.url) as probe:
-        await probe.aclose()
-    await nursery.start(client.run)

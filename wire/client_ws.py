@@ -1,0 +1,436 @@
+"""The client side of a WebSocket (RFC 6455) for Eddy's Python client.
+
+Through trio-websocket every frame in went through its reader task, wsproto
+and a memory channel to the client's own reader, and every frame out through
+a lock, wsproto and trio's `send_all` with checkpoints of its own: about ten
+task steps and 150-190 us of client CPU per mutation (docs/performance.md
+section 5). Here the client's reader parses frames where it reads them, and a
+frame out goes to the kernel from the task that made it, without waiting,
+when the kernel takes it whole (the usual case).
+
+Parts:
+
+- `ServerFrameReader`, the sans-I/O core: server frames in, events out. The
+  message layer's rules are wire/websocket.py's `FrameReader` (fragments,
+  control frames between them, sizes, UTF-8, close codes), inherited; only
+  the masking rule is the other way round: a server frame must not be
+  masked (RFC 6455 5.1; 1002 otherwise).
+- `client_frame`: a final client frame, masked with a fresh key from the
+  OS's randomness (RFC 6455 5.3, 10.3).
+- `handshake_request` and `check_handshake_response`: the opening handshake
+  (RFC 6455 4.1): `Sec-WebSocket-Key` in, `Sec-WebSocket-Accept` checked; no
+  extension and no subprotocol is offered, so the server may name none.
+- `ClientWebSocket`, the trio shell, and `open_websocket`, which connects
+  (TCP, or TLS for wss) and does the handshake.
+
+Closing: a close frame from the server is answered with one carrying its code
+and ends the connection (`WebSocketClosed`); a server that breaks the rules
+is sent a close with the code of the broken rule; leaving `open_websocket`
+sends a 1000 close without waiting for the answer, and closes the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import ssl
+import struct
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+import trio
+
+from wire.websocket import (CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, OPCODE_BINARY,
+                            OPCODE_CLOSE, OPCODE_PONG, FrameReader, ProtocolViolation,
+                            close_payload, receive_bytes_max)
+
+__all__ = ["ClientWebSocket", "HandshakeError", "ServerFrameReader", "WebSocketClosed",
+           "client_frame", "open_websocket"]
+
+# RFC 6455 7.4.1: the code of a connection that ended without a close frame
+# (never sent on the wire; WebSocketClosed reports it).
+CLOSE_ABNORMAL = 1006
+# An answer to the upgrade request longer than this is not a WebSocket server.
+handshake_head_bytes_max = 16 * 1024
+# Masking keys are cut from one OS read of this many bytes: one read per 1,024
+# frames instead of a system call per frame.
+mask_pool_bytes = 4096
+
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Client frames: FIN and opcode, the mask bit with the length in 7, 7+16 or
+# 7+64 bits, then the 4-byte key (RFC 6455 5.2).
+_SHORT = struct.Struct("!BB4s")
+_MEDIUM = struct.Struct("!BBH4s")
+_LONG = struct.Struct("!BBQ4s")
+
+
+class HandshakeError(Exception):
+    """The server did not accept the WebSocket upgrade. `status` is the HTTP
+    status it answered with (None when the answer was not HTTP at all)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocketClosed(Exception):
+    """The connection ended: the close `code` (CLOSE_ABNORMAL when no close
+    frame came) and `reason`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed with code {code}: {reason}".strip().rstrip(":"))
+        self.code = code
+        self.reason = reason
+
+
+# ----- the core
+
+
+class ServerFrameReader(FrameReader):
+    """Server frames in, events out; no I/O. Events and rules as
+    `wire.websocket.FrameReader`'s, except that frames must be unmasked."""
+
+    def _next_frame(self) -> tuple[bool, int, bytes] | None:
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return None
+        first, second = buffer[0], buffer[1]
+        if first & 0x70:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+        if second & 0x80:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "server frames must not be masked")
+        fin = bool(first & 0x80)
+        opcode = first & 0x0F
+        length = second
+        offset = 2
+        if length == 126:
+            if len(buffer) < 4:
+                return None
+            length = int.from_bytes(buffer[2:4], "big")
+            offset = 4
+        elif length == 127:
+            if len(buffer) < 10:
+                return None
+            length = int.from_bytes(buffer[2:10], "big")
+            offset = 10
+        self._check_header(fin, opcode, length)
+        end = offset + length
+        if len(buffer) < end:
+            return None
+        payload = bytes(buffer[offset:end])
+        del buffer[:end]
+        return fin, opcode, payload
+
+
+class _MaskKeys:
+    """Fresh 4-byte masking keys, cut from a pool of OS randomness."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._offset = 0
+
+    def take(self) -> bytes:
+        offset = self._offset
+        if offset >= len(self._pool):
+            self._pool, offset = os.urandom(mask_pool_bytes), 0
+        self._offset = offset + 4
+        return self._pool[offset:offset + 4]
+
+
+_mask_keys = _MaskKeys()
+
+
+def client_frame(opcode: int, payload: bytes, key: bytes | None = None) -> bytes:
+    """One final client frame, its payload masked with `key` (a fresh one if None)."""
+    if key is None:
+        key = _mask_keys.take()
+    length = len(payload)
+    first = 0x80 | opcode
+    if length < 126:
+        head = _SHORT.pack(first, 0x80 | length, key)
+    elif length < 65536:
+        head = _MEDIUM.pack(first, 0x80 | 126, length, key)
+    else:
+        head = _LONG.pack(first, 0x80 | 127, length, key)
+    if not length:
+        return head
+    # XOR as one big integer: a loop in C, whatever the length.
+    repeated = int.from_bytes((key * (length // 4 + 1))[:length], "little")
+    return head + (int.from_bytes(payload, "little") ^ repeated).to_bytes(length, "little")
+
+
+def accept_key(key: str) -> str:
+    """The `Sec-WebSocket-Accept` a server must answer `key` with (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()).decode()
+
+
+def handshake_request(host: str, path: str, key: str,
+                      headers: list[tuple[str, str]]) -> bytes:
+    """The upgrade request (RFC 6455 4.1), with `headers` added."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_handshake_response(head: bytes, key: str) -> None:
+    """Raises HandshakeError unless `head` (the answer up to its blank line)
+    accepts the upgrade that `key` asked for."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise HandshakeError(f"not an HTTP answer: {lines[0][:80]!r}")
+    status = int(parts[1])
+    if status != 101:
+        reason = parts[2] if len(parts) > 2 else ""
+        raise HandshakeError(f"the server answered {status} {reason}".strip(), status)
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            name = name.strip().lower()
+            value = value.strip()
+            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    if fields.get("upgrade", "").lower() != "websocket":
+        raise HandshakeError("the 101 answer does not upgrade to websocket", status)
+    if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:
+        raise HandshakeError("the 101 answer has no Connection: Upgrade", status)
+    if fields.get("sec-websocket-accept") != accept_key(key):
+        raise HandshakeError("wrong Sec-WebSocket-Accept", status)
+    for offered_none in ("sec-websocket-extensions", "sec-websocket-protocol"):
+        if fields.get(offered_none):
+            raise HandshakeError(f"the server chose {offered_none}, none was offered", status)
+
+
+# ----- the shell
+
+
+class ClientWebSocket:
+    """One open client WebSocket on a trio stream (made by `open_websocket`).
+
+    On a plain `trio.SocketStream` it reads and writes the socket itself
+    (trio is pinned; the socket is non-blocking); on TLS it goes through the
+    stream.
+
+    Args:
+        stream: the connected stream, after the handshake.
+        message_bytes_max: the longest message accepted from the server
+            (1009 past it).
+        buffered: bytes read after the handshake's answer.
+    """
+
+    def __init__(self, stream: Any, *, message_bytes_max: int, buffered: bytes = b"") -> None:
+        self.stream = stream
+        socket_stream = stream if isinstance(stream, trio.SocketStream) else None
+        # The non-blocking socket itself, or None on TLS.
+        self._raw = None if socket_stream is None else socket_stream.socket._sock
+        self.reader = ServerFrameReader(message_bytes_max)
+        self.reader.receive_data(buffered)
+        # One sender at a time (the client's send lock orders its frames; this
+        # one also covers pongs and close replies). Taken without a
+        # checkpoint when free.
+        self.send_lock = trio.Lock()
+        # Set once a close frame was sent or the stream is unusable: no frame
+        # may follow.
+        self.closed = False
+
+    # ----- reading
+
+    async def receive(self) -> bytes | str:
+        """The next message: bytes for binary, str for text.
+
+        A checkpoint when it reads the socket; a message already parsed from
+        an earlier read is returned without one. Answers pings and the
+        server's close itself. Cancelling it loses nothing: bytes read stay
+        in the reader.
+
+        Raises:
+            WebSocketClosed: the server closed, broke the protocol (it was
+                sent a close with the code of the broken rule), or the
+                connection ended.
+        """
+        reader = self.reader
+        while True:
+            try:
+                event = reader.next_event()
+            except ProtocolViolation as error:
+                await self._send_close(error.code, error.reason)
+                raise WebSocketClosed(error.code, error.reason) from None
+            if event is None:
+                data = await self._receive_some()
+                if not data:
+                    self.closed = True
+                    raise WebSocketClosed(CLOSE_ABNORMAL, "the connection ended")
+                reader.receive_data(data)
+                continue
+            kind = event[0]
+            if kind == "bytes" or kind == "text":
+                return event[1]
+            if kind == "ping":
+                if not self.closed:
+                    await self.send_frame(client_frame(OPCODE_PONG, event[1]))
+            elif kind == "close":
+                code = CLOSE_NORMAL if event[1] == CLOSE_NO_STATUS else event[1]
+                await self._send_close(code, event[2])
+                raise WebSocketClosed(event[1], event[2])
+            # A pong answers nothing we asked; ignored.
+
+    async def _receive_some(self) -> bytes:
+        if self._raw is None:
+            try:
+                return await self.stream.receive_some(receive_bytes_max)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+        while True:
+            # One wake-up per read: the task goes round trio's scheduler
+            # before it reads, as any checkpoint would.
+            try:
+                await trio.lowlevel.wait_readable(self._raw)
+            except (trio.ClosedResourceError, trio.BusyResourceError):
+                return b""
+            try:
+                return self._raw.recv(receive_bytes_max)
+            except BlockingIOError:
+                continue
+            except OSError:  # reset: the same as the server going away
+                return b""
+
+    # ----- writing
+
+    async def send_message(self, message: bytes) -> None:
+        """Sends one binary message (`send_frame` of its frame)."""
+        await self.send_frame(client_frame(OPCODE_BINARY, message))
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Writes whole frames (`client_frame`), after any frame already being written.
+
+        Not a checkpoint when the lock is free and the kernel takes every
+        byte at once (the usual case); otherwise waits: the kernel's buffer
+        is the backpressure. Cancelled while waiting, it closes the stream (a
+        frame cut short leaves it unusable) and nothing more is sent.
+
+        Raises:
+            trio.BrokenResourceError: the connection is closed or broken.
+        """
+        if self.closed:
+            raise trio.BrokenResourceError("the WebSocket is closed")
+        lock = self.send_lock
+        raw = self._raw
+        if raw is None or lock.locked():
+            async with lock:
+                return await self._send_all(frame)
+        lock.acquire_nowait()
+        try:
+            try:
+                sent = raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                self.closed = True
+                raise trio.BrokenResourceError(str(error)) from None
+            if sent < len(frame):
+                await self._send_all(memoryview(frame)[sent:])
+        finally:
+            lock.release()
+
+    async def _send_all(self, data: Any) -> None:
+        if self.closed:
+            raise trio.BrokenResourceError("the WebSocket is closed")
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self.closed = True
+            raise trio.BrokenResourceError(str(error)) from None
+        except trio.Cancelled:
+            self.closed = True
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+            raise
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await self.send_frame(client_frame(OPCODE_CLOSE, close_payload(code, reason)))
+        self.closed = True
+
+    async def aclose(self) -> None:
+        """Sends a 1000 close if no frame is being written (without waiting
+        for the answer), then closes the stream. A checkpoint."""
+        if not self.closed and not self.send_lock.locked() and self._raw is not None:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self._raw.send(client_frame(OPCODE_CLOSE, close_payload(CLOSE_NORMAL, "")))
+        self.closed = True
+        await self.stream.aclose()
+
+
+async def _connect_stream(url: str) -> tuple[Any, str, str]:
+    """The connected stream for a ws(s) URL, its Host header and its path."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws(s) URL: {url!r}")
+    port = parts.port or (443 if scheme == "wss" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if scheme == "wss":
+        stream = await trio.open_ssl_over_tcp_stream(parts.hostname, port,
+                                                     ssl_context=ssl.create_default_context())
+    else:
+        stream = await trio.open_tcp_stream(parts.hostname, port)
+    return stream, parts.netloc.rpartition("@")[2], path
+
+
+async def _handshake(stream: Any, host: str, path: str,
+                     headers: list[tuple[str, str]]) -> bytes:
+    """Sends the upgrade request and checks the answer; returns the bytes read past it."""
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    await stream.send_all(handshake_request(host, path, key, headers))
+    received = b""
+    while b"\r\n\r\n" not in received:
+        if len(received) > handshake_head_bytes_max:
+            raise HandshakeError("the answer to the upgrade request is too long")
+        data = await stream.receive_some(receive_bytes_max)
+        if not data:
+            raise HandshakeError("the server closed the connection during the handshake")
+        received += data
+    head, _, rest = received.partition(b"\r\n\r\n")
+    check_handshake_response(head, key)
+    return rest
+
+
+@contextlib.asynccontextmanager
+async def open_websocket(url: str, *, headers: list[tuple[str, str]] | None = None,
+                         message_bytes_max: int, handshake_s_max: float
+                         ) -> AsyncIterator[ClientWebSocket]:
+    """A WebSocket to `url` (ws:// or wss://) for the duration of the block.
+
+    A checkpoint. Leaving the block sends a 1000 close (module docstring)
+    and closes the socket, also when cancelled.
+
+    Args:
+        headers: added to the upgrade request.
+        message_bytes_max: the longest message accepted from the server.
+        handshake_s_max: how long the connect and handshake may take.
+
+    Raises:
+        OSError: the server could not be reached.
+        HandshakeError: it did not accept the upgrade in time or at all.
+    """
+    with trio.move_on_after(handshake_s_max) as scope:
+        stream, host, path = await _connect_stream(url)
+        try:
+            buffered = await _handshake(stream, host, path, headers or [])
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+    if scope.cancelled_caught:
+        raise HandshakeError(f"no WebSocket handshake within {handshake_s_max:g} s")
+    ws = ClientWebSocket(stream, message_bytes_max=message_bytes_max, buffered=buffered)
+    try:
+        yield ws
+    finally:
+        with trio.CancelScope(shield=True):
+            await ws.aclose()
