@@ -23,7 +23,7 @@ import trio
 
 from engine import values
 from engine.catalog import Catalog
-from engine.commits import (RETAINED_SINCE_KEY, parse_catalog_record, parse_log_entry,
+from engine.commits import (RETAINED_SINCE_KEY, parse_catalog_record, parse_log_columns,
                             parse_log_key, ts_key)
 from engine.errors import EddyError, ErrorCode
 from engine.sequencing import SequencerState
@@ -157,7 +157,7 @@ class Node:
                 lo = number.to_bytes(4, "big")
                 shard.begin_bulk_load()
                 for key, entry in self.store.scan("log", lo, (number + 1).to_bytes(4, "big")):
-                    shard.load_logged(parse_log_key(key)[1], parse_log_entry(entry))
+                    shard.load_logged(parse_log_key(key)[1], *parse_log_columns(entry))
                 shard.end_bulk_load()
         last_ts = 0
         for key, _ in self.store.scan("commits", reverse=True):

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 import msgpack
 
 from engine.catalog import Catalog
-from engine.commits import (RETAINED_SINCE_KEY, log_key, parse_catalog_record, parse_log_entry,
-                            parse_log_key, ts_key)
+from engine.commits import (RETAINED_SINCE_KEY, log_entry, log_key, parse_catalog_record,
+                            parse_log_columns, parse_log_entry, parse_log_key, ts_key)
 from engine import values
 from engine.errors import EddyError, ErrorCode
 from engine.sequencing import SequencerState
@@ -114,8 +114,8 @@ def _load_commits(store, catalog: Catalog, retained_since_ts: int, named: set, f
                 if ts > retained_since_ts:
                     found.add(where, "the commit record names this entry but the log lacks it")
                 continue
-            entries = parse_log_entry(entry)
-            logged_ids = [internal_id for internal_id, _ in entries]
+            internal_ids, packed_documents, _, _ = parse_log_columns(entry)
+            logged_ids = list(internal_ids)
             if ts > retained_since_ts and logged_ids != written:
                 found.add(where, f"the log entry holds {len(logged_ids)} document(s), the commit "
                                  f"record names {len(written)} different ones")
@@ -123,7 +123,10 @@ def _load_commits(store, catalog: Catalog, retained_since_ts: int, named: set, f
             if shard is None:
                 found.add(where, f"table {number} was never created by a commit")
                 continue
-            shard.load_logged(ts, entries)
+            # The key parts the entry may hold are left aside: the keys come
+            # from the documents, so comparing this state with one a node
+            # built (from the key parts) checks the parts too.
+            shard.load_logged(ts, internal_ids, packed_documents)
     for shard in catalog.shards.values():
         shard.end_bulk_load()
 
@@ -270,13 +273,19 @@ def compact(store, before_ts: int) -> CompactReport:
     ops: list = []
     for ts, number in sorted(entries):
         key = log_key(number, ts)
-        writes = parse_log_entry(store.get("log", key))
-        kept = [(i, p) for i, p in writes if p is not None and last[(number, i)] == ts]
-        if len(kept) == len(writes):
+        internal_ids, packed_documents, key_digest, key_parts = \
+            parse_log_columns(store.get("log", key))
+        kept = [n for n, (i, p) in enumerate(zip(internal_ids, packed_documents))
+                if p is not None and last[(number, i)] == ts]
+        if len(kept) == len(internal_ids):
             continue
-        dropped += len(writes) - len(kept)
+        dropped += len(internal_ids) - len(kept)
         rewritten += 1
-        ops.append(("log", key, msgpack.packb(kept, use_bin_type=True) if kept else None))
+        if key_parts is not None:  # the kept documents' parts, as logged
+            key_parts = [[column[n] for n in kept] for column in key_parts]
+        rewritten_entry = log_entry([(internal_ids[n], packed_documents[n]) for n in kept],
+                                    key_digest, key_parts)
+        ops.append(("log", key, rewritten_entry if kept else None))
         if len(ops) >= replay_batch_ops_max:
             store.write_nowait(ops, sync=False)
             ops.clear()
@@ -333,11 +342,11 @@ class TimeTravel:
         shards = self.node.catalog.shards
         while self._next is not None and self._next[0] <= ts:
             entry_ts, number, entry = self._next
-            writes = parse_log_entry(entry)
-            self._unapplied.append((entry_ts, number, writes))
+            columns = parse_log_columns(entry)
+            self._unapplied.append((entry_ts, number, columns))
             for follower in self._followers.get(number, ()):
                 name = shards[number].name
-                for internal_id, packed in writes:
+                for internal_id, packed in zip(columns[0], columns[1]):
                     follower.write(name, internal_id, None if packed is None else values.unpack(packed))
             self._next = next(self._entries, None)
         self.ts = ts
@@ -347,12 +356,12 @@ class TimeTravel:
         self.follow(ts)
         shards = self.node.catalog.shards
         loading: dict[int, Any] = {}  # the shards in a bulk load (no reads until it ends)
-        for entry_ts, number, writes in self._unapplied:
+        for entry_ts, number, columns in self._unapplied:
             shard = loading.get(number)
             if shard is None:
                 shard = loading[number] = shards[number]
                 shard.begin_bulk_load()
-            shard.load_logged(entry_ts, writes)
+            shard.load_logged(entry_ts, *columns)
         self._unapplied.clear()
         for shard in loading.values():
             shard.end_bulk_load()

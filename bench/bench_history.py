@@ -67,24 +67,44 @@ def add_arguments(parser) -> None:
 
 
 class LogWriter:
-    """Writes commit records and log entries in the node's own format."""
+    """Writes commit records and log entries in the node's own format.
 
-    def __init__(self, data_dir: Path) -> None:
+    Inserts go through a shard with the app's indexes (`app_dir`), as a
+    node's commits do, for the key parts their log entries carry."""
+
+    def __init__(self, data_dir: Path, app_dir: Path) -> None:
+        from actors.app import load_app
+        from actors.node import _index_definitions
         from actors.storage import RocksStore
+        from engine.catalog import Catalog
 
         self.store = RocksStore(str(data_dir))
         self.ops: list = []
         self.ts = 1_700_000_000_000_000_000
+        self.shards = Catalog()
+        self.shards.set_index_definitions(_index_definitions(load_app(str(app_dir)).schema))
 
-    def commit(self, path: str, args: dict, number: int, writes: list, created=()) -> int:
+    def commit(self, path: str, args: dict, number: int, writes: list, created=(),
+               inserted: list | None = None) -> int:
+        """`inserted`: the documents of `writes`, when they are all new
+        (their key parts are logged); None for updates."""
         from engine.catalog import Catalog
         from engine.commits import CallInfo, Commit, commit_ops
         from engine.readsets import ReadSet
 
         self.ts += 1000
+        for name, table_number in created:
+            self.shards.create(name, table_number)
+        key_parts = None
+        if inserted is not None:
+            shard = self.shards.shards[number]
+            parts = shard.apply_columns(self.ts, [i for i, _ in writes], inserted,
+                                        [p for _, p in writes])
+            key_parts = {number: (shard.key_digest, parts)}
         commit = Commit(ts=self.ts, snapshot_ts=self.ts - 1000, call=CallInfo(path, args),
                         seed=self.ts * 7 % (1 << 64), now_ms=self.ts / 1e6, read_set=ReadSet(),
-                        writes={number: writes}, created_tables=list(created))
+                        writes={number: writes}, created_tables=list(created),
+                        key_parts=key_parts)
         catalog = Catalog()
         for name, table_number in created:
             catalog.create(name, table_number)
@@ -105,18 +125,20 @@ class LogWriter:
 def write_items_log(data_dir: Path, document_count: int) -> None:
     from engine import ids, values
 
-    writer = LogWriter(data_dir)
+    writer = LogWriter(data_dir, common.BENCH_APP_DIR)
     number = 10_001
     created = [("items", number)]
     for start in range(0, document_count, DOCUMENTS_PER_COMMIT):
-        writes = []
+        writes, documents = [], []
         for n in range(start, min(start + DOCUMENTS_PER_COMMIT, document_count)):
             internal_id = n.to_bytes(16, "big")
             document = {"_id": ids.encode_id(number, internal_id),
                         "_creationTime": (writer.ts + 1000) / 1e6,
                         **common.item_document(n // 1000, n % 1000)}
             writes.append((internal_id, values.pack(document)))
-        writer.commit("bench:insert_batch", {"count": len(writes)}, number, writes, created)
+            documents.append(document)
+        writer.commit("bench:insert_batch", {"count": len(writes)}, number, writes, created,
+                      documents)
         created = []
     writer.close()
 
@@ -125,7 +147,7 @@ def write_counters_log(data_dir: Path, commit_count: int) -> tuple[int, int, str
     """Returns (past ts, head ts, one counter's id)."""
     from engine import ids, values
 
-    writer = LogWriter(data_dir)
+    writer = LogWriter(data_dir, HISTORY_APP_DIR)
     number = 10_001
     documents = []
     for n in range(COUNTER_COUNT):
@@ -134,7 +156,7 @@ def write_counters_log(data_dir: Path, commit_count: int) -> tuple[int, int, str
                           "_creationTime": writer.ts / 1e6, "name": f"c{n:04d}", "value": 0})
     writer.commit("counters:create", {}, number,
                   [(ids.decode_id(d["_id"])[1], values.pack(d)) for d in documents],
-                  [("counters", number)])
+                  [("counters", number)], [dict(d) for d in documents])
 
     def bump(i: int) -> int:
         document = documents[i % COUNTER_COUNT]

@@ -10,7 +10,9 @@ Records. A commit is stored as
   snapshot ts, seed, "now"), its read set, the tables it created and the ids it
   wrote: everything `eddy rerun` needs;
 - `log/<table number><ts>` for each table it wrote: the shard's append-only
-  log entry, the new state of each document it wrote (None for a deletion);
+  log entry, the new state of each document it wrote (None for a deletion)
+  and, when every write inserted a new document, the parts of the
+  documents' index keys (`LOG_ENTRY_VERSION`, docs/internals.md);
 - `meta/catalog` when it created a table.
 All go in one write batch, so a crash keeps all of a commit or none of it.
 """
@@ -31,6 +33,14 @@ from engine.transaction import TABLES_INDEX, Transaction
 from engine.world import WriteOp
 
 RECORD_VERSION = 1
+
+# The first element of a log entry written since index key parts are logged:
+# [2, internal ids, packed documents, key digest, key parts], the last two
+# None when the entry carries no key parts (see `ShardState.apply_columns`
+# for the parts, `ShardState.load_logged` for their use). An entry written
+# before is an array of (internal id, packed document) pairs, which
+# `parse_log_columns` still reads.
+LOG_ENTRY_VERSION = 2
 
 # meta key of the retention start (8-byte big-endian ts), written by
 # compaction: reads before it are refused; absent means all history is kept.
@@ -69,6 +79,10 @@ class Commit:
     # so that later readers (subscription invalidation) need not unpack
     # every document again to recompute them. Never changed after admit.
     write_keys: WriteKeys | None = None
+    # table number -> (key digest, key parts) of its documents, for each
+    # table whose writes all inserted new documents (what
+    # `ShardState.apply_columns` returned); logged with the writes.
+    key_parts: dict[int, tuple[bytes, list[list[bytes]]]] | None = None
 
 
 def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: CallInfo,
@@ -92,6 +106,7 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
         logged = {number: list(zip(internal_ids, packed_documents))
                   for number, (internal_ids, _, packed_documents) in by_table.items()}
     created: list[tuple[str, int]] = []
+    key_parts = {}
     shards = catalog.shards
     for number, (internal_ids, documents, packed_documents) in by_table.items():
         shard = shards[number]
@@ -99,12 +114,14 @@ def admit(sequencer: SequencerState, catalog: Catalog, txn: Transaction, call: C
             # The first commit into a table is what makes it exist for readers
             # that found no table (engine/transaction.py).
             created.append((shard.name, number))
-        shard.apply_columns(ts, internal_ids, documents, packed_documents, write_keys)
+        parts = shard.apply_columns(ts, internal_ids, documents, packed_documents, write_keys)
+        if parts is not None:
+            key_parts[number] = (shard.key_digest, parts)
     if created:
         write_keys[TABLES_INDEX] = [keys.encode_key(name) for name, _ in created]
     sequencer.record(ts, write_keys)
     return Commit(ts, txn.snapshot_ts, call, txn.seed, txn.now_ms, txn.read_set, logged,
-                  created, write_keys)
+                  created, write_keys, key_parts)
 
 
 def _columns_by_table(writes: dict[tuple[int, bytes], dict | None]) -> dict[int, tuple]:
@@ -167,9 +184,10 @@ def commit_ops(commit: Commit, catalog: Catalog) -> list[WriteOp]:
         record["request"] = list(call.request)
         record["result"] = values.pack(call.result)
     ops: list[WriteOp] = [("commits", ts_key(commit.ts), _PACKER.pack(record))]
+    key_parts = commit.key_parts or {}
     for number, writes in commit.writes.items():
-        # Tuples pack as arrays.
-        ops.append(("log", log_key(number, commit.ts), _PACKER.pack(writes)))
+        ops.append(("log", log_key(number, commit.ts),
+                    log_entry(writes, *key_parts.get(number, (None, None)))))
     if commit.created_tables:
         ops.append(("meta", b"catalog", catalog_record(catalog)))
     return ops
@@ -190,21 +208,56 @@ def parse_catalog_record(data: bytes) -> list[tuple[str, int]]:
     return [(name, number) for name, number in msgpack.unpackb(data, raw=False)]
 
 
-def parse_log_entry(data: bytes) -> tuple[tuple[bytes, bytes | None], ...]:
-    """A `log` entry's writes: (internal id, packed document or None) pairs.
+def log_entry(writes: list[tuple[bytes, bytes | None]], key_digest: bytes | None = None,
+              key_parts: list[list[bytes]] | None = None) -> bytes:
+    """A `log` entry (`LOG_ENTRY_VERSION`): the writes, as (internal id,
+    packed document or None) pairs, and the documents' key parts with
+    their digest (both None when there are none)."""
+    return _PACKER.pack([LOG_ENTRY_VERSION, list(map(_FIRST, writes)), list(map(_SECOND, writes)),
+                         key_digest, key_parts])
 
-    msgpack's tuples are returned as they come (`use_list=False`) rather than
-    rebuilt pair by pair: a node's start-up parses every entry of the log
-    (a fifth less time here). Their shape is still checked in one C-level
-    pass, so an entry that is not a sequence of pairs raises here, as before.
+
+def parse_log_columns(data: bytes) -> tuple[tuple, tuple, bytes | None, tuple | None]:
+    """A `log` entry as (internal ids, packed documents or None, key digest,
+    key parts): the last two None for an entry without key parts, and for
+    every entry written before they were logged (a sequence of pairs).
+
+    msgpack's tuples are returned as they come (`use_list=False`): a node's
+    start-up parses every entry of the log. Their shape is checked in C-level
+    passes, so an entry of anything else raises here.
 
     Raises:
         ValueError, TypeError, msgpack.UnpackException: `data` is not such an entry.
     """
-    writes = msgpack.unpackb(data, raw=False, use_list=False)
-    if type(writes) is not tuple or (writes and set(map(len, writes)) != _PAIR_LENGTH):
+    entry = msgpack.unpackb(data, raw=False, use_list=False)
+    if type(entry) is not tuple:
+        raise ValueError("a log entry is not an array")
+    if entry and type(entry[0]) is int:
+        if entry[0] != LOG_ENTRY_VERSION or len(entry) != 5:
+            raise ValueError(f"a log entry of unknown version {entry[0]}")
+        _, internal_ids, packed_documents, key_digest, key_parts = entry
+        if type(internal_ids) is not tuple or type(packed_documents) is not tuple or \
+                len(internal_ids) != len(packed_documents) or \
+                (key_parts is not None and type(key_parts) is not tuple):
+            raise ValueError("a log entry's columns do not match")
+        return internal_ids, packed_documents, key_digest, key_parts
+    # Written before key parts were logged: (internal id, packed document) pairs.
+    if not entry:
+        return (), (), None, None
+    if set(map(len, entry)) != _PAIR_LENGTH:
         raise ValueError("a log entry is not a sequence of (internal id, document) pairs")
-    return writes
+    internal_ids, packed_documents = zip(*entry)
+    return internal_ids, packed_documents, None, None
+
+
+def parse_log_entry(data: bytes) -> tuple[tuple[bytes, bytes | None], ...]:
+    """A `log` entry's writes: (internal id, packed document or None) pairs.
+
+    Raises:
+        ValueError, TypeError, msgpack.UnpackException: `data` is not a log entry.
+    """
+    internal_ids, packed_documents, _, _ = parse_log_columns(data)
+    return tuple(zip(internal_ids, packed_documents))
 
 
 _PAIR_LENGTH = {2}

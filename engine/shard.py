@@ -45,6 +45,7 @@ sorted list goes through `IndexState.keys`, which merges first.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import operator
 from bisect import bisect_right, insort
@@ -116,6 +117,32 @@ def field_values(documents: list[dict], path: str) -> list:
 
 def _field_keys(documents: list[dict], path: str) -> list[bytes]:
     return keys.encode_keys(field_values(documents, path))
+
+
+# Part of every key-definitions digest (`key_definitions_digest`): raised if
+# `keys.encode_key`'s bytes ever change, so that key parts logged by an
+# older encoding are recomputed rather than trusted.
+KEY_ENCODING_VERSION = 1
+
+
+def key_definitions_digest(user_key_fields: Sequence[Sequence[str]]) -> bytes:
+    """8 bytes naming what a log entry's key parts were computed for: the
+    fields of each schema index, in order, and the key encoding. A bulk load
+    uses logged key parts only under the same digest (a schema change since
+    the entry was written makes it decode the documents instead)."""
+    definition = repr((KEY_ENCODING_VERSION, [list(fields) for fields in user_key_fields]))
+    return hashlib.blake2b(definition.encode(), digest_size=8).digest()
+
+
+def keys_from_parts(parts: Sequence[Sequence[bytes]]) -> list[list[bytes]]:
+    """Each index's keys, in index order, from key parts as `ShardState`
+    logs them: the _id keys, the _creationTime keys, then for each schema
+    index its own fields' part (every key but by_id's ends with
+    _creationTime's and _id's)."""
+    id_keys, creation_keys, *user_parts = parts
+    suffixes = list(map(operator.add, creation_keys, id_keys))
+    return [list(id_keys), suffixes,
+            *[list(map(operator.add, part, suffixes)) for part in user_parts]]
 
 
 _ARRAY32 = b"\xdd"  # msgpack's header of an array with a 4-byte big-endian length
@@ -352,6 +379,8 @@ class ShardState:
         # _creationTime, _id that every index ends with.
         assert not BUILTIN_INDEXES.keys() & user_indexes.keys(), "schema index with a built-in name"
         self._user_key_fields = [list(fields) for fields in user_indexes.values()]
+        self.key_digest = key_definitions_digest(self._user_key_fields)
+        self._key_part_count = 2 + len(self._user_key_fields)
         for internal_id, versions in self.versions.items():
             previous = None
             for ts, packed in versions:
@@ -377,79 +406,113 @@ class ShardState:
                 index._sorted.update(index.pending)
             index.pending = None
 
-    def load_logged(self, ts: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def load_logged(self, ts: int, internal_ids: Sequence[bytes],
+                    packed_documents: Sequence[bytes | None], key_digest: bytes | None = None,
+                    key_parts: Sequence[Sequence[bytes]] | None = None) -> None:
         """`apply` of one log entry during a bulk load, its documents still packed.
 
         Args:
             ts: the entry's ts, above every ts applied before.
-            writes: (internal id, packed document or None), as logged.
+            internal_ids, packed_documents: the writes, as logged (None for a
+                deletion), as `engine.commits.parse_log_columns` returns them.
+            key_digest, key_parts: the key parts the entry logged for its
+                documents (see `apply_columns`) and what they were computed
+                for, or None. Used only if `key_digest` is this shard's: the
+                documents' keys then come from them, not from decoding.
+
+        Raises:
+            EddyError(CORRUPT_RECORD): key parts of the wrong shape, or
+                (possibly later, when the run is indexed) a document logged as
+                new with the _id of another.
         """
         assert self._run is not None, "load_logged outside a bulk load"
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
-        if writes and (writes[0][1] is None or writes[0][0] in self.versions):
-            # Plainly an update or a deletion (a log of them would only pay
-            # for the run): the run so far, then this entry as `apply` does.
-            if self._run:
-                self._load_run()
-            self._apply_logged(ts, writes)
-            return
-        self._run.append((ts, writes))
-        self._run_write_count += len(writes)
+        if key_parts is not None and key_digest == self.key_digest:
+            # Logged only when every write inserted a new document (see
+            # `apply_columns`): no write here needs `apply`'s path.
+            if len(key_parts) != self._key_part_count or \
+                    set(map(len, key_parts)) != {len(internal_ids)}:
+                raise EddyError(ErrorCode.CORRUPT_RECORD,
+                                f"Table {self.name}: the log entry at {ts} holds key parts that "
+                                f"do not match its documents; the log is damaged.",
+                                table=self.name)
+        else:
+            key_parts = None  # none logged, or for other index definitions
+            if internal_ids and (packed_documents[0] is None or
+                                 internal_ids[0] in self.versions):
+                # Plainly an update or a deletion (a log of them would only pay
+                # for the run): the run so far, then this entry as `apply` does.
+                if self._run:
+                    self._load_run()
+                self._apply_logged(ts, internal_ids, packed_documents)
+                return
+        self._run.append((ts, internal_ids, packed_documents, key_parts))
+        self._run_write_count += len(internal_ids)
         if self._run_write_count >= bulk_insert_batch_max:
             self._load_run()
 
     def _load_run(self) -> None:
         """Applies the entries `load_logged` set aside, in ts order."""
         run = self._run
-        writes = list(itertools.chain.from_iterable(entry_writes for _, entry_writes in run))
-        columns = self._all_new(writes)
-        if columns is not None:
-            self._load_new(*columns, list(itertools.chain.from_iterable(
-                repeat(ts, len(entry_writes)) for ts, entry_writes in run)))
+        internal_ids = tuple(itertools.chain.from_iterable(entry[1] for entry in run))
+        packed_documents = tuple(itertools.chain.from_iterable(entry[2] for entry in run))
+        stamps = list(itertools.chain.from_iterable(repeat(entry[0], len(entry[1]))
+                                                    for entry in run))
+        if all(entry[3] is not None for entry in run):
+            # Every entry logged key parts, so each inserted new documents
+            # when it was written: no check before, no decoding.
+            parts = [list(itertools.chain.from_iterable(entry[3][column] for entry in run))
+                     for column in range(self._key_part_count)]
+            self._load_new(internal_ids, packed_documents, stamps, keys_from_parts(parts))
+        elif self._all_new_columns(internal_ids, packed_documents):
+            self._load_new(internal_ids, packed_documents, stamps,
+                           self._keys_of_many(_unpack_all(packed_documents)))
         else:  # not only inserts of new documents: entry by entry
-            for ts, entry_writes in run:
-                columns = self._all_new(entry_writes)
-                if columns is not None:
-                    self._load_new(*columns, [ts] * len(entry_writes))
+            for ts, entry_ids, entry_packed, key_parts in run:
+                if key_parts is not None:
+                    self._load_new(entry_ids, entry_packed, [ts] * len(entry_ids),
+                                   keys_from_parts(key_parts))
+                elif self._all_new_columns(entry_ids, entry_packed):
+                    self._load_new(entry_ids, entry_packed, [ts] * len(entry_ids),
+                                   self._keys_of_many(_unpack_all(entry_packed)))
                 else:
-                    self._apply_logged(ts, entry_writes)
+                    self._apply_logged(ts, entry_ids, entry_packed)
         run.clear()
         self._run_write_count = 0
 
-    def _load_new(self, internal_ids: tuple, packed_documents: tuple, stamps: list[int]) -> None:
-        """`_insert_new` of logged inserts, decoding them together."""
+    def _load_new(self, internal_ids: Sequence[bytes], packed_documents: Sequence[bytes],
+                  stamps: list[int], new_keys: list[list[bytes]]) -> None:
+        """`_insert_new` of logged inserts, `new_keys` holding each index's keys.
+
+        Raises:
+            EddyError(CORRUPT_RECORD): an internal id or an _id was already
+                held (the state is then damaged, but the load stops here).
+        """
         if not internal_ids:
             return
-        new_keys = self._keys_of_many(_unpack_all(packed_documents))
-        # The _ids are checked after the fact, from by_id's size, rather than
-        # before (a set of them, then a look-up of each in by_id: 4% of a
-        # start-up): a repeated _id leaves by_id with fewer new entries than
-        # documents. The state is then damaged, but the load stops here.
-        by_id_count = len(self._index_states[0].life)
+        # Whether the documents are new is checked after the fact, from the
+        # sizes of versions and by_id, rather than before (a set of the ids,
+        # then a look-up of each: 5-10% of a start-up): a repeated internal
+        # id or _id leaves fewer new entries than documents.
+        by_id = self._index_states[0].life
+        counts = len(self.versions), len(by_id)
         self._index_new(internal_ids, packed_documents, stamps, new_keys, None)
-        if len(self._index_states[0].life) != by_id_count + len(internal_ids):
+        if (len(self.versions), len(by_id)) != (counts[0] + len(internal_ids),
+                                                counts[1] + len(internal_ids)):
             raise EddyError(ErrorCode.CORRUPT_RECORD,
-                            f"Table {self.name}: a document logged as new has the _id of "
+                            f"Table {self.name}: a document logged as new has the id of "
                             f"another document; the log is damaged.", table=self.name)
 
-    def _apply_logged(self, ts: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def _apply_logged(self, ts: int, internal_ids: Sequence[bytes],
+                      packed_documents: Sequence[bytes | None]) -> None:
         self._apply_writes(ts, [(i, None if p is None else values.unpack(p), p)
-                                for i, p in writes], None)
-
-    def _all_new(self, writes: Sequence[tuple]) -> tuple | None:
-        """The columns of `writes` ((internal ids, packed documents) as logged,
-        or (internal ids, documents, packed documents) as `apply` takes them)
-        if every write inserts a document, each with an id neither seen before
-        nor repeated; else None."""
-        if not writes:
-            return (), ()
-        columns = tuple(zip(*writes))
-        return columns if self._all_new_columns(columns[0], columns[1]) else None
+                                for i, p in zip(internal_ids, packed_documents)], None)
 
     def _all_new_columns(self, internal_ids: Sequence[bytes], documents: Sequence) -> bool:
-        """`_all_new` of writes given as columns: their internal ids and their
-        documents (or packed documents)."""
+        """Whether every write, given as columns (internal ids, documents or
+        packed documents), inserts a document, each with an id neither seen
+        before nor repeated."""
         # Cheapest refusals first: an update or a deletion fails at once.
         # (dict_keys.isdisjoint walks its argument, set.isdisjoint would walk
         # the whole dict.)
@@ -459,25 +522,26 @@ class ShardState:
 
     def _insert_new(self, internal_ids: Sequence[bytes], documents: Sequence[dict],
                     packed_documents: Sequence[bytes], stamps: Sequence[int],
-                    touched: list[list[bytes]] | None) -> bool:
-        """`_apply_writes` of inserts for which `_all_new` holds, `stamps`
-        holding each one's ts: each field is encoded for all at once.
+                    touched: list[list[bytes]] | None) -> list[list[bytes]] | None:
+        """`_apply_writes` of inserts for which `_all_new_columns` holds,
+        `stamps` holding each one's ts: each field is encoded for all at once.
 
-        Returns False, having changed nothing, if two of the documents, or
+        Returns the documents' key parts (see `apply_columns`), or None,
+        having changed nothing, if two of the documents, or
         one of them and a document indexed before, have the same _id.
         Otherwise every key is new to its index: every key ends with its
         document's encoded _id and keys are prefix-free, so a key held before
         would share its _id with another document, which by_id would hold.
         (A document's _id names its internal id (engine/ids.py), which
-        `_all_new` found new: only a damaged log or a bug gets False.)
+        `_all_new_columns` found new: only a damaged log or a bug gets None.)
         """
-        new_keys = self._keys_of_many(documents)
-        id_keys = new_keys[0]
+        parts = self._key_parts_of_many(documents)
+        id_keys = parts[0]
         by_id = self._index_states[0]
         if len(set(id_keys)) < len(id_keys) or not by_id.life.keys().isdisjoint(id_keys):
-            return False
-        self._index_new(internal_ids, packed_documents, stamps, new_keys, touched)
-        return True
+            return None
+        self._index_new(internal_ids, packed_documents, stamps, keys_from_parts(parts), touched)
+        return parts
 
     def _index_new(self, internal_ids: Sequence[bytes], packed_documents: Sequence[bytes],
                    stamps: Sequence[int], new_keys: list[list[bytes]],
@@ -517,7 +581,7 @@ class ShardState:
         return versions[i - 1][1] if i else None
 
     def apply(self, ts: int, writes: Sequence[tuple[bytes, dict | None, bytes | None]],
-              write_keys: dict | None = None) -> None:
+              write_keys: dict | None = None) -> list[list[bytes]] | None:
         """Applies one commit's writes to this table at `ts`.
 
         Args:
@@ -525,16 +589,29 @@ class ShardState:
             writes: (internal id, new document or None, packed new document or None).
             write_keys: if given, filled with (table_number, index) -> keys
                 removed or added, for the sequencer's conflict window.
+
+        Returns:
+            What `apply_columns` returns.
         """
-        self.apply_columns(ts, *(zip(*writes) if writes else ((), (), ())), write_keys)
+        return self.apply_columns(ts, *(zip(*writes) if writes else ((), (), ())), write_keys)
 
     def apply_columns(self, ts: int, internal_ids: Sequence[bytes],
                       documents: Sequence[dict | None], packed_documents: Sequence[bytes | None],
-                      write_keys: dict | None = None) -> None:
+                      write_keys: dict | None = None) -> list[list[bytes]] | None:
         """`apply` of writes given as three columns of the same length: the
         internal ids, the new documents (or None) and the packed new documents
         (or None). What `engine.commits.admit` calls: a batch insert's
-        columns need not be zipped into rows and back."""
+        columns need not be zipped into rows and back.
+
+        Returns:
+            If every write inserted a new document, the documents' key parts,
+            which the log entry carries so that a bulk load need not decode
+            and encode them (`load_logged`): one list per column, each with
+            one part per document: the encoded _id (by_id's key), the encoded
+            _creationTime, then for each schema index the encoding of its
+            own fields (its key without the _creationTime and _id that end
+            it). Otherwise None.
+        """
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
         touched = None
@@ -544,21 +621,32 @@ class ShardState:
         if self._run:
             self._load_run()
         count = len(internal_ids)
-        if count >= bulk_apply_min and self._all_new_columns(internal_ids, documents) and \
-                self._insert_new(internal_ids, documents, packed_documents, [ts] * count, touched):
-            return
-        self._apply_writes(ts, zip(internal_ids, documents, packed_documents), touched)
+        if count >= bulk_apply_min and self._all_new_columns(internal_ids, documents):
+            parts = self._insert_new(internal_ids, documents, packed_documents, [ts] * count,
+                                     touched)
+            if parts is not None:
+                return parts
+        return self._apply_writes(ts, zip(internal_ids, documents, packed_documents), touched)
 
     def _apply_writes(self, ts: int, writes: Iterable[tuple[bytes, dict | None, bytes | None]],
-                      touched: list[list[bytes]] | None) -> None:
+                      touched: list[list[bytes]] | None) -> list[list[bytes]] | None:
+        """Applies writes one by one; returns what `apply_columns` does."""
+        # Each insert's key parts, while every write so far inserted a new
+        # document; None from the first write that did not.
+        inserted: list[list[bytes]] | None = []
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
                 self.versions[internal_id] = ((ts, packed),)
                 if document is not None:
                     self.live_count += 1
-                    self._add_keys(internal_id, document, ts, touched)
+                    parts = self._add_keys(internal_id, document, ts, touched)
+                    if inserted is not None:
+                        inserted.append(parts)
+                else:
+                    inserted = None
                 continue
+            inserted = None
             previous_packed = versions[-1][1]
             previous = None if previous_packed is None else values.unpack(previous_packed)
             if type(versions) is tuple:  # written again: from now on a list
@@ -566,6 +654,9 @@ class ShardState:
             versions.append((ts, packed))
             self.live_count += (document is not None) - (previous is not None)
             self._move_keys(internal_id, previous, document, ts, touched)
+        if not inserted:
+            return None
+        return [list(column) for column in zip(*inserted)]
 
     def _keys_of(self, document: dict | None) -> list[bytes | None]:
         """Each index's key for `document` (all None for no document), in index order."""
@@ -588,25 +679,42 @@ class ShardState:
     def _keys_of_many(self, documents: list[dict]) -> list[list[bytes]]:
         """`_keys_of` of many documents, transposed: one list of keys per
         index, each field encoded for all documents at once."""
-        id_keys = _field_keys(documents, "_id")
-        suffixes = list(map(operator.add, _field_keys(documents, "_creationTime"), id_keys))
-        result = [id_keys, suffixes]
+        return keys_from_parts(self._key_parts_of_many(documents))
+
+    def _key_parts_of_many(self, documents: list[dict]) -> list[list[bytes]]:
+        """The key parts of many documents (see `apply_columns`), each field
+        encoded for all documents at once."""
+        parts = [_field_keys(documents, "_id"), _field_keys(documents, "_creationTime")]
         for fields in self._user_key_fields:
-            joined = suffixes
-            for field in reversed(fields):
-                joined = map(operator.add, _field_keys(documents, field), joined)
-            result.append(list(joined))
-        return result
+            if len(fields) == 1:
+                parts.append(_field_keys(documents, fields[0]))
+            else:
+                parts.append(list(map(b"".join, zip(*[_field_keys(documents, field)
+                                                       for field in fields]))))
+        return parts
 
     def _add_keys(self, internal_id: bytes, document: dict, ts: int,
-                  touched: list[list[bytes]] | None) -> None:
-        """`_move_keys` for a new document (an insert), which has no old keys."""
-        new_keys = self._keys_of(document)
+                  touched: list[list[bytes]] | None) -> list[bytes]:
+        """`_move_keys` for a new document (an insert), which has no old keys.
+        Returns its key parts (see `apply_columns`)."""
+        # `_keys_of`, keeping the parts.
+        id_key = keys.encode_key(document.get("_id", keys.UNDEFINED))
+        creation_key = keys.encode_key(document.get("_creationTime", keys.UNDEFINED))
+        parts = [id_key, creation_key]
+        for fields in self._user_key_fields:
+            if len(fields) == 1:
+                parts.append(keys.encode_key(field_value(document, fields[0])))
+            else:
+                parts.append(b"".join([keys.encode_key(field_value(document, field))
+                                       for field in fields]))
+        suffix = creation_key + id_key
+        new_keys = [id_key, suffix, *[part + suffix for part in parts[2:]]]
         if touched is not None:
             for written, new_key in zip(touched, new_keys):
                 written.append(new_key)
         for index, new_key in zip(self._index_states, new_keys):
             index.add(new_key, internal_id, ts)
+        return parts
 
     def _move_keys(self, internal_id: bytes, previous: dict | None, document: dict | None,
                    ts: int, touched: list[list[bytes]] | None) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 from engine import keys, values
-from engine.commits import parse_log_entry
+from engine.commits import log_entry, parse_log_columns, parse_log_entry
 from engine.errors import EddyError, ErrorCode
 from engine.readsets import ReadSet, merge_ranges
 from engine.sequencing import SequencerState
@@ -140,17 +140,22 @@ def _same_state(a: ShardState, b: ShardState) -> None:
        st.lists(st.booleans(), min_size=14, max_size=14))
 def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_max, apply_min,
                                                                load, unplaced_max, reads):
-    """Loading logged entries in bulk, and applying commits of new documents
-    together (their keys placed at once, later), give exactly the state (and
+    """Loading logged entries in bulk (written before key parts were logged,
+    with them, or a mix), and applying commits of new documents together
+    (their keys placed at once, later), give exactly the state (and
     conflict-window keys) that applying each write one by one gives, and the
-    same scans after any commit."""
+    same scans after any commit; both ways of applying give the same key
+    parts to log."""
     import engine.shard as shard_module
 
     user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
     applied = ShardState(10001, "t", user_indexes)
     bulk_applied = ShardState(10001, "t", user_indexes)
     loaded = ShardState(10001, "t", user_indexes)
-    for shard in (applied, bulk_applied, loaded):
+    loaded_old = ShardState(10001, "t", user_indexes)
+    loaded_mixed = ShardState(10001, "t", user_indexes)
+    loaders = (loaded, loaded_old, loaded_mixed)
+    for shard in (applied, bulk_applied, *loaders):
         for index in shard.indexes.values():
             index.keys._reset(load)  # small sublists: the splits get exercised too
     saved = (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
@@ -158,32 +163,44 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
     try:
         shard_module.bulk_insert_batch_max = batch_max
         shard_module.unplaced_keys_max = unplaced_max
-        loaded.begin_bulk_load()
+        for shard in loaders:
+            shard.begin_bulk_load()
         for ts, commit in enumerate(history, start=1):
             batch = {i: None if c is None else _bulk_document(i, c) for i, c in commit}
             writes = [(i, d, None if d is None else values.pack(d)) for i, d in batch.items()]
             one_by_one, together = {}, {}
             shard_module.bulk_apply_min = 1 << 30
-            applied.apply(ts, writes, one_by_one)
+            inserts_only = bool(writes) and all(i not in applied.versions and d is not None
+                                                for i, d, _ in writes)
+            parts = applied.apply(ts, writes, one_by_one)
             shard_module.bulk_apply_min = apply_min
-            bulk_applied.apply(ts, writes, together)
+            assert bulk_applied.apply(ts, writes, together) == parts
             assert one_by_one == together
+            assert (parts is not None) == inserts_only
             bulk_applied.validate()
             if reads[ts - 1]:  # a read between writes places the waiting keys
                 for name, index in applied.indexes.items():
                     for at_ts in (ts - 1, ts):
                         assert list(bulk_applied.indexes[name].scan(b"", None, at_ts, False)) == \
                             list(index.scan(b"", None, at_ts, False))
-            # As the log stores it and `parse_log_entry` returns it.
-            loaded.load_logged(ts, parse_log_entry(msgpack.packb([(i, p) for i, _, p in writes])))
-        loaded.end_bulk_load()
+            # As the log stores it and `parse_log_columns` returns it.
+            logged = [(i, p) for i, _, p in writes]
+            new_entry = log_entry(logged, *((None, None) if parts is None
+                                            else (applied.key_digest, parts)))
+            old_entry = msgpack.packb(logged)
+            loaded.load_logged(ts, *parse_log_columns(new_entry))
+            loaded_old.load_logged(ts, *parse_log_columns(old_entry))
+            loaded_mixed.load_logged(ts, *parse_log_columns(new_entry if ts % 2 else old_entry))
+        for shard in loaders:
+            shard.end_bulk_load()
     finally:
         (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
          shard_module.unplaced_keys_max) = saved
-    for shard in (applied, bulk_applied, loaded):
+    for shard in (applied, bulk_applied, *loaders):
         shard.validate()
     _same_state(applied, bulk_applied)
-    _same_state(applied, loaded)
+    for shard in loaders:
+        _same_state(applied, shard)
 
 
 @settings(max_examples=200, deadline=None)
@@ -221,12 +238,12 @@ def test_bulk_load_refuses_a_new_document_with_a_known_id(batch_max, one_entry):
     saved, shard_module.bulk_insert_batch_max = shard_module.bulk_insert_batch_max, batch_max
     try:
         with pytest.raises(EddyError) as raised:
-            shard.load_logged(1, [(IDS[2], values.pack(_bulk_document(IDS[2], 1)))])
+            shard.load_logged(1, [IDS[2]], [values.pack(_bulk_document(IDS[2], 1))])
             if one_entry:
-                shard.load_logged(2, [(IDS[0], packed), (IDS[1], packed)])
+                shard.load_logged(2, [IDS[0], IDS[1]], [packed, packed])
             else:
-                shard.load_logged(2, [(IDS[0], packed)])
-                shard.load_logged(3, [(IDS[1], packed)])
+                shard.load_logged(2, [IDS[0]], [packed])
+                shard.load_logged(3, [IDS[1]], [packed])
             shard.end_bulk_load()
     finally:
         shard_module.bulk_insert_batch_max = saved
@@ -234,13 +251,42 @@ def test_bulk_load_refuses_a_new_document_with_a_known_id(batch_max, one_entry):
 
 
 def test_log_entries_parse_as_pairs_or_raise():
-    """`parse_log_entry` returns the logged pairs and refuses an entry of anything else."""
+    """`parse_log_entry` returns the logged pairs, from an entry written before
+    key parts were logged or after, and refuses an entry of anything else."""
     writes = [(IDS[0], b"\x80"), (IDS[1], None)]
     assert parse_log_entry(msgpack.packb(writes)) == tuple(writes)
     assert parse_log_entry(msgpack.packb([])) == ()
-    for damaged in ([(IDS[0], b"", b"")], [(IDS[0],)], [(IDS[0], None), 7], {"a": 1}, 7):
+    assert parse_log_entry(log_entry(writes)) == tuple(writes)
+    assert parse_log_entry(log_entry([])) == ()
+    parts = [[b"i0", b"i1"], [b"c0", b"c1"]]
+    assert parse_log_columns(log_entry(writes, b"digest", parts)) == (
+        (IDS[0], IDS[1]), (b"\x80", None), b"digest", ((b"i0", b"i1"), (b"c0", b"c1")))
+    for damaged in ([(IDS[0], b"", b"")], [(IDS[0],)], [(IDS[0], None), 7], {"a": 1}, 7,
+                    [3, [], [], None, None], [2, [IDS[0]], [], None, None], [2, [], []]):
         with pytest.raises((ValueError, TypeError)):
             parse_log_entry(msgpack.packb(damaged))
+
+
+def test_bulk_load_uses_key_parts_only_for_the_same_index_definitions():
+    """Key parts logged under other index definitions (the schema changed
+    since) are ignored: the keys come from the documents; parts of the wrong
+    shape under the same definitions stop the load with CORRUPT_RECORD."""
+    writer = ShardState(10001, "t", {"by_color": ["color"]})
+    document = _bulk_document(IDS[0], 3)
+    packed = values.pack(document)
+    parts = writer.apply(1, [(IDS[0], document, packed)])
+    renamed = ShardState(10001, "t", {"by_other": ["nested.x"]})
+    renamed.begin_bulk_load()
+    renamed.load_logged(1, [IDS[0]], [packed], writer.key_digest, parts)
+    renamed.end_bulk_load()
+    expected = ShardState(10001, "t", {"by_other": ["nested.x"]})
+    expected.apply(1, [(IDS[0], document, packed)])
+    _same_state(expected, renamed)
+    same = ShardState(10001, "t", {"by_color": ["color"]})
+    same.begin_bulk_load()
+    with pytest.raises(EddyError) as raised:
+        same.load_logged(1, [IDS[0]], [packed], writer.key_digest, parts[:2])
+    assert raised.value.code == ErrorCode.CORRUPT_RECORD
 
 
 def test_documents_decode_together_or_fail_as_one_by_one():
