@@ -551,8 +551,10 @@ class _Reconnect(Exception):
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, WebSocketClosed):
-        return str(error)  # "closed with code N: reason", as PROTOCOL.md 3.1 names it
+    if isinstance(error, (WebSocketClosed, _Reconnect)):
+        # "closed with code N: reason", or the client's own reason
+        # ("InactiveServer: ...", "FatalError: ..."), as PROTOCOL.md 3.1 names them.
+        return str(error)
     return f"{type(error).__name__}: {error}"
 
 

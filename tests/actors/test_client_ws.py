@@ -1,0 +1,407 @@
+"""The Python client's WebSocket (wire/client_ws.py): its frame parser and
+handshake checks on their own, then on a real loopback socket against a
+hand-written server (fragmented reads, large frames, pings, the server's
+close, a dropped connection, refused and silent handshakes), then Eddy's
+client (wire/client.py) over it against a real SyncServer: a connection the
+server closes is reopened with the subscription restored and no mutation
+run twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import struct
+from typing import Any
+
+import pytest
+import trio
+
+from tests.actors.test_sync import serving
+from wire import codecs
+from wire.client import Client, connect
+from wire.client_ws import (CLOSE_ABNORMAL, HandshakeError, ServerFrameReader, WebSocketClosed,
+                            accept_key, check_handshake_response, client_frame, open_websocket)
+from wire.websocket import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
+                            OPCODE_PONG, OPCODE_TEXT, FrameReader, ProtocolViolation)
+
+TIMEOUT_S = 20
+MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+
+
+def server_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = False) -> bytes:
+    """A server frame laid out by hand (RFC 6455 5.2)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if masked else 0
+    if len(payload) < 126:
+        head += bytes([mask_bit | len(payload)])
+    elif len(payload) < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", len(payload))
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", len(payload))
+    return head + (b"\0\0\0\0" if masked else b"") + payload
+
+
+def events(reader: FrameReader) -> list[tuple]:
+    found = []
+    while (event := reader.next_event()) is not None:
+        found.append(event)
+    return found
+
+
+# ----- the core
+
+LARGE = bytes(range(256)) * 400  # 102,400 bytes: a 64-bit length
+MEDIUM = b"m" * 300  # a 16-bit length
+STREAM = (server_frame(OPCODE_BINARY, b"small")
+          + server_frame(OPCODE_BINARY, MEDIUM)
+          + server_frame(OPCODE_TEXT, "h\u00e9".encode()[:2], fin=False)
+          + server_frame(OPCODE_PING, b"are you there")
+          + server_frame(OPCODE_CONTINUATION, "h\u00e9".encode()[2:] + b"llo", fin=True)
+          + server_frame(OPCODE_BINARY, LARGE)
+          + server_frame(OPCODE_CLOSE, struct.pack("!H", 4000) + b"bye"))
+EXPECTED = [("bytes", b"small"), ("bytes", MEDIUM), ("ping", b"are you there"),
+            ("text", "h\u00e9llo"), ("bytes", LARGE), ("close", 4000, "bye")]
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, len(STREAM)])
+def test_reader_gives_the_same_events_however_the_bytes_arrive(step):
+    """Server frames split anywhere (one byte at a time up to all at once)
+    give the same events, including a ping between two fragments."""
+    reader = ServerFrameReader(MESSAGE_BYTES_MAX)
+    found = []
+    for start in range(0, len(STREAM), step):
+        reader.receive_data(STREAM[start:start + step])
+        found += events(reader)
+    assert found == EXPECTED
+
+
+def test_a_masked_server_frame_is_a_protocol_error():
+    """RFC 6455 5.1: a client must close when a server frame is masked."""
+    reader = ServerFrameReader(MESSAGE_BYTES_MAX)
+    reader.receive_data(server_frame(OPCODE_BINARY, b"x", masked=True))
+    with pytest.raises(ProtocolViolation) as info:
+        reader.next_event()
+    assert info.value.code == 1002
+
+
+def test_a_message_over_the_limit_is_refused_from_its_header():
+    """A frame longer than message_bytes_max is 1009 before its payload arrives."""
+    reader = ServerFrameReader(1000)
+    reader.receive_data(server_frame(OPCODE_BINARY, b"x" * 2000)[:10])
+    with pytest.raises(ProtocolViolation) as info:
+        reader.next_event()
+    assert info.value.code == 1009
+
+
+@pytest.mark.parametrize("length", [0, 5, 125, 126, 300, 65535, 65536, 100_000])
+def test_client_frames_are_masked_and_the_servers_parser_reads_them_back(length):
+    """client_frame masks with a fresh key (the server's FrameReader, which
+    refuses unmasked frames, reads the payload back) at every length form."""
+    payload = bytes(i % 251 for i in range(length))
+    first, second = client_frame(OPCODE_BINARY, payload), client_frame(OPCODE_BINARY, payload)
+    assert first[1] & 0x80
+    if length >= 8:
+        assert first != second  # a fresh key per frame
+    reader = FrameReader(MESSAGE_BYTES_MAX)
+    reader.receive_data(first + second)
+    assert events(reader) == [("bytes", payload), ("bytes", payload)]
+
+
+def test_accept_key_is_the_rfcs_example():
+    """RFC 6455 1.3's worked example."""
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+GOOD = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+
+
+@pytest.mark.parametrize("head, words", [
+    ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0", "403 Forbidden"),
+    ("SSH-2.0-OpenSSH", "not an HTTP answer"),
+    (GOOD.replace("s3pPLM", "AAAAAA"), "Sec-WebSocket-Accept"),
+    (GOOD.replace("Upgrade: websocket", "Upgrade: h2c"), "upgrade to websocket"),
+    (GOOD.replace("Connection: Upgrade", "Connection: close"), "Connection: Upgrade"),
+    (GOOD + "\r\nSec-WebSocket-Extensions: permessage-deflate", "none was offered"),
+])
+def test_a_handshake_answer_that_does_not_accept_is_refused(head, words):
+    """Anything but a 101 with the right accept key, and no extension or
+    subprotocol we did not offer, is a HandshakeError."""
+    check_handshake_response(GOOD.encode(), KEY)
+    with pytest.raises(HandshakeError, match=words):
+        check_handshake_response(head.encode(), KEY)
+
+
+# ----- on a real socket, against a hand-written server
+
+
+class HandWrittenServer:
+    """The server side of one connection, written out by hand."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.reader = FrameReader(MESSAGE_BYTES_MAX)  # client frames must be masked
+        self.request = b""
+
+    async def handshake(self, status: str = "101 Switching Protocols") -> None:
+        while b"\r\n\r\n" not in self.request:
+            self.request += await self.stream.receive_some(4096)
+        key = next(line.split(b":", 1)[1].strip() for line in self.request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+        await self.stream.send_all(
+            (f"HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+
+    async def send_in_pieces(self, data: bytes, piece_bytes: int) -> None:
+        """Writes `data` in pieces with a checkpoint between, so the client
+        reads it over many receives."""
+        for start in range(0, len(data), piece_bytes):
+            await self.stream.send_all(data[start:start + piece_bytes])
+            await trio.sleep(0)
+
+    async def next_event(self) -> tuple | None:
+        """The client's next event, or None once its bytes end."""
+        while (event := self.reader.next_event()) is None:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.reader.receive_data(data)
+        return event
+
+
+@contextlib.asynccontextmanager
+async def hand_written_server(handler: Any):
+    """A loopback listener that runs `handler(HandWrittenServer)` on each
+    connection; yields its ws:// URL."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        async with stream:
+            await handler(HandWrittenServer(stream))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, serve_one, listeners)
+        yield f"ws://127.0.0.1:{port}/api/sync"
+        nursery.cancel_scope.cancel()
+
+
+def run(scenario: Any) -> Any:
+    async def main():
+        with trio.fail_after(TIMEOUT_S * 2):
+            return await scenario()
+    return trio.run(main)
+
+
+def open_client(url: str, **options: Any):
+    options.setdefault("handshake_s_max", TIMEOUT_S)
+    return open_websocket(url, headers=[("Convex-Client", "test")],
+                          message_bytes_max=MESSAGE_BYTES_MAX, **options)
+
+
+def test_large_fragmented_messages_over_many_reads_and_a_ping_between():
+    """A 1 MB message in three fragments written in 1,000-byte pieces, with a
+    ping between fragments, arrives whole; the ping is answered with a pong
+    carrying its payload; the upgrade request carries the extra header."""
+    big = bytes(i % 253 for i in range(1_000_000))
+    seen: dict[str, Any] = {}
+
+    async def handler(server: HandWrittenServer) -> None:
+        await server.handshake()
+        seen["request"] = server.request
+        stream = (server_frame(OPCODE_BINARY, big[:400_000], fin=False)
+                  + server_frame(OPCODE_PING, b"p1")
+                  + server_frame(OPCODE_CONTINUATION, big[400_000:900_000], fin=False)
+                  + server_frame(OPCODE_CONTINUATION, big[900_000:], fin=True)
+                  + server_frame(OPCODE_BINARY, b"after"))
+        await server.send_in_pieces(stream, 1000)
+        seen["pong"] = await server.next_event()
+        seen["echo"] = await server.next_event()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url) as ws:
+                assert await ws.receive() == big
+                assert await ws.receive() == b"after"
+                await ws.send_message(b"thanks")
+                with pytest.raises(WebSocketClosed):
+                    await ws.receive()  # the handler returned: the socket closed
+    run(scenario)
+    assert b"Convex-Client: test\r\n" in seen["request"]
+    assert b"GET /api/sync HTTP/1.1\r\n" in seen["request"]
+    assert seen["pong"] == ("pong", b"p1")
+    assert seen["echo"] == ("bytes", b"thanks")
+
+
+def test_server_close_is_answered_with_its_code():
+    """A close frame from the server ends the connection with its code and
+    reason, and the client answers with a close carrying the same."""
+    seen: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def handler(server: HandWrittenServer) -> None:
+        await server.handshake()
+        await server.stream.send_all(server_frame(OPCODE_CLOSE,
+                                                  struct.pack("!H", 4040) + b"gone"))
+        seen["reply"] = await server.next_event()
+        done.set()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url) as ws:
+                with pytest.raises(WebSocketClosed) as info:
+                    await ws.receive()
+                assert (info.value.code, info.value.reason) == (4040, "gone")
+                assert str(info.value) == "closed with code 4040: gone"
+                with pytest.raises(trio.BrokenResourceError):
+                    await ws.send_message(b"too late")
+            await done.wait()
+    run(scenario)
+    assert seen["reply"] == ("close", 4040, "gone")
+
+
+def test_a_dropped_connection_and_a_broken_rule_end_the_websocket():
+    """EOF without a close frame is code 1006; a masked server frame is
+    answered with a 1002 close and ends the connection."""
+    seen: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def handler(server: HandWrittenServer) -> None:
+        await server.handshake()
+        if b"broken" in server.request:
+            await server.stream.send_all(server_frame(OPCODE_BINARY, b"x", masked=True))
+            seen["reply"] = await server.next_event()
+            done.set()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url) as ws:
+                with pytest.raises(WebSocketClosed) as info:
+                    await ws.receive()
+                assert info.value.code == CLOSE_ABNORMAL
+            async with open_websocket(url, headers=[("X-Case", "broken")],
+                                      message_bytes_max=10, handshake_s_max=TIMEOUT_S) as ws:
+                with pytest.raises(WebSocketClosed) as info:
+                    await ws.receive()
+                assert info.value.code == 1002
+            await done.wait()
+    run(scenario)
+    assert seen["reply"][:2] == ("close", 1002)
+
+
+def test_leaving_the_block_sends_a_normal_close():
+    """Leaving open_websocket sends a 1000 close frame, then closes the socket."""
+    seen: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def handler(server: HandWrittenServer) -> None:
+        await server.handshake()
+        seen["close"] = await server.next_event()
+        seen["after"] = await server.next_event()
+        done.set()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url):
+                pass
+            await done.wait()
+    run(scenario)
+    assert seen == {"close": ("close", 1000, ""), "after": None}
+
+
+def test_refused_and_silent_handshakes_raise_handshake_error():
+    """A 403 answer is a HandshakeError with its status; a server that never
+    answers is one once handshake_s_max has passed; a closed port is OSError."""
+    async def handler(server: HandWrittenServer) -> None:
+        if b"silent" in (await server.stream.receive_some(4096)):
+            await trio.sleep_forever()
+        await server.stream.send_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            with pytest.raises(HandshakeError) as info:
+                async with open_client(url):
+                    pass
+            assert info.value.status == 403
+            with pytest.raises(HandshakeError, match="no WebSocket handshake within"):
+                async with open_websocket(url, headers=[("X-Case", "silent")],
+                                          message_bytes_max=10, handshake_s_max=0.2):
+                    pass
+        with pytest.raises(OSError):
+            async with open_client(url):
+                pass
+    run(scenario)
+
+
+# ----- Eddy's client over it, against a real SyncServer
+
+
+async def break_connection(client: Client) -> None:
+    """Sends a frame the server cannot parse: it answers FatalError and closes."""
+    await client._ws.send_frame(client_frame(OPCODE_BINARY, b"\xc1"))
+
+
+def test_a_connection_the_server_closes_is_reopened_with_subscriptions_and_no_mutation_twice(
+        tmp_path):
+    """After the server closes the connection (a bad frame), the client
+    reconnects by itself: its subscription resumes, and mutations unanswered
+    when it broke are re-sent and run once each (the session id is kept)."""
+    count = 50
+
+    async def scenario(node, base):
+        async with connect(base.replace("ws://", "http://")) as client:
+            async with client.subscribe("messages:list") as sub:
+                assert await sub.next() == []
+                results = [None] * count
+
+                async def one(n: int) -> None:
+                    results[n] = await client.mutation("messages:send", {"body": str(n)})
+
+                async with trio.open_nursery() as nursery:
+                    for n in range(count):
+                        nursery.start_soon(one, n)
+                    await trio.sleep(0)  # break the connection with mutations in flight
+                    await break_connection(client)
+                assert results == [str(n) for n in range(count)]
+                while len(sub.value) < count:
+                    await sub.next()
+                assert sorted(sub.value, key=int) == [str(n) for n in range(count)]
+            assert client.reconnect_count >= 1
+            # The next Connect's lastCloseReason says why (PROTOCOL.md 3.1).
+            assert client._last_close_reason.startswith(("FatalError", "closed with code 1008")), \
+                client._last_close_reason
+            assert len(await client.query("messages:list")) == count
+
+    from tests.actors.test_sync import run as run_served
+    run_served(tmp_path, scenario)
+
+
+def test_errors_keep_their_data_and_code_attribute(tmp_path):
+    """A failed mutation raises ClientError with the app's data, and `code`
+    is the server's stable code when it names one (None for an AppError)."""
+    async def scenario(node, base):
+        async with connect(base.replace("ws://", "http://")) as client:
+            with pytest.raises(Exception) as info:
+                await client.mutation("messages:refuse")
+            assert info.value.has_data and info.value.code is None
+            assert await client.action("messages:double", {"x": 2}) == 4
+
+    from tests.actors.test_sync import run as run_served
+    run_served(tmp_path, scenario)
+
+
+def test_codec_round_trip_of_a_frame_the_client_sends():
+    """What the client frames decodes, on the server's side, to the message."""
+    from wire import messages as m
+    from wire.client import _frame
+    reader = FrameReader(MESSAGE_BYTES_MAX)
+    reader.receive_data(_frame(m.Mutation(3, "messages:send", [{"body": "x"}])))
+    kind, payload = reader.next_event()
+    obj = codecs.load_msgpack_frame(payload)
+    assert obj == {"type": "Mutation", "requestId": 3, "udfPath": "messages:send",
+                   "args": [{"body": "x"}]}
