@@ -179,6 +179,10 @@ class Transaction:
 
     def get(self, document_id: str) -> dict | None:
         """The document with this id as of the snapshot plus own writes."""
+        return self._get(document_id)[2]
+
+    def _get(self, document_id: str) -> tuple[int, bytes, dict | None]:
+        """`get`, with the id decoded: (table number, internal id, document or None)."""
         if not isinstance(document_id, str):
             raise EddyError(ErrorCode.INVALID_ID,
                             f"Expected an id string, got {values.type_name(document_id)}.")
@@ -186,18 +190,20 @@ class Transaction:
         number, internal_id = ids.decode_id(document_id)
         shard = self.catalog.shards.get(number)
         if shard is None:
-            return None
+            return number, internal_id, None
         key = keys.encode_key(document_id)
-        self._add_range((number, "by_id"), key, _after(key))
+        self._add_range((number, "by_id"), key, key + b"\x00")  # _after(key)
         self._count_scanned(0)
-        if (number, internal_id) in self.writes:
-            document = self.writes[(number, internal_id)]
-            return None if document is None else values.unpack(values.pack(document))
+        writes = self.writes
+        if writes and (number, internal_id) in writes:
+            document = writes[(number, internal_id)]
+            return number, internal_id, (None if document is None
+                                         else values.unpack(values.pack(document)))
         packed = shard.get(internal_id, self.snapshot_ts)
         if packed is None:
-            return None
+            return number, internal_id, None
         self.read_bytes += len(packed)
-        return values.unpack(packed)
+        return number, internal_id, values.unpack(packed)
 
     def index_fields(self, table: str, index: str) -> list[str]:
         shard = self.catalog.shard(table)
@@ -226,11 +232,14 @@ class Transaction:
              descending: bool) -> Iterator[tuple[bytes, dict]]:
         """Documents of `index` in [lo, hi), merged with own writes; see rule 1."""
         self.check_deadline()
-        fields = self.index_fields(table, index)
-        shard = self._shard_for_read(table)
-        if shard is None:
-            return iter(())
-        return self._scan(shard, index, fields, lo, hi, descending)
+        shard = self.catalog.shard(table)
+        if shard is not None:
+            state = shard.indexes.get(index)
+            if state is not None:
+                return self._scan(shard, index, state.fields, lo, hi, descending)
+        self.index_fields(table, index)  # raises INDEX_NOT_FOUND for an undeclared index
+        self._shard_for_read(table)  # records the read of a table that does not exist yet
+        return iter(())
 
     def _scan(self, shard: ShardState, index: str, fields: list[str], lo: bytes,
               hi: bytes | None, descending: bool) -> Iterator[tuple[bytes, dict]]:
@@ -245,11 +254,22 @@ class Transaction:
                 key = index_key(document, fields)
                 if lo <= key and (hi is None or key < hi):
                     overlay.append((key, document))
-        overlay.sort(key=lambda item: item[0], reverse=descending)
-        base = shard.indexes[index].scan(lo, hi, self.snapshot_ts, descending)
+        if overlay:
+            overlay.sort(key=lambda item: item[0], reverse=descending)
+        snapshot_ts = self.snapshot_ts
+        base = shard.indexes[index].scan(lo, hi, snapshot_ts, descending)
         last_key = None
         exhausted = False
         try:
+            if not written:
+                # No own writes in this table (most reads): the snapshot's rows as they are.
+                for key, internal_id in base:
+                    packed = shard.get(internal_id, snapshot_ts)
+                    last_key = key
+                    self._count_scanned(len(packed))
+                    yield key, values.unpack(packed)
+                exhausted = True
+                return
             position = 0
             for key, internal_id in base:
                 if internal_id in written:
@@ -260,7 +280,7 @@ class Transaction:
                     position += 1
                     self._count_scanned(0)
                     yield last_key, values.unpack(values.pack(document))
-                packed = shard.get(internal_id, self.snapshot_ts)
+                packed = shard.get(internal_id, snapshot_ts)
                 last_key = key
                 self._count_scanned(len(packed))
                 yield key, values.unpack(packed)
@@ -399,13 +419,13 @@ class Transaction:
         return fields, size, number
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:
-        self._require_writable()
-        document = self.get(document_id)
+        if not self.writable:
+            self._require_writable()
+        number, internal_id, document = self._get(document_id)
         if document is None:
             raise EddyError(ErrorCode.DOCUMENT_NOT_FOUND,
                             f"Cannot {verb} document with id {document_id!r}: it does not exist.",
                             id=document_id)
-        number, internal_id = ids.decode_id(document_id)
         return number, internal_id, document
 
     def patch(self, document_id: str, changes: dict) -> None:
