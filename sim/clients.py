@@ -55,6 +55,7 @@ from wire.codecs import JSON_STYLE, NATIVE_STYLE, SERVER_NATIVE_STYLE
 from sim import bugs
 from sim.host import NodeHost, Operation, SimClient
 from sim.net import ConnectionBroken, ConnectionClosed, ConnectionRefused, Endpoint, SimNetwork
+from sim.timers import sleep
 
 # Reconnect backoff: 100 ms doubling to 2 s (the real clients cap at 15-16 s;
 # the liveness phase is 30 s, so the cap is lower here), with jitter.
@@ -213,7 +214,7 @@ async def serve_node(host: NodeHost, network: SimNetwork, world, trace,
             network.break_all("node process died")
         # Wait for the dead node to be gone before waiting for the next one.
         while host.node is node:
-            await trio.sleep(0.001)
+            await sleep(0.001)
 
 
 # ------------------------------------------------------------ the oracle's log
@@ -441,7 +442,7 @@ class ProtocolClient:
             else:
                 backoff_s = backoff_s_min
                 await self._connected(endpoint)
-            await trio.sleep(backoff_s * self.rng.uniform(0.5, 1.0))
+            await sleep(backoff_s * self.rng.uniform(0.5, 1.0))
             backoff_s = min(backoff_s * 2, backoff_s_max)
 
     async def _connected(self, endpoint: Endpoint) -> None:

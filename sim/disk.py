@@ -43,6 +43,8 @@ from actors.storage import seal, unseal
 from engine.errors import EddyError, ErrorCode
 from engine.world import COLUMN_FAMILIES, WriteOp
 
+from sim.timers import sleep
+
 # Keys fetched per step of a scan: scans see writes made while they run, as a
 # RocksDB iterator without a pinned snapshot would past its current block.
 scan_chunk_keys_max = 256
@@ -256,7 +258,7 @@ class SimStore:
         delay = disk.rng.uniform(disk.latency_s_min, disk.latency_s_max) if disk.latency_s_max else 0.0
         if sync:
             delay += disk.sync_latency_s
-        await trio.sleep(delay)
+        await sleep(delay)
         self._check_open()
         if disk.write_error_probability and disk.rng.random() < disk.write_error_probability:
             disk.count("io_error")

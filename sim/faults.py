@@ -45,6 +45,7 @@ import trio
 
 from sim.host import NodeHost
 from sim.net import NET_FAULT_KINDS
+from sim.timers import sleep
 from sim.trace import Trace
 from sim.world import SimWorld
 
@@ -155,7 +156,7 @@ class FaultInjector:
         mean_s = self.plan.intervals_s[kind]
         attempt = 0
         while True:
-            await trio.sleep(rng.expovariate(1 / mean_s))
+            await sleep(rng.expovariate(1 / mean_s))
             attempt += 1
             if self.keep is not None and (kind, attempt) not in self.keep:
                 continue

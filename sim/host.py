@@ -33,6 +33,7 @@ from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 
 from sim import bugs
 from sim.disk import DiskFault
+from sim.timers import sleep
 from sim.trace import Trace
 from sim.world import SimWorld
 
@@ -159,7 +160,7 @@ class NodeHost:
             self._power_loss = False
             if self._stopping:
                 return
-            await trio.sleep(self.rng.uniform(0.05, 1.0))
+            await sleep(self.rng.uniform(0.05, 1.0))
 
     async def _incarnation(self) -> str:
         self.incarnation += 1
@@ -334,7 +335,7 @@ class SimClient:
                 self.trace.event("skipped", self.id, self.call_count)
                 took = (self.skip_durations or {}).get((self.id, self.call_count), 0.0)
                 if took:
-                    await trio.sleep(took)
+                    await sleep(took)
                 return Operation(self.id, self.call_count, kind, path, args, trio.current_time(),
                                  trio.current_time(), "skipped")
             self.safety_calls.append(self.call_count)

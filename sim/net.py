@@ -44,6 +44,8 @@ from typing import Any, Callable
 
 import trio
 
+from sim.timers import Waiter, sleep
+
 # TCP-like retransmission: 200 ms first, doubling; 5 losses in a row (about
 # 6 s of silence) break the connection.
 rto_s_min = 0.2
@@ -256,9 +258,9 @@ class Endpoint:
         link = self.connection.link
         # Frozen: re-checked in small steps, so a heal thaws the reader.
         while trio.current_time() < link.frozen_until:
-            await trio.sleep(min(0.25, link.frozen_until - trio.current_time()))
+            await sleep(min(0.25, link.frozen_until - trio.current_time()))
         if trio.current_time() < link.slow_until:
-            await trio.sleep(link.reader_delay_s)
+            await sleep(link.reader_delay_s)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Sends a close frame after everything already sent; later sends fail."""
@@ -289,7 +291,7 @@ class SimNetwork:
         self.counts: dict[str, int] = {}
         self._heap: list[tuple[float, int, Callable, tuple]] = []
         self._event_number = 0
-        self._wake = trio.Event()
+        self._wake = Waiter()  # the delivery loop's wait (`run`)
         self._connection_number = 0
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -310,20 +312,20 @@ class SimNetwork:
         the link is partitioned (after `connect_timeout_s`).
         """
         link = self.link(client_id)
-        await trio.sleep(link.delay(trio.current_time()))
+        await sleep(link.delay(trio.current_time()))
         if trio.current_time() < link.partitioned_until:
-            await trio.sleep(connect_timeout_s)
+            await sleep(connect_timeout_s)
             self.count("connects timed out")
             raise ConnectionRefused("connect timed out")
         if self.accept is None:
-            await trio.sleep(link.delay(trio.current_time()))
+            await sleep(link.delay(trio.current_time()))
             self.count("connects refused")
             raise ConnectionRefused("connection refused")
         self._connection_number += 1
         connection = SimConnection(self, link, self._connection_number)
         link.connections.append(connection)
         self.accept(connection.server)
-        await trio.sleep(link.delay(trio.current_time()))
+        await sleep(link.delay(trio.current_time()))
         if connection.broken is not None:
             raise ConnectionBroken(connection.broken)
         self.count("connections")
@@ -383,7 +385,7 @@ class SimNetwork:
     def _schedule(self, when: float, callback: Callable, args: tuple) -> None:
         self._event_number += 1
         if not self._heap or when < self._heap[0][0]:
-            self._wake.set()
+            self._wake.wake()
         heapq.heappush(self._heap, (when, self._event_number, callback, args))
 
     def _transmit(self, connection: SimConnection, direction: _Direction, seq: int,
@@ -433,7 +435,5 @@ class SimNetwork:
             while heap and heap[0][0] <= now:
                 _, _, callback, args = heapq.heappop(heap)
                 callback(*args)
-            self._wake = trio.Event()
-            deadline = heap[0][0] if heap else math.inf
-            with trio.move_on_at(deadline):
-                await self._wake.wait()
+            # Until the next datagram is due, or an earlier one is scheduled.
+            await self._wake.wait(heap[0][0] if heap else math.inf)

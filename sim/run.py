@@ -39,6 +39,7 @@ from sim.export import SavedData, save_volume
 from sim.faults import FaultInjector, draw_plan
 from sim.net import NET_FAULT_KINDS
 from sim.host import DATA_DIR, NodeHost, SimClient
+from sim.timers import sleep
 from sim.trace import Trace
 from sim.workloads import Check, load_workloads
 from sim.world import SimWorld, run_simulated
@@ -362,7 +363,7 @@ class _RunState:
         try:
             while self.issuing:
                 await workload.step(client)
-                await trio.sleep(client.rng.expovariate(1 / client.think_s))
+                await sleep(client.rng.expovariate(1 / client.think_s))
             client.shrinking = False  # the final reads always run
             await workload.finish(client)
         finally:

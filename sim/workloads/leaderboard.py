@@ -21,6 +21,7 @@ import trio
 
 from sim.checkers import models
 from sim.checkers.update_oracle import UpdateOracle
+from sim.timers import sleep
 from sim.workloads import Check
 
 BOARDS = ["b0", "b1"]
@@ -101,7 +102,7 @@ class LeaderboardWorkload:
             deadline = trio.current_time() + life_s
             while trio.current_time() < deadline:
                 await self._write(client)
-                await trio.sleep(client.rng.expovariate(1 / client.think_s))
+                await sleep(client.rng.expovariate(1 / client.think_s))
 
     async def _write(self, client) -> None:
         rng = client.rng
