@@ -150,16 +150,21 @@ def _call_group(path: str, args):
 def _more_commits_than_calls(history: list, commits: dict[int, dict],
                              openings: list[tuple[float, int]]) -> str | None:
     """A readable finding if some path and arguments committed more often than
-    calls with them could account for (see check_exactly_once), else None."""
+    calls with them could account for (see check_exactly_once), else None.
+
+    Of several, the finding is about the call whose `_call_key` sorts first.
+    Only calls with a finding are named: naming one (its JSON) costs more
+    than checking it, and a passing run names none.
+    """
     starts = [ts for _, ts in openings]
     times = [t for t, _ in openings] + [float("inf")]
     committed: dict = {}  # _call_group -> commit ts, rising
-    named: dict = {}  # _call_group -> _call_key, for the committed ones
+    first_record: dict = {}  # _call_group -> its first commit's record, to name it
     for ts, record in sorted(commits.items()):
         group = _call_group(record["path"], record["args"])
         if group not in committed:
             committed[group] = []
-            named[group] = _call_key(record["path"], record["args"])
+            first_record[group] = record
         committed[group].append(ts)
     calls: dict = {}
     in_flight: dict = {}
@@ -172,24 +177,38 @@ def _more_commits_than_calls(history: list, commits: dict[int, dict],
         for incarnation in range(len(openings)):
             if op.invoke_s <= times[incarnation + 1] and end >= times[incarnation]:
                 in_flight[(incarnation, key)] = in_flight.get((incarnation, key), 0) + 1
-    for group in sorted(committed, key=named.__getitem__):
-        call, found = named[group], committed[group]
-        allowed = calls.get(group, 0)
-        if allowed and len(found) > allowed:
-            return (f"{call} committed {len(found)} times (ts {', '.join(map(str, found[:4]))}"
-                    f"{_incarnations_of(found, openings)}), but only {allowed} such call"
-                    f"{'s' if allowed > 1 else ''} did not fail: a re-sent request ran again "
-                    f"instead of being answered from its stored or logged result")
-        per_incarnation: dict[int, list[int]] = {}
-        for ts in found:
-            per_incarnation.setdefault(bisect.bisect_left(starts, ts) - 1, []).append(ts)
-        for incarnation, there in sorted(per_incarnation.items()):
-            allowed = in_flight.get((incarnation, group), 0)
-            if incarnation >= 0 and allowed and len(there) > allowed:
-                return (f"{call} committed {len(there)} times (ts {', '.join(map(str, there[:4]))}) "
-                        f"in node incarnation {incarnation + 1}, but only {allowed} such call"
-                        f"{'s were' if allowed > 1 else ' was'} in flight: a re-sent request ran "
-                        f"again instead of being answered from its stored result")
+    findings = {}  # _call_key -> finding
+    for group, found in committed.items():
+        finding = _too_many(group, found, calls, in_flight, starts)
+        if finding is not None:
+            record = first_record[group]
+            call = _call_key(record["path"], record["args"])
+            findings[call] = finding(call, _incarnations_of(found, openings))
+    return findings[min(findings)] if findings else None
+
+
+def _too_many(group, found: list[int], calls: dict, in_flight: dict, starts: list[int]):
+    """None if the commits `found` of one `_call_group` are accounted for by
+    its calls, else a function of (its call key, the incarnations text)
+    that words the finding."""
+    allowed = calls.get(group, 0)
+    if allowed and len(found) > allowed:
+        return lambda call, incarnations: (
+            f"{call} committed {len(found)} times (ts {', '.join(map(str, found[:4]))}"
+            f"{incarnations}), but only {allowed} such call"
+            f"{'s' if allowed > 1 else ''} did not fail: a re-sent request ran again "
+            f"instead of being answered from its stored or logged result")
+    per_incarnation: dict[int, list[int]] = {}
+    for ts in found:
+        per_incarnation.setdefault(bisect.bisect_left(starts, ts) - 1, []).append(ts)
+    for incarnation, there in sorted(per_incarnation.items()):
+        allowed = in_flight.get((incarnation, group), 0)
+        if incarnation >= 0 and allowed and len(there) > allowed:
+            return lambda call, incarnations: (
+                f"{call} committed {len(there)} times (ts {', '.join(map(str, there[:4]))}) "
+                f"in node incarnation {incarnation + 1}, but only {allowed} such call"
+                f"{'s were' if allowed > 1 else ' was'} in flight: a re-sent request ran "
+                f"again instead of being answered from its stored result")
     return None
 
 
