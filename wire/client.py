@@ -39,7 +39,8 @@ import trio
 
 from engine.errors import EddyError
 from wire import codecs, messages as m
-from wire.client_ws import HandshakeError, WebSocketClosed, client_frame, open_websocket
+from wire.client_ws import (FairSlots, HandshakeError, WebSocketClosed, client_frame,
+                            open_websocket)
 from wire.codecs import NATIVE_STYLE, SERVER_NATIVE_STYLE
 from wire.websocket import OPCODE_BINARY
 
@@ -178,7 +179,7 @@ class Client:
         self._version_ts = 0
         self.connected = trio.Event()
         self.reconnect_count = 0
-        self._mutation_slots = trio.Semaphore(mutations_in_flight_max)
+        self._mutation_slots = FairSlots(mutations_in_flight_max)
         self._next_batch = 0
 
     # ----- calls
@@ -199,16 +200,17 @@ class Client:
         # A free slot is taken without a checkpoint (Semaphore.acquire would
         # yield to the scheduler once per mutation); waiting for the answer
         # is the checkpoint.
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            await slots.acquire()
+        await slots.take()
         try:
             request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
             await self._send(request.message)
-            return await self._wait(request)
+            await request.done.wait()  # `_wait`, one call less on every mutation's path
         finally:
-            slots.release()
+            slots.give()
+        kind, payload = request.outcome
+        if kind == "error":
+            raise payload
+        return payload
 
     async def action(self, path: str, args: dict | None = None) -> Any:
         """Runs an action. Raises ClientError."""
@@ -228,7 +230,8 @@ class Client:
         items = [m.Mutation(self._take_request_id(), path, [args or {}]) for path, args in calls]
         if not items:
             return []
-        async with self._mutation_slots:
+        await self._mutation_slots.take()
+        try:
             batch = self._next_batch
             self._next_batch += 1
             requests = [self._request(item) for item in items]
@@ -244,6 +247,8 @@ class Client:
                         raise
                     results.append(error)
             return results
+        finally:
+            self._mutation_slots.give()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, path: str, args: dict | None = None
@@ -398,11 +403,12 @@ class Client:
             refreshed = trio.current_time()
             scope.deadline = refreshed + inactivity_s_max
             while True:
-                frame = await ws.receive()
+                frames = await ws.receive_messages()
                 now = trio.current_time()
                 if now - refreshed >= refresh_s:
                     refreshed, scope.deadline = now, now + inactivity_s_max
-                self._read_frame(frame)
+                for frame in frames:
+                    self._read_frame(frame)
         raise _Reconnect(f"InactiveServer: nothing for {inactivity_s_max:g} s")
 
     def _read_frame(self, frame: Any) -> None:
@@ -518,8 +524,14 @@ def _plain_mutation_response(obj: dict) -> Any:
 
 def _frame(message: Any) -> bytes:
     """A client message as a masked binary frame."""
-    return client_frame(OPCODE_BINARY, codecs.dump_msgpack_frame(
-        codecs.encode_client_message(message, NATIVE_STYLE)))
+    if type(message) is m.Mutation:
+        # Every mutation's frame: the codec's object for it
+        # (`encode_client_message`), without its dispatch on the type.
+        obj = {"type": "Mutation", "requestId": message.request_id,
+               "udfPath": message.udf_path, "args": message.args}
+    else:
+        obj = codecs.encode_client_message(message, NATIVE_STYLE)
+    return client_frame(OPCODE_BINARY, codecs.dump_msgpack_frame(obj))
 
 
 def _resend(requests: Iterable[_Request]) -> list[Any]:

@@ -19,8 +19,9 @@ import pytest
 import trio
 
 from tests.actors.test_sync import serving
-from wire import codecs
-from wire.client import Client, connect
+from wire import codecs, messages as m
+from wire.client import Client, _frame, connect
+from wire.codecs import NATIVE_STYLE
 from wire.client_ws import (CLOSE_ABNORMAL, HandshakeError, ServerFrameReader, WebSocketClosed,
                             accept_key, check_handshake_response, client_frame, open_websocket)
 from wire.websocket import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
@@ -50,30 +51,47 @@ def events(reader: FrameReader) -> list[tuple]:
     return found
 
 
+def events_plain_first(reader: ServerFrameReader) -> list[tuple]:
+    """`events`, taking plain binary frames with take_plain_messages first,
+    as ClientWebSocket.receive_messages does."""
+    found: list[tuple] = []
+    while True:
+        plain: list[bytes] = []
+        leftover = reader.take_plain_messages(plain)
+        found += [("bytes", payload) for payload in plain]
+        event = reader.next_event() if leftover else None
+        if event is None:
+            return found
+        found.append(event)
+
+
 # ----- the core
 
 LARGE = bytes(range(256)) * 400  # 102,400 bytes: a 64-bit length
 MEDIUM = b"m" * 300  # a 16-bit length
 STREAM = (server_frame(OPCODE_BINARY, b"small")
+          + server_frame(OPCODE_BINARY, b"")
           + server_frame(OPCODE_BINARY, MEDIUM)
           + server_frame(OPCODE_TEXT, "h\u00e9".encode()[:2], fin=False)
           + server_frame(OPCODE_PING, b"are you there")
           + server_frame(OPCODE_CONTINUATION, "h\u00e9".encode()[2:] + b"llo", fin=True)
           + server_frame(OPCODE_BINARY, LARGE)
           + server_frame(OPCODE_CLOSE, struct.pack("!H", 4000) + b"bye"))
-EXPECTED = [("bytes", b"small"), ("bytes", MEDIUM), ("ping", b"are you there"),
+EXPECTED = [("bytes", b"small"), ("bytes", b""), ("bytes", MEDIUM), ("ping", b"are you there"),
             ("text", "h\u00e9llo"), ("bytes", LARGE), ("close", 4000, "bye")]
 
 
+@pytest.mark.parametrize("drain", [events, events_plain_first])
 @pytest.mark.parametrize("step", [1, 7, 4096, len(STREAM)])
-def test_reader_gives_the_same_events_however_the_bytes_arrive(step):
+def test_reader_gives_the_same_events_however_the_bytes_arrive(step, drain):
     """Server frames split anywhere (one byte at a time up to all at once)
-    give the same events, including a ping between two fragments."""
+    give the same events, including a ping between two fragments, whether
+    plain binary frames are taken by take_plain_messages or not."""
     reader = ServerFrameReader(MESSAGE_BYTES_MAX)
     found = []
     for start in range(0, len(STREAM), step):
         reader.receive_data(STREAM[start:start + step])
-        found += events(reader)
+        found += drain(reader)
     assert found == EXPECTED
 
 
@@ -90,6 +108,7 @@ def test_a_message_over_the_limit_is_refused_from_its_header():
     """A frame longer than message_bytes_max is 1009 before its payload arrives."""
     reader = ServerFrameReader(1000)
     reader.receive_data(server_frame(OPCODE_BINARY, b"x" * 2000)[:10])
+    assert reader.take_plain_messages([])  # left for next_event
     with pytest.raises(ProtocolViolation) as info:
         reader.next_event()
     assert info.value.code == 1009
@@ -395,13 +414,19 @@ def test_errors_keep_their_data_and_code_attribute(tmp_path):
     run_served(tmp_path, scenario)
 
 
-def test_codec_round_trip_of_a_frame_the_client_sends():
-    """What the client frames decodes, on the server's side, to the message."""
-    from wire import messages as m
-    from wire.client import _frame
+@pytest.mark.parametrize("message", [
+    m.Mutation(3, "messages:send", [{"body": "x", "n": 2**40, "raw": b"\x00"}]),
+    m.Action(4, "messages:double", [{"x": 1}]),
+    m.MutationBatch([m.Mutation(5, "messages:send", [{"body": "y"}])]),
+])
+def test_the_client_frames_what_the_codec_encodes(message):
+    """A client frame's payload is the codec's msgpack for the message (a
+    Mutation's is written without the codec's dispatch), and the server
+    decodes it back to the message."""
     reader = FrameReader(MESSAGE_BYTES_MAX)
-    reader.receive_data(_frame(m.Mutation(3, "messages:send", [{"body": "x"}])))
+    reader.receive_data(_frame(message))
     kind, payload = reader.next_event()
-    obj = codecs.load_msgpack_frame(payload)
-    assert obj == {"type": "Mutation", "requestId": 3, "udfPath": "messages:send",
-                   "args": [{"body": "x"}]}
+    assert kind == "bytes"
+    assert payload == codecs.dump_msgpack_frame(codecs.encode_client_message(message, NATIVE_STYLE))
+    assert codecs.decode_client_message(codecs.load_msgpack_frame(payload), NATIVE_STYLE) \
+        == message
