@@ -59,7 +59,14 @@ class Waiter:
             deadlines = self._deadlines = context.runner.deadlines
             self._registered_deadline = deadline
             deadlines.add(deadline, self)
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        try:
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        except BaseException:
+            # Cancelled (already disarmed by `_abort`), or the coroutine was
+            # closed without trio seeing it suspend (the runner abandons a
+            # function's first run that way): its deadline must not fire.
+            self._disarm()
+            raise
 
     def wake(self) -> None:
         """Ends the current wait, if a task waits (else nothing)."""

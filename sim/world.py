@@ -45,7 +45,9 @@ import random
 from typing import Iterator
 
 import trio
-import trio.testing
+# MockClock from where trio defines it: `trio.testing` also imports pytest
+# (its RaisesGroup), about 75 ms of every `eddy sim` process's start.
+from trio._core._mock_clock import MockClock  # private: pinned trio, guarded by the canary test
 
 from engine.world import split_seed
 
@@ -195,7 +197,7 @@ def deterministic_scheduling(seed: int) -> Iterator[None]:
         _run._r.setstate(previous_state)
 
 
-def sim_mock_clock() -> trio.testing.MockClock:
+def sim_mock_clock() -> MockClock:
     """trio's MockClock with autojump, read without the real clock while its
     rate is 0, and jumping without gathering statistics.
 
@@ -213,7 +215,7 @@ def sim_mock_clock() -> trio.testing.MockClock:
     """
     from trio._core import _run  # private: pinned trio, guarded by the canary test
 
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = MockClock(autojump_threshold=0)
     scaled = clock.current_time
 
     def current_time() -> float:
