@@ -5,8 +5,10 @@
   own connection, each calling `bench:insert` (one ~100-byte document) in a
   loop. A call counts when it resolves, which is after the mutation is
   durable and a Transition reflecting it arrived. The clients run in
-  `--client-processes` processes (default 2) so that one Python process's
-  frame handling is not the limit.
+  `--client-processes` processes (default 1: one process takes the replies
+  of many connections per wake-up, and the client costs about 60 us of CPU
+  per mutation, so one process is not the limit below some 15,000/s; two
+  spent 15-20% more CPU per mutation, docs/performance.md section 5).
 - Baseline: a throw-away PostgreSQL (bench/postgres.py, fsync on,
   `synchronous_commit=on`) and 64 Python threads, each with its own psycopg
   connection, each doing `INSERT` + `pg_notify` in one transaction in a loop;
@@ -17,8 +19,13 @@ Both servers run on this machine, on the same cores as the load. Targets
 
 Usage:
     python bench/bench_ws.py --seconds 10
-    python bench/bench_ws.py --seconds 10 --client-processes 1
+    python bench/bench_ws.py --seconds 10 --client-processes 2
     python bench/bench_ws.py --seconds 10 --skip-baseline --count-server
+
+Notes give the CPU per mutation of the server and of the client processes
+(each process's CPU from the barrier to its end over every mutation that
+resolved meanwhile, warm-up included): on a shared machine they move less
+than the rate.
 
 `--count-server` also prints what does not depend on the machine: the
 server's Python calls (`sys.setprofile` call events of its main thread,
@@ -168,8 +175,9 @@ def _eddy_client_process(url: str, first_worker: int, worker_count: int, seconds
     """One load process: `worker_count` connections, one caller on each."""
     import trio
 
-    async def main() -> tuple[int, str | None]:
+    async def main() -> tuple[int, str | None, float, float, int]:
         counts = [0] * worker_count
+        resolved = [0]
         async with open_clients(url, worker_count) as clients:
             await trio.to_thread.run_sync(barrier.wait)
             window = common.Window(seconds, warmup)
@@ -182,6 +190,7 @@ def _eddy_client_process(url: str, first_worker: int, worker_count: int, seconds
                         return
                     key, payload = common.item_row(worker, sequence)
                     await clients[i].mutation("bench:insert", {"key": key, "payload": payload})
+                    resolved[0] += 1
                     if window.counts():
                         counts[i] += 1
 
@@ -189,13 +198,13 @@ def _eddy_client_process(url: str, first_worker: int, worker_count: int, seconds
                 for i in range(worker_count):
                     nursery.start_soon(work, i)
             cpu_s = time.process_time() - cpu_start
-        return sum(counts), None, cpu_s / (seconds + warmup)
+        return sum(counts), None, cpu_s / (seconds + warmup), cpu_s, resolved[0]
 
     try:
         results.put(trio.run(main))
     except BaseException as error:  # Reported by the parent.
         barrier.abort()
-        results.put((0, f"{type(error).__name__}: {error}", 0.0))
+        results.put((0, f"{type(error).__name__}: {error}", 0.0, 0.0, 0))
 
 
 def eddy_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
@@ -232,16 +241,20 @@ def eddy_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
             wall = time.perf_counter() - wall_start
             for process in processes:
                 process.join()
-            failures = [error for _, error, _ in outcomes if error]
+            failures = [outcome[1] for outcome in outcomes if outcome[1]]
             if failures:
                 raise RuntimeError(f"{failures[0]}; server said: {server.log_tail()}")
-            client_loads = ", ".join(f"{load:.0%}" for _, _, load in outcomes)
+            client_loads = ", ".join(f"{outcome[2]:.0%}" for outcome in outcomes)
             if count_path:
-                notes.append(_counts_note(count_path, sum(count for count, _, _ in outcomes)))
+                notes.append(_counts_note(count_path, sum(outcome[0] for outcome in outcomes)))
             notes.append(f"eddy: server process CPU {cpu_used / wall:.0%} of one core "
                          f"over the run; {processes_count} client processes at "
                          f"{client_loads} of one core each")
-            return Rate(sum(count for count, _, _ in outcomes), args.seconds), notes
+            resolved = max(1, sum(outcome[4] for outcome in outcomes))
+            notes.append(f"eddy: CPU per mutation (barrier to end, {resolved:,} mutations): "
+                         f"server {cpu_used / resolved * 1e6:.0f} us, clients "
+                         f"{sum(outcome[3] for outcome in outcomes) / resolved * 1e6:.0f} us")
+            return Rate(sum(outcome[0] for outcome in outcomes), args.seconds), notes
     except Exception as error:
         return common.eddy_unavailable(error, args.debug), notes
 
@@ -352,8 +365,8 @@ def postgres_load(args, scratch: Path) -> tuple[Rate | Unavailable, list[str]]:
 def add_arguments(parser) -> None:
     parser.add_argument("--callers", type=int, default=64,
                         help="concurrent clients (connections for Eddy, threads for PostgreSQL)")
-    parser.add_argument("--client-processes", type=int, default=2,
-                        help="processes the Eddy clients are spread over (default 2)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="processes the Eddy clients are spread over (default 1)")
     parser.add_argument("--count-server", action="store_true",
                         help="also count the server's Python calls and trio task steps "
                              "per mutation (slows the server)")
