@@ -243,12 +243,14 @@ class Client:
                 try:
                     results.append(await self._wait(request))
                 except ClientError as error:
-                    if not return_exceptions:
-                        raise
                     results.append(error)
-            return results
         finally:
             self._mutation_slots.give()
+        if not return_exceptions:
+            for result in results:
+                if isinstance(result, ClientError):
+                    raise result
+        return results
 
     @contextlib.asynccontextmanager
     async def subscribe(self, path: str, args: dict | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import struct
 from typing import Any
@@ -18,14 +19,14 @@ from typing import Any
 import pytest
 import trio
 
-from tests.actors.test_sync import serving
+from tests.actors.test_sync import run as run_served
 from wire import codecs, messages as m
-from wire.client import Client, _frame, connect
+from wire.client import Client, ClientError, _frame, connect
 from wire.codecs import NATIVE_STYLE
 from wire.client_ws import (CLOSE_ABNORMAL, HandshakeError, ServerFrameReader, WebSocketClosed,
                             accept_key, check_handshake_response, client_frame, open_websocket)
 from wire.websocket import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
-                            OPCODE_PONG, OPCODE_TEXT, FrameReader, ProtocolViolation)
+                            OPCODE_TEXT, FrameReader, ProtocolViolation)
 
 TIMEOUT_S = 20
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
@@ -396,7 +397,21 @@ def test_a_connection_the_server_closes_is_reopened_with_subscriptions_and_no_mu
                 client._last_close_reason
             assert len(await client.query("messages:list")) == count
 
-    from tests.actors.test_sync import run as run_served
+    run_served(tmp_path, scenario)
+
+
+def test_a_failing_batch_raises_its_first_failure_after_every_item_is_done(tmp_path):
+    """client.mutations without return_exceptions raises the first failure,
+    once every mutation of the batch has its answer (a later one's write is
+    there when the error arrives)."""
+    async def scenario(node, base):
+        async with connect(base.replace("ws://", "http://")) as client:
+            with pytest.raises(ClientError) as info:
+                await client.mutations([("messages:refuse", {}), ("messages:send", {"body": "a"}),
+                                        ("messages:refuse", {})])
+            assert info.value.data == {"code": 7}
+            assert await client.query("messages:list") == ["a"]
+
     run_served(tmp_path, scenario)
 
 
@@ -405,12 +420,11 @@ def test_errors_keep_their_data_and_code_attribute(tmp_path):
     is the server's stable code when it names one (None for an AppError)."""
     async def scenario(node, base):
         async with connect(base.replace("ws://", "http://")) as client:
-            with pytest.raises(Exception) as info:
+            with pytest.raises(ClientError) as info:
                 await client.mutation("messages:refuse")
             assert info.value.has_data and info.value.code is None
             assert await client.action("messages:double", {"x": 2}) == 4
 
-    from tests.actors.test_sync import run as run_served
     run_served(tmp_path, scenario)
 
 
@@ -430,3 +444,24 @@ def test_the_client_frames_what_the_codec_encodes(message):
     assert payload == codecs.dump_msgpack_frame(codecs.encode_client_message(message, NATIVE_STYLE))
     assert codecs.decode_client_message(codecs.load_msgpack_frame(payload), NATIVE_STYLE) \
         == message
+
+
+@dataclasses.dataclass(frozen=True)
+class CodedMutationResponse(m.MutationResponse):
+    """A MutationResponse as decoded from a frame that carries `errorCode`."""
+    error_code: str | None = None
+
+
+def test_a_failure_carries_the_code_the_server_names():
+    """ClientError.code is the response's error code when it has one, and
+    None when it has none."""
+    client = Client("http://127.0.0.1:1")
+    coded = client._request(m.Mutation(0, "messages:nope", [{}]))
+    plain = client._request(m.Mutation(1, "messages:nope", [{}]))
+    client._response(CodedMutationResponse(0, False, "Could not find public function",
+                                           None, [], error_code="FunctionNotFound"))
+    client._response(m.MutationResponse(1, False, "Uncaught ValueError: boom", None, []))
+    assert coded.outcome[0] == "error" and coded.outcome[1].code == "FunctionNotFound"
+    assert coded.outcome[1].message == "Could not find public function"
+    assert plain.outcome[1].code is None
+
