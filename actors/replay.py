@@ -177,18 +177,23 @@ def _compare_shards(live, rebuilt, found: _Mismatches) -> None:
         if mine.fields != theirs.fields:
             found.add(where, f"fields {mine.fields} live, {theirs.fields} rebuilt")
             continue
-        if list(mine.keys) != list(theirs.keys) or mine.life.keys() != set(mine.keys):
-            extra = set(mine.keys) - set(theirs.keys)
-            missing = set(theirs.keys) - set(mine.keys)
+        # Every key and life, wherever each index holds them (its base of
+        # sorted arrays or its dict: engine/shard.py), so that two equal
+        # states compare equal however they were built.
+        my_keys, their_keys = mine.all_keys(), theirs.all_keys()
+        my_lives, their_lives = mine.all_lives(), theirs.all_lives()
+        if my_keys != their_keys or my_lives.keys() != set(my_keys):
+            extra = set(my_keys) - set(their_keys)
+            missing = set(their_keys) - set(my_keys)
             found.add(where, f"{len(extra)} key(s) only in the live index, {len(missing)} only in "
                              f"the rebuilt one (first: {sorted(extra or missing)[:1]})")
-        if mine.life == theirs.life:
+        if my_lives == their_lives:
             continue
-        for key in sorted(mine.life.keys() & theirs.life.keys()):
-            if mine.life[key] != theirs.life[key]:
+        for key in sorted(my_lives.keys() & their_lives.keys()):
+            if my_lives[key] != their_lives[key]:
                 found.add(f"{where} key {key.hex()}",
-                          f"live intervals {_intervals(mine.life[key])}, rebuilt "
-                          f"{_intervals(theirs.life[key])}")
+                          f"live intervals {_intervals(my_lives[key])}, rebuilt "
+                          f"{_intervals(their_lives[key])}")
 
 
 def _versions(versions) -> str:

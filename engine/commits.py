@@ -11,8 +11,8 @@ Records. A commit is stored as
   wrote: everything `eddy rerun` needs;
 - `log/<table number><ts>` for each table it wrote: the shard's append-only
   log entry, the new state of each document it wrote (None for a deletion)
-  and, when every write inserted a new document, the parts of the
-  documents' index keys (`LOG_ENTRY_VERSION`, docs/internals.md);
+  and, for a batch insert, the parts of the documents' index keys
+  (`LOG_ENTRY_VERSION`, docs/internals.md);
 - `meta/catalog` when it created a table.
 All go in one write batch, so a crash keeps all of a commit or none of it.
 """
@@ -34,12 +34,11 @@ from engine.world import WriteOp
 
 RECORD_VERSION = 1
 
-# The first element of a log entry written since index key parts are logged:
-# [2, internal ids, packed documents, key digest, key parts], the last two
-# None when the entry carries no key parts (see `ShardState.apply_columns`
-# for the parts, `ShardState.load_logged` for their use). An entry written
-# before is an array of (internal id, packed document) pairs, which
-# `parse_log_columns` still reads.
+# The first element of a log entry that carries index key parts (a batch
+# insert's): [2, internal ids, packed documents, key digest, key parts] (see
+# `ShardState.apply_columns` for the parts, `ShardState.load_logged` for
+# their use). Every other entry is an array of (internal id, packed
+# document or None) pairs, as all entries were before (`log_entry`).
 LOG_ENTRY_VERSION = 2
 
 # meta key of the retention start (8-byte big-endian ts), written by
@@ -80,8 +79,8 @@ class Commit:
     # every document again to recompute them. Never changed after admit.
     write_keys: WriteKeys | None = None
     # table number -> (key digest, key parts) of its documents, for each
-    # table whose writes all inserted new documents (what
-    # `ShardState.apply_columns` returned); logged with the writes.
+    # table the commit batch-inserted into (what `ShardState.apply_columns`
+    # returned); logged with the writes.
     key_parts: dict[int, tuple[bytes, list[list[bytes]]]] | None = None
 
 
@@ -210,9 +209,18 @@ def parse_catalog_record(data: bytes) -> list[tuple[str, int]]:
 
 def log_entry(writes: list[tuple[bytes, bytes | None]], key_digest: bytes | None = None,
               key_parts: list[list[bytes]] | None = None) -> bytes:
-    """A `log` entry (`LOG_ENTRY_VERSION`): the writes, as (internal id,
-    packed document or None) pairs, and the documents' key parts with
-    their digest (both None when there are none)."""
+    """A `log` entry: with key parts (a batch insert's, with their digest),
+    `LOG_ENTRY_VERSION`'s columns; without, the (internal id, packed document
+    or None) pairs, byte for byte as entries were written before key parts.
+
+    Entries without parts keep the old layout: it is as compact (key parts
+    pay off per document, so only batches carry them), a data folder an
+    older Eddy opened again still reads most of its log, and the
+    simulator's disks, which run out of space by the byte (sim/disk.py),
+    see the same bytes as before for the small commits its workloads make.
+    """
+    if key_parts is None:
+        return _PACKER.pack(writes)  # tuples pack as arrays
     return _PACKER.pack([LOG_ENTRY_VERSION, list(map(_FIRST, writes)), list(map(_SECOND, writes)),
                          key_digest, key_parts])
 

@@ -12,10 +12,10 @@ own. State, per table:
   ts S is the last version with ts <= S.
 - one `IndexState` per index, built-ins included (`by_id` on [_id],
   `by_creation_time` on [_creationTime, _id], then each schema index with
-  _creationTime and _id appended). Each holds every key that was ever live, in
-  a sorted list, and for each key the document it belongs to and the ts
-  intervals [begin, end) during which it was live (end is LIVE while it
-  still is).
+  _creationTime and _id appended). Each holds every key that was ever live,
+  and for each key the document it belongs to and the ts intervals
+  [begin, end) during which it was live (end is LIVE while it still is);
+  see engine/index_state.py.
 
 Rules:
 1. Applying a write at ts T moves each index from the document's previous key
@@ -25,21 +25,20 @@ Rules:
    holds S, so reads at any retained S are immutable and need no locks.
 3. `apply` is only called with T above every ts already applied.
 
-Bulk load (a node's start-up, `eddy replay --verify`). Between
-`begin_bulk_load` and `end_bulk_load` no read happens, so two shortcuts are
-safe: new index keys are collected and sorted once at the end, and
-`load_logged` takes log entries as stored (packed documents) and keeps a run
-of inserts of new documents aside, decoding and indexing them together in
-one pass per field (`bulk_insert_batch_max`). A write that is not such an
-insert first indexes the run, then goes through `apply`'s own path, so the
-state is exactly what `apply` would have built.
+Bulk load (a node's start-up, history commands, `eddy replay --verify`).
+Between `begin_bulk_load` and `end_bulk_load` no read happens, so shortcuts
+are safe. `load_logged` takes log entries as stored (packed documents) and
+keeps a run of inserts of new documents aside, then indexes them together
+(`bulk_insert_batch_max`): with the key parts the entry logged
+(`apply_columns`), or else by decoding them and encoding each field for all
+at once. Into an empty index the keys go to its base of sorted arrays, made
+at the end; into one that held keys, to its dict, sorted once at the end. A
+write that is not such an insert first indexes the run, then goes through
+`apply`'s own path, so the state is exactly what `apply` would have built.
 
-`apply` takes the same shortcut for a commit of at least `bulk_apply_min`
-inserts of new documents (a batch insert), and keeps their keys aside
-(`IndexState.unplaced`) until the index is next read, or until
-`unplaced_keys_max` keys wait; then merges them into the sorted list
-together (`_insert_sorted`) rather than one by one. Every reader of the
-sorted list goes through `IndexState.keys`, which merges first.
+`apply` indexes a commit of at least `bulk_apply_min` inserts of new
+documents (a batch insert) together too, one pass per field, and returns
+the documents' key parts for the log entry.
 """
 
 from __future__ import annotations
@@ -48,16 +47,13 @@ import bisect
 import hashlib
 import itertools
 import operator
-from bisect import bisect_right, insort
 from itertools import repeat
-from typing import Iterable, Iterator, Sequence
-
-from sortedcontainers import SortedList
+from typing import Iterable, Sequence
 
 from engine import keys, values
 from engine.errors import EddyError, ErrorCode
-
-LIVE = 1 << 63  # end of an interval that has not ended
+# IndexState and LIVE are part of this module's interface (engine/views.py, actors/replay.py).
+from engine.index_state import LIVE, IndexState  # noqa: F401
 
 BUILTIN_INDEXES = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"]}
 
@@ -73,18 +69,6 @@ bulk_insert_batch_max = 2048
 # 60,000-document table: 9.5 against 8.1 µs per document for commits of 4,
 # 6.5 against 7.6 for commits of 8).
 bulk_apply_min = 8
-
-# New keys of a batch insert that an index keeps unsorted, outside its sorted
-# list, until it is next read. Placing many keys at once costs less per key
-# (consecutive sorted keys land in the same part of the list, whose memory
-# is then warm): the shard's apply of 1,000-document batches into a table
-# of 300,000 to 400,000 documents measured 6.2-7.3 against 7.6-8.1 us per
-# document with 8,192 (5.6-6.2 with 32,768). What bounds it: the merge is
-# paid at once, by the read or the write that finds this many waiting, and
-# took up to 21 ms per index at 8,192 keys (54 ms at 32,768), about what a
-# 1,000-document batch costs the shard anyway.
-unplaced_keys_max = 8192
-
 
 def field_value(document: dict, path: str):
     """The value at a dotted field path, or keys.UNDEFINED."""
@@ -168,160 +152,8 @@ def _unpack_all(packed_documents: Sequence[bytes]) -> list:
     return documents
 
 
-class IndexState:
-    """One index of one shard. See the module docstring for the rules."""
-
-    __slots__ = ("fields", "_sorted", "life", "pending", "unplaced")
-
-    def __init__(self, fields: Sequence[str]) -> None:
-        self.fields = list(fields)
-        # Every key ever live, sorted, but those in `unplaced` (or `pending`);
-        # read it through `keys`.
-        self._sorted = SortedList()
-        # New keys of batch inserts (`add_new`) not yet in `_sorted`, in no
-        # order, outside a bulk load; emptied by the next read of `keys` or
-        # once `unplaced_keys_max` wait.
-        self.unplaced: list[bytes] = []
-        # New keys not yet in `keys`, while a bulk load (start-up replay)
-        # runs: sorting them once at the end is several times cheaper than
-        # inserting them one by one. None outside a bulk load.
-        self.pending: list[bytes] | None = None
-        # key -> (internal id, begin, end, begin, end, ...): the document the
-        # key belongs to (a key ends with its _id, so it has one owner), then
-        # its intervals, newest last. One tuple, replaced on change: one dict
-        # entry per key rather than two, and the garbage collector stops
-        # tracking a tuple of ints and bytes, so a big index does not slow
-        # every full collection down (lists here cost about a fifth of the
-        # batch-insert benchmark's time).
-        self.life: dict[bytes, tuple] = {}
-
-    def add(self, key: bytes, internal_id: bytes, ts: int) -> None:
-        life = self.life.get(key)
-        if life is None:
-            self.life[key] = (internal_id, ts, LIVE)
-            if self.pending is None:
-                self._sorted.add(key)
-            else:
-                self.pending.append(key)
-        else:
-            self.life[key] = life + (ts, LIVE)
-
-    def add_new(self, new_keys: list[bytes], lives: list[tuple]) -> None:
-        """`add` of keys this index has never held, all distinct; `lives`
-        holds each key's (internal id, ts, LIVE)."""
-        self.life.update(zip(new_keys, lives))
-        if self.pending is None:
-            self.unplaced.extend(new_keys)
-            if len(self.unplaced) >= unplaced_keys_max:
-                self._place()
-        else:
-            self.pending.extend(new_keys)
-
-    @property
-    def keys(self) -> SortedList:
-        """Every key this index ever held, sorted (what reads walk): the
-        unplaced keys are merged in first."""
-        if self.unplaced:
-            self._place()
-        return self._sorted
-
-    def _place(self) -> None:
-        _insert_sorted(self._sorted, sorted(self.unplaced))
-        self.unplaced = []
-
-    def remove(self, key: bytes, ts: int) -> None:
-        life = self.life[key]
-        assert life[-1] == LIVE, "removing a key that is not live"
-        self.life[key] = life[:-1] + (ts,)
-
-    def scan(self, lo: bytes, hi: bytes | None, at_ts: int,
-             descending: bool) -> Iterator[tuple[bytes, bytes]]:
-        """(key, internal id) of keys live at `at_ts` in [lo, hi), in order."""
-        assert self.pending is None, "scanning an index during a bulk load"
-        if hi is None:
-            keys_in_range = self.keys.irange(lo, None, (True, False), reverse=descending)
-        else:
-            keys_in_range = self.keys.irange(lo, hi, (True, False), reverse=descending)
-        life_of = self.life
-        for key in keys_in_range:
-            life = life_of[key]
-            if life[-1] == LIVE and life[-2] <= at_ts:
-                yield key, life[0]
-            elif _live_at(life, at_ts):
-                yield key, life[0]
-
-
 def _version_ts(version: tuple[int, bytes | None]) -> int:
     return version[0]
-
-
-def _live_at(life: tuple, ts: int) -> bool:
-    """Whether one of the intervals in `life` (after its owner) holds `ts`.
-
-    Intervals are in ts order: bisect for the last one beginning at or before
-    `ts` (a key that came and went often is still O(log intervals))."""
-    lo, hi = 0, (len(life) - 1) // 2  # interval j begins at life[1 + 2j]
-    while lo < hi:
-        middle = (lo + hi) // 2
-        if life[1 + 2 * middle] <= ts:
-            lo = middle + 1
-        else:
-            hi = middle
-    return lo > 0 and ts < life[2 * lo]
-
-
-def _insert_sorted(sorted_list: SortedList, new_keys: list[bytes]) -> None:
-    """`sorted_list.update(new_keys)` for sorted keys it does not hold.
-
-    SortedList.update inserts a batch of fewer than a quarter of the list's
-    length one `add` at a time. Here, for the same result, the keys above
-    the list's last go onto its end (new by_creation_time keys nearly all
-    do), the others are placed with one C-level pass each (bisect for the
-    sublist, insort into it), and only the sublists that grew are split.
-    This keeps SortedList's invariants (sortedcontainers 2.4's `_check`):
-    `_maxes[i]` is the last of `_lists[i]`, every sublist holds at most
-    twice `_load` and, but the last, at least half of it; `_index` is
-    rebuilt on the next positional lookup once cleared.
-    """
-    maxes = sorted_list._maxes
-    if not maxes or 4 * len(new_keys) >= len(sorted_list):
-        sorted_list.update(new_keys)  # rebuilds the list: cheaper for many keys
-        return
-    lists, load = sorted_list._lists, sorted_list._load
-    inside_count = bisect_right(new_keys, maxes[-1])
-    if inside_count:
-        inside = new_keys[:inside_count]
-        positions = list(map(bisect_right, repeat(maxes), inside))
-        for _ in map(insort, map(lists.__getitem__, positions), inside):
-            pass
-        # Only the sublists that grew past twice the load, from the last
-        # down, so that a split never moves a sublist still to be split
-        # (`positions` ascend, as the keys do). Picking them in one
-        # comprehension costs a fifth of a call per sublist touched.
-        twice_load = 2 * load
-        for position in [position for position in reversed(dict.fromkeys(positions))
-                         if len(lists[position]) > twice_load]:
-            _split_long(lists, maxes, position, load)
-    if inside_count < len(new_keys):
-        lists[-1].extend(new_keys[inside_count:])
-        maxes[-1] = new_keys[-1]
-        _split_long(lists, maxes, len(lists) - 1, load)
-    sorted_list._len += len(new_keys)
-    del sorted_list._index[:]
-
-
-def _split_long(lists: list[list], maxes: list, position: int, load: int) -> None:
-    """Splits `lists[position]`, if longer than 2 * `load`, into pieces of
-    `load` to 1.5 * `load` keys."""
-    sublist = lists[position]
-    length = len(sublist)
-    if length <= 2 * load:
-        return
-    count = length // load
-    bounds = [length * i // count for i in range(count + 1)]
-    pieces = [sublist[begin:end] for begin, end in zip(bounds, bounds[1:])]
-    lists[position:position + 1] = pieces
-    maxes[position:position + 1] = [piece[-1] for piece in pieces]
 
 
 class ShardState:
@@ -358,10 +190,17 @@ class ShardState:
         live = sum(1 for v in self.versions.values() if v[-1][1] is not None)
         assert live == self.live_count
         for index in self.indexes.values():
-            live_keys = sum(1 for life in index.life.values() if life[-1] == LIVE)
+            lives = index.all_lives()
+            live_keys = sum(1 for life in lives.values() if life[-1] == LIVE)
             assert live_keys == self.live_count, "index out of step with documents"
             held_count = len(index._sorted) + len(index.unplaced) + len(index.pending or ())
             assert held_count == len(index.life), "a key missing from the sorted keys"
+            base = index.base_keys
+            assert len(base) == len(index.base_lives)
+            assert index.moved_count == index.base_lives.count(None)
+            assert all(map(operator.lt, base, base[1:])), "the base is not sorted"
+            assert not any(key in index.life for key, life in zip(base, index.base_lives)
+                           if life is not None), "a key both in the base and in life"
         for versions in self.versions.values():
             if versions[-1][1] is not None:
                 document = values.unpack(versions[-1][1])
@@ -391,20 +230,26 @@ class ShardState:
     def begin_bulk_load(self) -> None:
         """Starts a bulk load (see the module docstring): no reads until `end_bulk_load`."""
         for index in self.indexes.values():
-            if index.pending is None:
-                index.pending = []
+            index.begin_bulk_load()
         if self._run is None:
             self._run = []
             self._run_write_count = 0
 
     def end_bulk_load(self) -> None:
+        """Ends a bulk load.
+
+        Raises:
+            EddyError(CORRUPT_RECORD): two documents logged as new have
+                one _id (found here when by_id's keys became its base).
+        """
         if self._run is not None:
             self._load_run()
             self._run = None
-        for index in self.indexes.values():
-            if index.pending:
-                index._sorted.update(index.pending)
-            index.pending = None
+        made_base = [index.end_bulk_load() for index in self._index_states]
+        if made_base[0] and self._index_states[0].repeats_in_base():
+            raise EddyError(ErrorCode.CORRUPT_RECORD,
+                            f"Table {self.name}: two documents logged as new have one _id; "
+                            f"the log is damaged.", table=self.name)
 
     def load_logged(self, ts: int, internal_ids: Sequence[bytes],
                     packed_documents: Sequence[bytes | None], key_digest: bytes | None = None,
@@ -494,12 +339,14 @@ class ShardState:
         # Whether the documents are new is checked after the fact, from the
         # sizes of versions and by_id, rather than before (a set of the ids,
         # then a look-up of each: 5-10% of a start-up): a repeated internal
-        # id or _id leaves fewer new entries than documents.
-        by_id = self._index_states[0].life
-        counts = len(self.versions), len(by_id)
-        self._index_new(internal_ids, packed_documents, stamps, new_keys, None)
-        if (len(self.versions), len(by_id)) != (counts[0] + len(internal_ids),
-                                                counts[1] + len(internal_ids)):
+        # id or _id leaves fewer new entries than documents. Keys set aside
+        # for by_id's base are checked for repeats when it is made.
+        by_id = self._index_states[0]
+        collecting = by_id.loaded_keys is not None
+        counts = len(self.versions), len(by_id.life)
+        self._index_new(internal_ids, packed_documents, stamps, new_keys, None, loading=True)
+        if len(self.versions) != counts[0] + len(internal_ids) or \
+                (not collecting and len(by_id.life) != counts[1] + len(internal_ids)):
             raise EddyError(ErrorCode.CORRUPT_RECORD,
                             f"Table {self.name}: a document logged as new has the id of "
                             f"another document; the log is damaged.", table=self.name)
@@ -538,21 +385,25 @@ class ShardState:
         parts = self._key_parts_of_many(documents)
         id_keys = parts[0]
         by_id = self._index_states[0]
-        if len(set(id_keys)) < len(id_keys) or not by_id.life.keys().isdisjoint(id_keys):
+        if len(set(id_keys)) < len(id_keys) or by_id.holds_any(id_keys):
             return None
         self._index_new(internal_ids, packed_documents, stamps, keys_from_parts(parts), touched)
         return parts
 
     def _index_new(self, internal_ids: Sequence[bytes], packed_documents: Sequence[bytes],
                    stamps: Sequence[int], new_keys: list[list[bytes]],
-                   touched: list[list[bytes]] | None) -> None:
-        """The changes `_insert_new` makes, `new_keys` holding each index's keys."""
+                   touched: list[list[bytes]] | None, loading: bool = False) -> None:
+        """The changes `_insert_new` makes, `new_keys` holding each index's
+        keys; `loading` during a bulk load (`_load_new`)."""
         self.versions.update(zip(internal_ids, zip(zip(stamps, packed_documents))))
         self.live_count += len(internal_ids)
         # One life tuple per document, shared by its keys in every index.
         lives = list(zip(internal_ids, stamps, repeat(LIVE)))
         for index, index_keys in zip(self._index_states, new_keys):
-            index.add_new(index_keys, lives)
+            if loading:
+                index.load_new(index_keys, lives)
+            else:
+                index.add_new(index_keys, lives)
         if touched is not None:
             for written, index_keys in zip(touched, new_keys):
                 written.extend(index_keys)
@@ -604,13 +455,16 @@ class ShardState:
         columns need not be zipped into rows and back.
 
         Returns:
-            If every write inserted a new document, the documents' key parts,
-            which the log entry carries so that a bulk load need not decode
-            and encode them (`load_logged`): one list per column, each with
-            one part per document: the encoded _id (by_id's key), the encoded
+            For a batch insert (at least `bulk_apply_min` writes, each
+            inserting a new document: they are indexed together, one pass
+            per field), the documents' key parts, which the log entry
+            carries so that a bulk load need not decode and encode them
+            (`load_logged`): one list per column, each with one part per
+            document: the encoded _id (by_id's key), the encoded
             _creationTime, then for each schema index the encoding of its
             own fields (its key without the _creationTime and _id that end
-            it). Otherwise None.
+            it). Otherwise None: a commit of a few documents is logged as
+            before (engine/commits.py `log_entry`).
         """
         assert ts > self.last_ts, "commits applied out of order"
         self.last_ts = ts
@@ -626,27 +480,19 @@ class ShardState:
                                      touched)
             if parts is not None:
                 return parts
-        return self._apply_writes(ts, zip(internal_ids, documents, packed_documents), touched)
+        self._apply_writes(ts, zip(internal_ids, documents, packed_documents), touched)
+        return None
 
     def _apply_writes(self, ts: int, writes: Iterable[tuple[bytes, dict | None, bytes | None]],
-                      touched: list[list[bytes]] | None) -> list[list[bytes]] | None:
-        """Applies writes one by one; returns what `apply_columns` does."""
-        # Each insert's key parts, while every write so far inserted a new
-        # document; None from the first write that did not.
-        inserted: list[list[bytes]] | None = []
+                      touched: list[list[bytes]] | None) -> None:
         for internal_id, document, packed in writes:
             versions = self.versions.get(internal_id)
             if versions is None:
                 self.versions[internal_id] = ((ts, packed),)
                 if document is not None:
                     self.live_count += 1
-                    parts = self._add_keys(internal_id, document, ts, touched)
-                    if inserted is not None:
-                        inserted.append(parts)
-                else:
-                    inserted = None
+                    self._add_keys(internal_id, document, ts, touched)
                 continue
-            inserted = None
             previous_packed = versions[-1][1]
             previous = None if previous_packed is None else values.unpack(previous_packed)
             if type(versions) is tuple:  # written again: from now on a list
@@ -654,9 +500,6 @@ class ShardState:
             versions.append((ts, packed))
             self.live_count += (document is not None) - (previous is not None)
             self._move_keys(internal_id, previous, document, ts, touched)
-        if not inserted:
-            return None
-        return [list(column) for column in zip(*inserted)]
 
     def _keys_of(self, document: dict | None) -> list[bytes | None]:
         """Each index's key for `document` (all None for no document), in index order."""
@@ -694,27 +537,14 @@ class ShardState:
         return parts
 
     def _add_keys(self, internal_id: bytes, document: dict, ts: int,
-                  touched: list[list[bytes]] | None) -> list[bytes]:
-        """`_move_keys` for a new document (an insert), which has no old keys.
-        Returns its key parts (see `apply_columns`)."""
-        # `_keys_of`, keeping the parts.
-        id_key = keys.encode_key(document.get("_id", keys.UNDEFINED))
-        creation_key = keys.encode_key(document.get("_creationTime", keys.UNDEFINED))
-        parts = [id_key, creation_key]
-        for fields in self._user_key_fields:
-            if len(fields) == 1:
-                parts.append(keys.encode_key(field_value(document, fields[0])))
-            else:
-                parts.append(b"".join([keys.encode_key(field_value(document, field))
-                                       for field in fields]))
-        suffix = creation_key + id_key
-        new_keys = [id_key, suffix, *[part + suffix for part in parts[2:]]]
+                  touched: list[list[bytes]] | None) -> None:
+        """`_move_keys` for a new document (an insert), which has no old keys."""
+        new_keys = self._keys_of(document)
         if touched is not None:
             for written, new_key in zip(touched, new_keys):
                 written.append(new_key)
         for index, new_key in zip(self._index_states, new_keys):
             index.add(new_key, internal_id, ts)
-        return parts
 
     def _move_keys(self, internal_id: bytes, previous: dict | None, document: dict | None,
                    ts: int, touched: list[list[bytes]] | None) -> None:
@@ -731,6 +561,8 @@ class ShardState:
                 if new_key is not None and new_key != old_key:
                     written.append(new_key)
             if old_key == new_key:
+                if old_key is not None:
+                    index.touch(old_key)
                 continue
             if old_key is not None:
                 index.remove(old_key, ts)

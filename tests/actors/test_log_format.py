@@ -1,11 +1,14 @@
 """Log entries with and without index key parts (engine/commits.py
-`LOG_ENTRY_VERSION`): a data folder written before key parts were logged
-still opens, verifies and takes new commits; damaged entries and key parts
-that disagree with their documents are caught."""
+`LOG_ENTRY_VERSION`, logged for batch inserts): a data folder written
+before key parts were logged still opens, verifies and takes new commits;
+damaged entries and key parts that disagree with their documents are
+caught."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import textwrap
 
 import msgpack
 import pytest
@@ -20,11 +23,37 @@ from engine.errors import EddyError, ErrorCode
 REPO = Path(__file__).resolve().parents[2]
 LIVE_APP = REPO / "tests" / "fixtures" / "apps" / "live"
 
+# The live-query fixture app, with a batch insert (what logs key parts).
+BATCH = """
+from engine import mutation, v
+
+
+@mutation(args={"channel": v.string(), "start": v.int64(), "count": v.int64()})
+async def send_many(ctx, channel, start, count):
+    return [await ctx.db.insert("messages", {"channel": channel, "n": start + n})
+            for n in range(count)]
+"""
+
+
+@pytest.fixture
+def app(tmp_path) -> Path:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    for name in ("schema.py", "messages.py"):
+        (app_dir / name).write_text((LIVE_APP / name).read_text())
+    (app_dir / "batch.py").write_text(textwrap.dedent(BATCH))
+    return app_dir
+
 
 async def _workload(node, start: int) -> list:
-    """Inserts, edits and removals in two channels; returns some message ids."""
-    ids = [await node.mutation("messages:send", {"channel": f"c{n % 2}", "n": start + n})
-           for n in range(24)]
+    """Batch and single inserts, edits and removals in two channels; returns
+    the message ids."""
+    ids = []
+    for n in range(3):
+        ids += await node.mutation("batch:send_many", {"channel": f"c{n % 2}",
+                                                       "start": start + 10 * n, "count": 10})
+    ids += [await node.mutation("messages:send", {"channel": f"c{n % 2}", "n": start + n})
+            for n in range(30, 36)]
     for message_id in ids[::5]:
         await node.mutation("messages:edit", {"id": message_id, "n": -start})
     for message_id in ids[1::7]:
@@ -39,9 +68,9 @@ async def _reads(node) -> dict:
             for channel in ("c0", "c1")} | {"flags": await node.query("messages:flag_count")}
 
 
-def _run(data: Path, fn):
+def _run(app: Path, data: Path, fn):
     async def main():
-        async with open_node(str(LIVE_APP), str(data)) as node:
+        async with open_node(str(app), str(data)) as node:
             return await fn(node)
     return trio.run(main)
 
@@ -67,7 +96,7 @@ def _as_written_before_key_parts(key: bytes, payload: bytes) -> bytes:
     return msgpack.packb(list(zip(internal_ids, packed_documents)), use_bin_type=True)
 
 
-def test_a_folder_written_before_key_parts_opens_verifies_and_takes_new_commits(tmp_path):
+def test_a_folder_written_before_key_parts_opens_verifies_and_takes_new_commits(app, tmp_path):
     """A log of pairs (the format before key parts) rebuilds the same state,
     verifies clean, and keeps working once new-format entries follow it."""
     data = tmp_path / "data"
@@ -75,28 +104,28 @@ def test_a_folder_written_before_key_parts_opens_verifies_and_takes_new_commits(
     async def first(node):
         await _workload(node, 0)
         return await _reads(node)
-    expected = _run(data, first)
-    assert _rewrite_log(data, _as_written_before_key_parts) > 0  # inserts logged parts
+    expected = _run(app, data, first)
+    assert _rewrite_log(data, _as_written_before_key_parts) == 3  # the batches logged parts
     assert _rewrite_log(data, lambda key, payload: payload) == 0  # all old-format now
 
     async def second(node):
         assert await _reads(node) == expected
         await _workload(node, 100)
         return await _reads(node)
-    expected = _run(data, second)
-    with open_history(LIVE_APP, data) as history:
+    expected = _run(app, data, second)
+    with open_history(app, data) as history:
         assert history.verify() == []
 
     async def third(node):
         return await _reads(node)
-    assert _run(data, third) == expected
+    assert _run(app, data, third) == expected
 
 
-def test_a_damaged_entry_with_key_parts_is_reported_by_key(tmp_path):
+def test_a_damaged_entry_with_key_parts_is_reported_by_key(app, tmp_path):
     """A flipped byte in an entry carrying key parts stops the node with
     CORRUPT_RECORD naming the entry's key."""
     data = tmp_path / "data"
-    _run(data, lambda node: _workload(node, 0))
+    _run(app, data, lambda node: _workload(node, 0))
     store = RocksStore(str(data))
     key, payload = next((k, p) for k, p in store.scan("log") if parse_log_columns(p)[3])
     damaged = bytearray(seal("log", key, payload))
@@ -104,21 +133,22 @@ def test_a_damaged_entry_with_key_parts_is_reported_by_key(tmp_path):
     store._cfs["log"][key] = bytes(damaged)
     store.close()
     with pytest.raises(EddyError) as raised:
-        _run(data, lambda node: node.query("messages:flag_count"))
+        _run(app, data, lambda node: node.query("messages:flag_count"))
     assert raised.value.code is ErrorCode.CORRUPT_RECORD and key.hex() in raised.value.message
 
 
-def test_verify_catches_key_parts_that_disagree_with_their_documents(tmp_path):
+def test_verify_catches_key_parts_that_disagree_with_their_documents(app, tmp_path):
     """verify rebuilds the indexes from the documents, not from the logged key
     parts, so parts that name other keys show up as a mismatch."""
     data = tmp_path / "data"
-    _run(data, lambda node: _workload(node, 0))
+    _run(app, data, lambda node: _workload(node, 0))
     store = RocksStore(str(data))
     key, payload = next((k, p) for k, p in store.scan("log") if parse_log_columns(p)[3])
     store.close()
     entry = list(msgpack.unpackb(payload, raw=False))
-    entry[4][2] = [b"\x07wrong channel\x00\x00" for _ in entry[4][2]]  # by_channel's part
+    # by_channel's part of the batch's third document (never edited after).
+    entry[4][2][2] = b"\x07wrong channel\x00\x00"
     _rewrite_log(data, lambda k, p: msgpack.packb(entry, use_bin_type=True) if k == key else p)
-    with open_history(LIVE_APP, data) as history:
+    with open_history(app, data) as history:
         mismatches = [str(m) for m in history.verify()]
     assert any("messages.by_channel" in m for m in mismatches)

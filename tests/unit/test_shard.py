@@ -144,8 +144,8 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
     with them, or a mix), and applying commits of new documents together
     (their keys placed at once, later), give exactly the state (and
     conflict-window keys) that applying each write one by one gives, and the
-    same scans after any commit; both ways of applying give the same key
-    parts to log."""
+    same scans after any commit; a batch insert's key parts make its
+    keys."""
     import engine.shard as shard_module
 
     user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
@@ -158,11 +158,13 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
     for shard in (applied, bulk_applied, *loaders):
         for index in shard.indexes.values():
             index.keys._reset(load)  # small sublists: the splits get exercised too
+    import engine.index_state as index_module
+
     saved = (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
-             shard_module.unplaced_keys_max)
+             index_module.unplaced_keys_max)
     try:
         shard_module.bulk_insert_batch_max = batch_max
-        shard_module.unplaced_keys_max = unplaced_max
+        index_module.unplaced_keys_max = unplaced_max
         for shard in loaders:
             shard.begin_bulk_load()
         for ts, commit in enumerate(history, start=1):
@@ -172,11 +174,14 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
             shard_module.bulk_apply_min = 1 << 30
             inserts_only = bool(writes) and all(i not in applied.versions and d is not None
                                                 for i, d, _ in writes)
-            parts = applied.apply(ts, writes, one_by_one)
+            assert applied.apply(ts, writes, one_by_one) is None  # no batch: no key parts
             shard_module.bulk_apply_min = apply_min
-            assert bulk_applied.apply(ts, writes, together) == parts
+            parts = bulk_applied.apply(ts, writes, together)
             assert one_by_one == together
-            assert (parts is not None) == inserts_only
+            assert (parts is not None) == (inserts_only and len(writes) >= apply_min)
+            if parts is not None:  # each index's keys, from the parts
+                assert [list(together[(10001, name)]) for name in applied.indexes] == \
+                    shard_module.keys_from_parts(parts)
             bulk_applied.validate()
             if reads[ts - 1]:  # a read between writes places the waiting keys
                 for name, index in applied.indexes.items():
@@ -195,7 +200,7 @@ def test_bulk_load_and_bulk_apply_build_the_state_apply_builds(history, batch_ma
             shard.end_bulk_load()
     finally:
         (shard_module.bulk_insert_batch_max, shard_module.bulk_apply_min,
-         shard_module.unplaced_keys_max) = saved
+         index_module.unplaced_keys_max) = saved
     for shard in (applied, bulk_applied, *loaders):
         shard.validate()
     _same_state(applied, bulk_applied)
@@ -210,7 +215,7 @@ def test_inserting_sorted_keys_equals_sorted_list_update(held, new, load):
     """`_insert_sorted` leaves a SortedList holding what `update` would, its invariants kept."""
     from sortedcontainers import SortedList
 
-    from engine.shard import _insert_sorted
+    from engine.index_state import _insert_sorted
 
     new = [key for key in new if key not in set(held)]
     keys = SortedList()
@@ -256,7 +261,7 @@ def test_log_entries_parse_as_pairs_or_raise():
     writes = [(IDS[0], b"\x80"), (IDS[1], None)]
     assert parse_log_entry(msgpack.packb(writes)) == tuple(writes)
     assert parse_log_entry(msgpack.packb([])) == ()
-    assert parse_log_entry(log_entry(writes)) == tuple(writes)
+    assert log_entry(writes) == msgpack.packb(writes)  # no key parts: the old layout
     assert parse_log_entry(log_entry([])) == ()
     parts = [[b"i0", b"i1"], [b"c0", b"c1"]]
     assert parse_log_columns(log_entry(writes, b"digest", parts)) == (
@@ -271,10 +276,17 @@ def test_bulk_load_uses_key_parts_only_for_the_same_index_definitions():
     """Key parts logged under other index definitions (the schema changed
     since) are ignored: the keys come from the documents; parts of the wrong
     shape under the same definitions stop the load with CORRUPT_RECORD."""
+    import engine.shard as shard_module
+
     writer = ShardState(10001, "t", {"by_color": ["color"]})
     document = _bulk_document(IDS[0], 3)
     packed = values.pack(document)
-    parts = writer.apply(1, [(IDS[0], document, packed)])
+    saved, shard_module.bulk_apply_min = shard_module.bulk_apply_min, 1
+    try:
+        parts = writer.apply(1, [(IDS[0], document, packed)])
+    finally:
+        shard_module.bulk_apply_min = saved
+    assert parts is not None
     renamed = ShardState(10001, "t", {"by_other": ["nested.x"]})
     renamed.begin_bulk_load()
     renamed.load_logged(1, [IDS[0]], [packed], writer.key_digest, parts)
@@ -300,3 +312,84 @@ def test_documents_decode_together_or_fail_as_one_by_one():
     with pytest.raises(EddyError) as raised:
         _unpack_all([values.pack(documents[2]), two_in_one])
     assert raised.value.code == ErrorCode.INVALID_VALUE
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(bulk_writes, min_size=1, max_size=14), st.integers(0, 14), st.integers(1, 6),
+       st.data())
+def test_a_loaded_base_then_live_writes_read_as_apply_built(history, split, apply_min, data):
+    """A shard bulk-loaded from its log (its indexes' keys in a base of sorted
+    arrays) and then written live answers every scan (any range, either
+    order, any ts) as a shard built by `apply` alone does, reports the same
+    written keys, and holds each written key in `life` (where engine/views.py
+    looks it up)."""
+    import engine.shard as shard_module
+
+    user_indexes = {"by_color": ["color"], "by_pair": ["color", "nested.x"]}
+    applied = ShardState(10001, "t", user_indexes)
+    loaded = ShardState(10001, "t", user_indexes)
+    saved = shard_module.bulk_apply_min
+    try:
+        shard_module.bulk_apply_min = apply_min
+        loaded.begin_bulk_load()
+        if split == 0:
+            loaded.end_bulk_load()
+        for ts, commit in enumerate(history, start=1):
+            batch = {i: None if c is None else _bulk_document(i, c) for i, c in commit}
+            writes = [(i, d, None if d is None else values.pack(d)) for i, d in batch.items()]
+            expected_keys, got_keys = {}, {}
+            parts = applied.apply(ts, writes, expected_keys)
+            if ts <= split:
+                entry = log_entry([(i, p) for i, _, p in writes],
+                                  *((None, None) if parts is None else (applied.key_digest, parts)))
+                loaded.load_logged(ts, *parse_log_columns(entry))
+                if ts == split or ts == len(history):
+                    loaded.end_bulk_load()
+                continue
+            loaded.apply(ts, writes, got_keys)
+            assert got_keys == expected_keys
+            for (_, name), written in got_keys.items():
+                assert all(key in loaded.indexes[name].life for key in written)
+            loaded.validate()
+            _same_scans(applied, loaded, ts, data)
+    finally:
+        shard_module.bulk_apply_min = saved
+    if split >= len(history) or split == 0:
+        _same_scans(applied, loaded, len(history), data)
+    _same_state(applied, loaded)
+
+
+def _same_scans(expected: ShardState, got: ShardState, head_ts: int, data) -> None:
+    for name, index in expected.indexes.items():
+        all_keys = index.all_keys()
+        bounds = [b"", *all_keys, b"\xff"]
+        for _ in range(3):
+            lo = data.draw(st.sampled_from(bounds))
+            hi = data.draw(st.sampled_from([None, *bounds]))
+            at_ts = data.draw(st.integers(0, head_ts))
+            descending = data.draw(st.booleans())
+            assert list(got.indexes[name].scan(lo, hi, at_ts, descending)) == \
+                list(index.scan(lo, hi, at_ts, descending)), (name, lo, hi, at_ts, descending)
+
+
+def test_a_batch_insert_refuses_an_id_held_in_the_base():
+    """`apply` of new documents, one of which has the _id of a document
+    loaded into by_id's base (even the first key of it), takes the
+    one-by-one path rather than indexing a second owner of that key."""
+    import engine.shard as shard_module
+
+    documents = [_bulk_document(i, 1) for i in MANY_IDS[:3]]
+    loaded = ShardState(10001, "t")
+    loaded.begin_bulk_load()
+    loaded.load_logged(1, MANY_IDS[:3], [values.pack(d) for d in documents])
+    loaded.end_bulk_load()
+    by_id = loaded.indexes["by_id"]
+    assert by_id.base_keys and all(by_id.holds_any([key]) for key in by_id.base_keys)
+    assert not by_id.holds_any([b"\x07other\x00\x00"])
+    saved, shard_module.bulk_apply_min = shard_module.bulk_apply_min, 1
+    try:
+        again = [(MANY_IDS[10 + n], d, values.pack(d)) for n, d in enumerate(documents[:1])]
+        assert loaded._insert_new([w[0] for w in again], [w[1] for w in again],
+                                  [w[2] for w in again], [2], None) is None
+    finally:
+        shard_module.bulk_apply_min = saved
