@@ -629,6 +629,9 @@ def pack(value: Any) -> bytes:
         raise EddyError(ErrorCode.INVALID_VALUE, f"Cannot encode value: {error}") from None
 
 
+_unpackb = msgpack.unpackb
+
+
 def unpack(data: bytes) -> Any:
     """Decodes msgpack written by `pack`: lists as lists, ints as ints.
 
@@ -644,6 +647,9 @@ def unpack(data: bytes) -> Any:
         EddyError: INVALID_VALUE if `data` is not one well-formed msgpack object.
     """
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        # msgpack's defaults (since 1.0): raw=False, strict_map_key=True,
+        # use_list=True. Passed as keywords they cost a tenth of a small
+        # document's unpacking, and a reference-scenario run unpacks 27,000.
+        return _unpackb(data)
     except (ValueError, TypeError, msgpack.UnpackException) as error:
         raise EddyError(ErrorCode.INVALID_VALUE, f"Malformed msgpack: {error}") from None
