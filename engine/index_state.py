@@ -56,7 +56,7 @@ class IndexState:
     """One index of one shard. See the module docstring for the rules."""
 
     __slots__ = ("fields", "_sorted", "life", "pending", "unplaced", "base_keys", "base_lives",
-                 "moved_count", "loaded_keys", "loaded_lives")
+                 "moved_count", "loaded_keys", "loaded_lives", "repeated")
 
     def __init__(self, fields: Sequence[str]) -> None:
         self.fields = list(fields)
@@ -97,6 +97,11 @@ class IndexState:
         # `life` to be whole (`_flush_loaded`).
         self.loaded_keys: list[bytes] | None = None
         self.loaded_lives: list[tuple] | None = None
+        # Whether keys set aside for the base held one key twice, found when
+        # they moved to `life` (`_flush_loaded`) or made the base
+        # (`end_bulk_load`); reset by `begin_bulk_load`. Only a damaged log
+        # does that (two documents logged as new with one _id).
+        self.repeated = False
 
     # ----- writes ---------------------------------------------------------------
 
@@ -157,8 +162,10 @@ class IndexState:
         """Whether this index ever held one of `keys_to_find`."""
         if self.loaded_keys:
             self._flush_loaded()
-        if not self.life.keys().isdisjoint(keys_to_find):
-            return True
+        return not self.life.keys().isdisjoint(keys_to_find) or self.base_holds_any(keys_to_find)
+
+    def base_holds_any(self, keys_to_find: Sequence[bytes]) -> bool:
+        """Whether the base holds (or held, before they moved) one of `keys_to_find`."""
         return bool(self.base_keys) and any(
             position is not None for position in map(self._base_position, keys_to_find))
 
@@ -202,33 +209,35 @@ class IndexState:
         during the bulk load needs `life` whole. Stops collecting."""
         loaded_keys, loaded_lives = self.loaded_keys, self.loaded_lives
         self.loaded_keys = self.loaded_lives = None
+        held_count = len(self.life)
         self.add_new(loaded_keys, loaded_lives)
+        if len(self.life) != held_count + len(loaded_keys):
+            self.repeated = True
 
     # ----- bulk load ------------------------------------------------------------
 
     def begin_bulk_load(self) -> None:
         if self.pending is None:
             self.pending = []
+        self.repeated = False
         if self.loaded_keys is None and not self.life and not self.base_keys:
             self.loaded_keys, self.loaded_lives = [], []
 
-    def end_bulk_load(self) -> bool:
-        """Ends a bulk load; returns whether it made the base (whose keys
-        the caller may check for repeats: see `repeats_in_base`)."""
-        made_base = False
+    def end_bulk_load(self, check_repeats: bool = False) -> None:
+        """Ends a bulk load. With `check_repeats`, a base made now is checked
+        for a key held twice (`repeated`), which costs a pass over it when
+        its keys did not come in order."""
         if self.loaded_keys:
             self.base_keys, self.base_lives = _sorted_together(self.loaded_keys,
                                                                self.loaded_lives)
-            made_base = True
+            base = self.base_keys
+            if check_repeats and base is not self.loaded_keys and \
+                    any(map(operator.eq, base, itertools.islice(base, 1, None))):
+                self.repeated = True
         self.loaded_keys = self.loaded_lives = None
         if self.pending:
             self._sorted.update(self.pending)
         self.pending = None
-        return made_base
-
-    def repeats_in_base(self) -> bool:
-        base = self.base_keys
-        return any(map(operator.eq, base, itertools.islice(base, 1, None)))
 
     # ----- reads ----------------------------------------------------------------
 

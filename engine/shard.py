@@ -245,8 +245,10 @@ class ShardState:
         if self._run is not None:
             self._load_run()
             self._run = None
-        made_base = [index.end_bulk_load() for index in self._index_states]
-        if made_base[0] and self._index_states[0].repeats_in_base():
+        by_id = self._index_states[0]
+        for index in self._index_states:
+            index.end_bulk_load(check_repeats=index is by_id)
+        if by_id.repeated:
             raise EddyError(ErrorCode.CORRUPT_RECORD,
                             f"Table {self.name}: two documents logged as new have one _id; "
                             f"the log is damaged.", table=self.name)
@@ -340,9 +342,14 @@ class ShardState:
         # sizes of versions and by_id, rather than before (a set of the ids,
         # then a look-up of each: 5-10% of a start-up): a repeated internal
         # id or _id leaves fewer new entries than documents. Keys set aside
-        # for by_id's base are checked for repeats when it is made.
+        # for by_id's base are checked for repeats when it is made; a base
+        # made by an earlier bulk load (TimeTravel's), before.
         by_id = self._index_states[0]
         collecting = by_id.loaded_keys is not None
+        if by_id.base_holds_any(new_keys[0]):
+            raise EddyError(ErrorCode.CORRUPT_RECORD,
+                            f"Table {self.name}: a document logged as new has the _id of "
+                            f"another document; the log is damaged.", table=self.name)
         counts = len(self.versions), len(by_id.life)
         self._index_new(internal_ids, packed_documents, stamps, new_keys, None, loading=True)
         if len(self.versions) != counts[0] + len(internal_ids) or \

@@ -393,3 +393,31 @@ def test_a_batch_insert_refuses_an_id_held_in_the_base():
                                   [w[2] for w in again], [2], None) is None
     finally:
         shard_module.bulk_apply_min = saved
+
+
+@pytest.mark.parametrize("case", ["then-an-update", "a-later-load", "out-of-order"])
+def test_bulk_load_refuses_a_repeated_id_set_aside_for_the_base(case):
+    """A repeated _id among keys set aside for by_id's base is CORRUPT_RECORD
+    too: when an update moves them to the dict mid-load, when a later bulk
+    load (TimeTravel's) brings a document whose _id the base holds, and when
+    the base is made from keys that came out of order."""
+    shard = ShardState(10001, "t")
+    shard.begin_bulk_load()
+    first = values.pack(_bulk_document(MANY_IDS[5], 1))
+    other = values.pack(_bulk_document(MANY_IDS[6], 1))
+    with pytest.raises(EddyError) as raised:
+        if case == "out-of-order":
+            shard.load_logged(1, [MANY_IDS[5], MANY_IDS[6], MANY_IDS[7]], [first, other, first])
+            shard.end_bulk_load()
+        else:
+            shard.load_logged(1, [MANY_IDS[5], MANY_IDS[6]], [first, other])
+            if case == "then-an-update":
+                shard.load_logged(2, [MANY_IDS[7]], [first])
+                shard.load_logged(3, [MANY_IDS[6]], [values.pack(_bulk_document(MANY_IDS[6], 2))])
+                shard.end_bulk_load()
+            else:
+                shard.end_bulk_load()
+                shard.begin_bulk_load()
+                shard.load_logged(2, [MANY_IDS[7]], [first])
+                shard.end_bulk_load()
+    assert raised.value.code == ErrorCode.CORRUPT_RECORD
