@@ -208,6 +208,12 @@ class SubscriptionActor:
         self._send, self._receive = trio.open_memory_channel[list[Commit]](published_groups_max)
         self._backlog: list[Commit] = []
         self._rerun_all = False
+        # [hits list, registry generation, group key, their query ids by
+        # session or None until needed] of the last stab whose hits formed
+        # one fast group: the registry returns the same list for the same
+        # hits while its generation stands (SubscriptionRegistry.stab), and
+        # then they still form that group, held by the same sessions.
+        self._grouped: list | None = None
         self._work = trio.lowlevel.ParkingLot()
         self.validate_each_step = False
         self.use_views = True
@@ -314,7 +320,7 @@ class SubscriptionActor:
         """The subscriptions the commits touch, grouped for `_advance`."""
         if len(commits) == 1 and commits[0].write_keys is not None:
             # One commit (the usual group): admit's own keys, as they are.
-            return _group_hits(self.registry.stab(commits[0].write_keys))
+            return self._group(self.registry.stab(commits[0].write_keys))
         write_keys: WriteKeys = {}
         for commit in commits:
             if commit.write_keys is None:
@@ -322,7 +328,23 @@ class SubscriptionActor:
             else:  # admit's own keys: no need to unpack the documents again
                 for index, keys in commit.write_keys.items():
                     write_keys.setdefault(index, []).extend(keys)
-        return _group_hits(self.registry.stab(write_keys))
+        return self._group(self.registry.stab(write_keys))
+
+    def _group(self, hits: list[Subscription]) -> _Hits:
+        """`_group_hits`, or the grouping of the same hits last time while
+        nothing that decides it (fast paths, views, the subscriptions) changed."""
+        generation = self.registry.generation
+        grouped = self._grouped
+        if grouped is not None and grouped[0] is hits and grouped[1] == generation:
+            return _Hits({grouped[2]: hits}, [])
+        found = _group_hits(hits)
+        groups = found.fast_groups
+        self._grouped = None
+        if len(groups) == 1 and not found.others:
+            key, group = next(iter(groups.items()))
+            if group is hits:  # one group of every hit, as _group_hits made it
+                self._grouped = [hits, generation, key, None]
+        return found
 
     def _update_views(self, commits: list[Commit], hits: _Hits) -> None:
         """Step 1: brings the views of `hits` to the group's last ts."""
@@ -353,15 +375,7 @@ class SubscriptionActor:
             if registry.record(subscription, await self._evaluate(subscription, ts)):
                 changed.append(subscription)
         registry.advance(ts)
-        results: dict[int, dict[int, Any]] = {}
-        for subscription in changed:
-            outcome = subscription.outcome
-            for session_id, query_id in subscription.holders:
-                session_results = results.get(session_id)
-                if session_results is None:
-                    results[session_id] = {query_id: outcome}
-                else:
-                    session_results[query_id] = outcome
+        results = self._session_results(changed, hits)
         for session_id in list(self._waiting) if self._waiting else ():
             session = self._sessions.get(session_id)
             requested_ts = None if session is None else session.state.requested_ts
@@ -372,6 +386,31 @@ class SubscriptionActor:
         sessions = self._sessions
         for session_id, session_results in results.items():
             self._deliver(sessions[session_id], ts, session_results)
+
+    def _session_results(self, changed: list[Subscription], hits: _Hits) -> dict[int, dict]:
+        """session id -> {query id: outcome} of the `changed` subscriptions,
+        sessions and query ids in the order the subscriptions come."""
+        grouped = self._grouped
+        if (grouped is not None and not hits.others and grouped[1] == self.registry.generation
+                and changed == grouped[0]):
+            # Every hit of the remembered group changed, to the one outcome
+            # they share: by session, the query ids worked out the first
+            # time (holders change only with the generation).
+            outcome = changed[0].outcome
+            if grouped[3] is None:
+                grouped[3] = _query_ids_by_session(changed)
+            return {session_id: dict.fromkeys(query_ids, outcome)
+                    for session_id, query_ids in grouped[3]}
+        results: dict[int, dict[int, Any]] = {}
+        for subscription in changed:
+            outcome = subscription.outcome
+            for session_id, query_id in subscription.holders:
+                session_results = results.get(session_id)
+                if session_results is None:
+                    results[session_id] = {query_id: outcome}
+                else:
+                    session_results[query_id] = outcome
+        return results
 
     async def _evaluate(self, subscription: Subscription, ts: int) -> QueryOutcome:
         """Runs the subscription's function at `ts` against its views (or any
@@ -471,6 +510,16 @@ class SubscriptionActor:
             session._waiters = []
             for task in waiters:
                 trio.lowlevel.reschedule(task)
+
+
+def _query_ids_by_session(subscriptions: list[Subscription]) -> list[tuple[int, list[int]]]:
+    """(session id, query ids) of the holders of `subscriptions`, in the order
+    `_session_results` meets them."""
+    by_session: dict[int, list[int]] = {}
+    for subscription in subscriptions:
+        for session_id, query_id in subscription.holders:
+            by_session.setdefault(session_id, []).append(query_id)
+    return list(by_session.items())
 
 
 _fast_of = operator.attrgetter("fast")

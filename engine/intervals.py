@@ -228,12 +228,19 @@ class IntervalIndex:
     def stab_many(self, keys: Iterable[bytes]) -> dict[int, None]:
         """Members reading a range that holds any of `keys`, in a fixed order."""
         members: dict[int, None] = {}
+        for held in self.stab_ranges(keys):
+            members.update(held)
+        return members
+
+    def stab_ranges(self, keys: Iterable[bytes]) -> list[dict[int, None]]:
+        """The members of each range that holds any of `keys`, as the index
+        holds them (a range's dict is the same object for as long as the
+        range is entered, and changes only through add and discard): the
+        caller reads them and must not change them."""
         ordered = sorted(set(keys))
         found: list[_Node] = []
         _stab_sorted(self._root, ordered, 0, len(ordered), found)
-        for node in found:
-            members.update(node.members)
-        return members
+        return [node.members for node in found]
 
     def ranges(self) -> list[tuple[bytes, bytes | None, list[int]]]:
         """Every entry in order, with its members (for tests and debugging)."""

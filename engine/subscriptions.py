@@ -254,6 +254,17 @@ class SubscriptionRegistry:
             its views; fast_path_count: updates made without running it;
             fallback_count: reads of re-evaluations no view served (counted
             by the actor).
+        generation: raised by every change of which subscriptions exist and
+            who holds them, what they hold in the interval indexes, their
+            views and fast paths, and by `record`; not by `record_many`, whose changes
+            (outcomes, and ranges through `_move_ranges`, which raises it)
+            its own memo accounts for. What is remembered between changes
+            (`_stab_memo`, `_uniform`, the actor's grouping of hits) is
+            valid while it is unchanged.
+        _stab_memo: (the one range's members dict a stab hit, generation,
+            the subscriptions `stab` returned for it), or None.
+        _uniform: (a list `record_many` recorded, generation, the outcome
+            and ranges every subscription in it now holds), or None.
     """
 
     def __init__(self, current_ts: int) -> None:
@@ -268,6 +279,9 @@ class SubscriptionRegistry:
         self.view_evaluation_count = 0
         self.fast_path_count = 0
         self.fallback_count = 0
+        self.generation = 0
+        self._stab_memo: tuple | None = None
+        self._uniform: tuple | None = None
 
     def validate(self) -> None:
         users: dict[ViewKey, int] = {}
@@ -298,11 +312,13 @@ class SubscriptionRegistry:
             self.subscriptions[key] = subscription
             self._by_id[subscription.id] = subscription
         subscription.holders[holder] = None
+        self.generation += 1
         return subscription
 
     def release(self, subscription: Subscription, holder: tuple[int, int]) -> None:
         """Drops `holder`; the last one drops the subscription (rule 3)."""
         subscription.holders.pop(holder, None)
+        self.generation += 1
         if subscription.holders or self.subscriptions.get(subscription.key) is not subscription:
             return
         self._set_ranges(subscription, [])
@@ -315,6 +331,7 @@ class SubscriptionRegistry:
         result a client sees changed."""
         assert outcome.ts >= self.current_ts, "an outcome older than the registry"
         self.evaluation_count += 1
+        self.generation += 1
         changed = not outcome.same_result(subscription.outcome)
         subscription.outcome = outcome
         if outcome.journal is not None:
@@ -326,24 +343,42 @@ class SubscriptionRegistry:
     def record_many(self, subscriptions: list[Subscription], outcome: QueryOutcome) -> list[Subscription]:
         """`record` of one outcome for several live subscriptions (a shared
         fast-path result): equal old outcomes are compared once and equal old
-        ranges move in the interval indexes together. Returns those changed."""
+        ranges move in the interval indexes together. Returns those changed
+        (`subscriptions` itself when all did: read it, do not change it)."""
         assert outcome.ts >= self.current_ts, "an outcome older than the registry"
-        assert all(map(_holders_of, subscriptions)), "recording a released subscription"
         self.evaluation_count += len(subscriptions)
         ranges = outcome.ranges()
-        # Usually they all held one old outcome and one old ranges list (the
-        # last shared result): then nothing per subscription runs in Python
-        # (the maps below run in C), which is most of a shared result's cost.
-        if (len(set(map(id, map(_outcome_of, subscriptions)))) == 1
-                and len(set(map(id, map(_ranges_of_subscription, subscriptions)))) == 1):
-            first = subscriptions[0]
-            old_ranges = first.ranges
-            changed = [] if outcome.same_result(first.outcome) else list(subscriptions)
-            _set_each(subscriptions, "outcome", outcome)
-            if old_ranges is not ranges:
-                _set_each(subscriptions, "ranges", ranges)
-                self._move_ranges(list(map(_id_of, subscriptions)), old_ranges, ranges)
-            return changed
+        uniform = self._uniform
+        if uniform is not None and uniform[0] is subscriptions and uniform[1] == self.generation:
+            # The very list recorded last time (the same hits, remembered by
+            # `stab`), nothing changed since: they all hold its outcome and
+            # ranges, and all are live, without looking at each again.
+            old, old_ranges = uniform[2], uniform[3]
+        else:
+            assert all(map(_holders_of, subscriptions)), "recording a released subscription"
+            # Usually they all held one old outcome and one old ranges list
+            # (the last shared result): then nothing per subscription runs
+            # in Python (the maps below run in C).
+            old = old_ranges = None
+            self._uniform = None  # the outcomes of some subscriptions change
+            if (len(set(map(id, map(_outcome_of, subscriptions)))) == 1
+                    and len(set(map(id, map(_ranges_of_subscription, subscriptions)))) == 1):
+                old, old_ranges = subscriptions[0].outcome, subscriptions[0].ranges
+            else:
+                return self._record_each(subscriptions, outcome, ranges)
+        changed = [] if outcome.same_result(old) else subscriptions
+        _set_each(subscriptions, "outcome", outcome)
+        if old_ranges is not ranges and old_ranges != ranges:
+            _set_each(subscriptions, "ranges", ranges)
+            self._move_ranges(list(map(_id_of, subscriptions)), old_ranges, ranges)
+            old_ranges = ranges
+        # (Equal ranges stay the list they hold: one pass over them less.)
+        self._uniform = (subscriptions, self.generation, outcome, old_ranges)
+        return changed
+
+    def _record_each(self, subscriptions: list[Subscription], outcome: QueryOutcome,
+                     ranges: list) -> list[Subscription]:
+        """`record_many` of subscriptions holding different old outcomes or ranges."""
         changed = []
         # This loop runs once per subscription of a shared result (10,000 for
         # one document read by 10,000 subscriptions), so it does the least
@@ -383,6 +418,7 @@ class SubscriptionRegistry:
     def _move_ranges(self, members: list[int], old: list, new: list) -> None:
         if old == new:
             return
+        self.generation += 1
         old_set, new_set = set(old), set(new)
         # Adds first: a range moving within one index then never empties it
         # (a new IntervalIndex seeds its own generator, per move).
@@ -415,6 +451,9 @@ class SubscriptionRegistry:
         subscription.views = list(keys)
         if len(keys) != 1:
             subscription.fast = None
+        # The caller may set `fast` next (the actor does): a grouping of
+        # hits made before is stale either way.
+        self.generation += 1
 
     def previous_views(self, subscription: Subscription) -> dict:
         """range key -> View for the subscription's views, to serve its next run."""
@@ -427,16 +466,38 @@ class SubscriptionRegistry:
             subscription.views = []
             subscription.fast = None
         self.views.clear()
+        self.generation += 1
 
     def stab(self, write_keys: WriteKeys) -> list[Subscription]:
-        """Subscriptions whose reads hold one of `write_keys`, by id (rule 2)."""
-        found: dict[int, None] = {}
+        """Subscriptions whose reads hold one of `write_keys`, by id (rule 2).
+
+        The list is the registry's when the keys hit one range (the same
+        list as the last time they did, while `generation` is unchanged, so
+        that what was worked out for those hits holds): read it, do not
+        change it.
+        """
+        held: list[dict[int, None]] = []
         for index, keys in write_keys.items():
             interval_index = self.indexes.get(index)
             if interval_index is not None and keys:
-                found.update(interval_index.stab_many(keys))
+                held += interval_index.stab_ranges(keys)
+        if len(held) == 1:
+            # One range hit (one leaderboard, many watchers): its members
+            # change only with `generation`, so the last answer stands.
+            memo = self._stab_memo
+            if memo is not None and memo[0] is held[0] and memo[1] == self.generation:
+                self.hit_count += len(memo[2])
+                return memo[2]
+            found = held[0]
+        else:
+            found = {}
+            for members in held:
+                found.update(members)
         self.hit_count += len(found)
-        return list(map(self._by_id.__getitem__, sorted(found)))
+        subscriptions = list(map(self._by_id.__getitem__, sorted(found)))
+        if len(held) == 1:
+            self._stab_memo = (held[0], self.generation, subscriptions)
+        return subscriptions
 
     def advance(self, ts: int) -> None:
         """Rule 1: every subscription is now current at `ts`."""

@@ -56,6 +56,36 @@ def test_release_of_the_last_holder_drops_the_subscription_and_its_ranges():
     registry.validate()
 
 
+def test_a_stab_of_the_same_hits_returns_the_remembered_list_until_something_changes():
+    """stab and record_many remember one range's hits between changes, and
+    every change of the subscriptions, their ranges or outcomes forgets it."""
+    registry = SubscriptionRegistry(0)
+    subs = [registry.acquire(QuerySpec("m:top", {"viewer": i}), None, (i, 0)) for i in range(3)]
+    shared = outcome(0, [1], (b"a", b"c"))
+    assert registry.record_many(subs, shared) == subs
+    first = registry.stab({INDEX: [b"b"]})
+    assert first == subs and registry.stab({INDEX: [b"b"]}) is first
+    assert registry.record_many(first, outcome(1, [1], (b"a", b"c"))) == []  # same result
+    assert registry.record_many(first, outcome(2, [2], (b"a", b"c"))) == subs
+    assert registry.stab({INDEX: [b"b"]}) is first  # outcomes changed, the hits did not
+    # One of them alone gets another result: the next shared one is a change for all.
+    registry.record(subs[1], outcome(3, [9], (b"a", b"c")))
+    again = registry.stab({INDEX: [b"b"]})
+    assert again == subs and again is not first
+    assert registry.record_many(again, outcome(4, [9], (b"a", b"c"))) == [subs[0], subs[2]]
+    # A new subscription on the range joins the hits.
+    late = registry.acquire(QuerySpec("m:top", {"viewer": 9}), None, (9, 0))
+    registry.record(late, outcome(4, [9], (b"a", b"c")))
+    assert registry.stab({INDEX: [b"b"]}) == subs + [late]
+    # A range that moves takes its hits with it.
+    registry.record_many(subs + [late], outcome(5, [9], (b"x", b"z")))
+    assert registry.stab({INDEX: [b"b"]}) == [] and registry.stab({INDEX: [b"y"]}) == subs + [late]
+    registry.release(late, (9, 0))
+    assert registry.stab({INDEX: [b"y"]}) == subs
+    registry.advance(5)
+    registry.validate()
+
+
 def test_record_reindexes_reads_and_reports_only_visible_changes():
     """A re-run moves the subscription's ranges, and is a change only if the result differs."""
     registry = SubscriptionRegistry(0)
