@@ -15,12 +15,16 @@ Where a key is held, one of two places, never both:
   per key, which were most of the cost of rebuilding an index.
 - `life`, a dict, and `_sorted`, a SortedList of its keys: every key added
   after (by `apply`), and a base key once it is written again (`add`,
-  `remove`, `touch` move it, leaving None in the base), so that a commit's
-  written keys are always found in `life` (engine/views.py looks them up
-  there). Once half of the base has moved, the rest follows.
+  `remove`, `touch` move it), so that a commit's written keys are always
+  found in `life` (engine/views.py looks them up there). Once half of the
+  base has moved, the rest follows.
 
-A scan walks the base's slice of the range and `_sorted`'s together, in key
-order (`_merged_scan`), or either alone when the other holds nothing there.
+A key that moved stays in the base with the life it had then: a write at T
+changes only intervals from T on, so that life still answers a read at a
+ts before T, which is what a scan begun before the move reads at. A scan
+walks the base's slice of the range and `_sorted`'s together, in key order
+(`_merged_scan`), taking a key held in both from `life`; or the base alone
+while `_sorted` is empty.
 
 Batch inserts (`add_new`) keep their new keys aside (`unplaced`) until the
 index is next read, or until `unplaced_keys_max` keys wait; then merge them
@@ -81,14 +85,15 @@ class IndexState:
         # The base: the keys a bulk load into an empty index inserted, sorted,
         # and their lives, in two lists of the same length: no dict entry per
         # key (most of the cost of a start-up's indexes). Set by
-        # `end_bulk_load`, never grown after. A key that is written again
-        # (`add`, `remove`, `touch`) moves to `life`, leaving None in
-        # `base_lives`. Empty when the index holds no base.
+        # `end_bulk_load`, never changed after. A key that is written again
+        # (`add`, `remove`, `touch`) moves to `life`; its base entry stays,
+        # as of the move (see the module docstring). Empty when the index
+        # holds no base.
         self.base_keys: list[bytes] = []
-        self.base_lives: list[tuple | None] = []
-        # The Nones in `base_lives`. Once they are half of it, the rest of
-        # the base moves to `life` too (`_dissolve_base`): scans would
-        # otherwise step over more moved keys than they find.
+        self.base_lives: list[tuple] = []
+        # How many base keys moved to `life`. Once half of them have, the
+        # rest moves too (`_dissolve_base`): scans would otherwise step over
+        # more moved keys than they find.
         self.moved_count = 0
         # During a bulk load into an empty index, the keys `load_new` took
         # and their lives, in load order, not yet anywhere else (the base
@@ -176,13 +181,12 @@ class IndexState:
         return position if position < len(base) and base[position] == key else None
 
     def _promote(self, key: bytes) -> tuple | None:
-        """Moves `key` from the base to `life`; returns its life, or None if
-        the base does not hold it."""
+        """Moves `key`, which `life` does not hold, from the base to `life`;
+        returns its life, or None if the base does not hold it either."""
         position = self._base_position(key)
-        if position is None or self.base_lives[position] is None:
+        if position is None:
             return None
         life = self.life[key] = self.base_lives[position]
-        self.base_lives[position] = None
         if self.pending is None:
             self._sorted.add(key)
         else:
@@ -194,8 +198,9 @@ class IndexState:
 
     def _dissolve_base(self) -> None:
         """Moves every key of the base to `life`."""
+        life_of = self.life
         kept = [(key, life) for key, life in zip(self.base_keys, self.base_lives)
-                if life is not None]
+                if key not in life_of]
         self.base_keys, self.base_lives, self.moved_count = [], [], 0
         self.life.update(kept)
         new_keys = [key for key, _ in kept]
@@ -253,12 +258,12 @@ class IndexState:
 
     def all_keys(self) -> list[bytes]:
         """Every key this index ever held, sorted (base and `life` together)."""
-        return sorted([*self._placed(),
-                       *(k for k, life in zip(self.base_keys, self.base_lives) if life)])
+        life_of = self.life
+        return sorted([*self._placed(), *(key for key in self.base_keys if key not in life_of)])
 
     def all_lives(self) -> dict[bytes, tuple]:
         """key -> life of every key this index ever held (base and `life` together)."""
-        lives = {k: life for k, life in zip(self.base_keys, self.base_lives) if life is not None}
+        lives = dict(zip(self.base_keys, self.base_lives))
         lives.update(self.life)
         return lives
 
@@ -302,12 +307,10 @@ class IndexState:
 
 
 def _base_scan(index: IndexState, positions: range, at_ts: int) -> Iterator[tuple[bytes, bytes]]:
-    """`IndexState.scan` over positions of the base alone (no key of `life` in range)."""
+    """`IndexState.scan` over positions of the base alone (`life` empty)."""
     base, lives = index.base_keys, index.base_lives
     for position in positions:
         life = lives[position]
-        if life is None:  # moved to `life`, which holds no key in range
-            continue
         if life[-1] == LIVE and life[-2] <= at_ts:
             yield base[position], life[0]
         elif _live_at(life, at_ts):
@@ -317,8 +320,8 @@ def _base_scan(index: IndexState, positions: range, at_ts: int) -> Iterator[tupl
 def _merged_scan(index: IndexState, keys_in_range: Iterator[bytes], positions: range,
                  at_ts: int, descending: bool) -> Iterator[tuple[bytes, bytes]]:
     """`IndexState.scan` over keys of `life` and positions of the base
-    together, in key order. The two never hold the same key with a life
-    (a key moved to `life` leaves None in the base)."""
+    together, in key order. A key both hold moved to `life`, and is taken
+    from there."""
     base, lives, life_of = index.base_keys, index.base_lives, index.life
     other = next(keys_in_range, None)
     for position in positions:
@@ -329,9 +332,9 @@ def _merged_scan(index: IndexState, keys_in_range: Iterator[bytes], positions: r
             if (life[-1] == LIVE and life[-2] <= at_ts) or _live_at(life, at_ts):
                 yield other, life[0]
             other = next(keys_in_range, None)
-        life = lives[position]
-        if life is None:
+        if other == key:  # moved to `life`: yielded from there, next
             continue
+        life = lives[position]
         if (life[-1] == LIVE and life[-2] <= at_ts) or _live_at(life, at_ts):
             yield key, life[0]
     while other is not None:

@@ -421,3 +421,34 @@ def test_bulk_load_refuses_a_repeated_id_set_aside_for_the_base(case):
                 shard.load_logged(2, [MANY_IDS[7]], [first])
                 shard.end_bulk_load()
     assert raised.value.code == ErrorCode.CORRUPT_RECORD
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("written_before", [False, True])
+def test_a_scan_begun_before_a_write_moves_base_keys_reads_as_of_its_ts(descending,
+                                                                        written_before):
+    """A scan of an index's base, begun at ts 1 and finished after a commit at
+    ts 2 updated and deleted documents further along its range (moving their
+    keys out of the base), yields what it would have at ts 1; also when the
+    index already held keys outside its base."""
+    user_indexes = {"by_color": ["color"]}
+    documents = {i: _bulk_document(i, n % 3) for n, i in enumerate(MANY_IDS[:40])}
+    loaded = ShardState(10001, "t", user_indexes)
+    loaded.begin_bulk_load()
+    loaded.load_logged(1, list(documents), [values.pack(d) for d in documents.values()])
+    loaded.end_bulk_load()
+    if written_before:
+        extra = _bulk_document(MANY_IDS[100], 1)
+        loaded.apply(2, [(MANY_IDS[100], extra, values.pack(extra))])
+    at_ts = loaded.last_ts
+    index = loaded.indexes["by_color"]
+    expected = list(index.scan(b"", None, at_ts, descending))
+    scan = index.scan(b"", None, at_ts, descending)
+    got = [next(scan), next(scan)]
+    rest = [internal_id for _, internal_id in expected[2:]]
+    changed = {i: _bulk_document(i, 9) for i in rest[::3]}
+    loaded.apply(at_ts + 1, [(i, d, values.pack(d)) for i, d in changed.items()] +
+                 [(i, None, None) for i in rest[1::3]])
+    got += list(scan)
+    assert got == expected
+    loaded.validate()
