@@ -694,32 +694,40 @@ class SyncSession:
         assert ts >= self.current.ts, (ts, self.current)
         self._apply_pending(*counts)
         # This loop runs for every query of every session a change reaches,
-        # so it does the least per result.
+        # so it does the least per result; results sharing an outcome (one
+        # leaderboard watched through several queries) come together, and
+        # what an outcome gives every result is read once for them.
         modifications: dict[int, QueryUpdated | QueryFailed | QueryRemoved] = {}
         queries = self.queries
+        last: Any = None
+        journal = message_for = None
         for query_id, outcome in results.items():
-            if outcome is REMOVED:
-                modifications[query_id] = QueryRemoved(query_id)
-                continue
+            if outcome is not last:
+                if outcome is REMOVED:
+                    modifications[query_id] = QueryRemoved(query_id)
+                    continue
+                last, journal = outcome, outcome.journal
+                # An engine QueryOutcome makes each message once for all the
+                # sessions it goes to (QueryOutcome.message_for).
+                message_for = getattr(outcome, "message_for", None)
             query = queries.get(query_id)
             if query is None or query.path is None:
                 continue  # removed since: its removal follows
-            journal = query.journal = outcome.journal
-            log_lines = outcome.log_lines
-            if outcome.error is None:
-                modifications[query_id] = QueryUpdated(
-                    query_id, outcome.value, list(log_lines) if log_lines else [], journal,
-                    outcome if hasattr(outcome, "packed_value") else None)
-            else:
-                modifications[query_id] = _query_failed(query_id, outcome, journal)
+            query.journal = journal
+            modifications[query_id] = (_query_modification(query_id, outcome)
+                                       if message_for is None
+                                       else message_for(query_id, _query_modification))
         if self.local:
             for query_id, (version, item) in list(self.local.items()):
                 if version <= self.applied_query_set:
                     modifications[query_id] = item
                     del self.local[query_id]
         end = StateVersion(self.applied_query_set, self.applied_identity, ts)
-        ordered = (list(modifications.values()) if len(modifications) < 2
-                   else [modifications[query_id] for query_id in sorted(modifications)])
+        ordered = list(modifications.values())
+        if len(ordered) > 1:
+            query_ids = list(modifications)
+            if query_ids != sorted(query_ids):
+                ordered = [modifications[query_id] for query_id in sorted(query_ids)]
         transition = Transition(self.current, end, ordered, self.client_clock_skew_ms,
                                 int(now_ms * 1_000_000))
         self.current = end
@@ -745,9 +753,15 @@ _HANDLERS = {
 }
 
 
-def _query_failed(query_id: int, outcome: Any, journal: str | None) -> QueryFailed:
+def _query_modification(query_id: int, outcome: Any) -> QueryUpdated | QueryFailed:
+    """What a Transition says of query `query_id` given its new outcome."""
+    log_lines = outcome.log_lines
+    if outcome.error is None:
+        return QueryUpdated(query_id, outcome.value, list(log_lines) if log_lines else [],
+                            outcome.journal,
+                            outcome if hasattr(outcome, "packed_value") else None)
     message, data, has_data = outcome.error
-    return QueryFailed(query_id, message, list(outcome.log_lines), journal, has_data,
+    return QueryFailed(query_id, message, list(log_lines), outcome.journal, has_data,
                        data if has_data else None)
 
 

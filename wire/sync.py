@@ -475,10 +475,12 @@ class Connection:
         exception here would end the subscription actor): a failure ends
         only this connection.
         """
-        queries = self.queries
+        # The subscription layer's SessionState directly (`has_update` and
+        # `take_update_nowait` read it): this runs per session per change.
+        state = self.queries.state
         try:
-            while self.unsent_transitions < unsent_transitions_max and queries.has_update:
-                update = queries.take_update_nowait()
+            while self.unsent_transitions < unsent_transitions_max and state.pending is not None:
+                update = state.take_update()
                 self._feed(self.session.update_received(update, now_ms=self.now_ms()))
         except Exception:
             logger.exception("sync session %s (%s): an Update could not be sent",
