@@ -102,25 +102,47 @@ class ServerFrameReader(FrameReader):
         all of them instead of four calls each.
         """
         buffer = self._buffer
-        if self._message_opcode is not None:
-            return bool(buffer)
+        if self._message_opcode is None and buffer:
+            del buffer[:self._take_plain(buffer, messages)]
+        return bool(buffer)
+
+    def receive_plain_messages(self, data: bytes, messages: list[bytes]) -> bool:
+        """`receive_data(data)`, then `take_plain_messages(messages)`; when
+        nothing was buffered, frames are cut from `data` itself, one copy
+        each, and only what is left over is buffered."""
+        buffer = self._buffer
+        if buffer or self._message_opcode is not None:
+            buffer += data
+            return self.take_plain_messages(messages)
+        taken = self._take_plain(data, messages)
+        if taken < len(data):
+            buffer += data[taken:]
+            return True
+        return False
+
+    def _take_plain(self, data: bytes | bytearray, messages: list[bytes]) -> int:
+        """Appends the payloads of the plain frames at the start of `data`;
+        returns how many bytes they took."""
         limit = self.message_bytes_max
-        while len(buffer) >= 2 and buffer[0] == 0x80 | OPCODE_BINARY:
-            length = buffer[1]  # over 126: masked (next_event refuses it)
-            offset = 2
+        size = len(data)
+        position = 0
+        while size - position >= 2 and data[position] == 0x80 | OPCODE_BINARY:
+            length = data[position + 1]  # over 126: masked (next_event refuses it)
+            offset = position + 2
             if length == 126:
-                if len(buffer) < 4:
+                if size - position < 4:
                     break
-                length = buffer[2] << 8 | buffer[3]
-                offset = 4
+                length = data[position + 2] << 8 | data[position + 3]
+                offset = position + 4
             elif length > 126:
                 break
             end = offset + length
-            if len(buffer) < end or length > limit:
+            if end > size or length > limit:
                 break
-            messages.append(bytes(buffer[offset:end]))
-            del buffer[:end]
-        return bool(buffer)
+            payload = data[offset:end]
+            messages.append(payload if type(payload) is bytes else bytes(payload))
+            position = end
+        return position
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
         buffer = self._buffer
@@ -365,16 +387,16 @@ class ClientWebSocket:
         """
         reader = self.reader
         messages: list[bytes | str] = []
-        while True:
-            if reader.take_plain_messages(messages) and not messages:
+        left = reader.take_plain_messages(messages)
+        while not messages:
+            if left:
                 return [await self.receive()]  # a control frame, fragments, a long frame
-            if messages:
-                return messages
             data = await self._receive_some()
             if not data:
                 self.closed = True
                 raise WebSocketClosed(CLOSE_ABNORMAL, "the connection ended")
-            reader.receive_data(data)
+            left = reader.receive_plain_messages(data, messages)
+        return messages
 
     async def _receive_some(self) -> bytes:
         if self._raw is None:

@@ -52,10 +52,13 @@ def events(reader: FrameReader) -> list[tuple]:
     return found
 
 
-def events_plain_first(reader: ServerFrameReader) -> list[tuple]:
-    """`events`, taking plain binary frames with take_plain_messages first,
-    as ClientWebSocket.receive_messages does."""
-    found: list[tuple] = []
+def events_plain_first(reader: ServerFrameReader, data: bytes = b"") -> list[tuple]:
+    """`events`, taking plain binary frames first, as
+    ClientWebSocket.receive_messages does: received with
+    receive_plain_messages, then take_plain_messages and next_event."""
+    plain: list[bytes] = []
+    reader.receive_plain_messages(data, plain)
+    found: list[tuple] = [("bytes", payload) for payload in plain]
     while True:
         plain: list[bytes] = []
         leftover = reader.take_plain_messages(plain)
@@ -91,8 +94,11 @@ def test_reader_gives_the_same_events_however_the_bytes_arrive(step, drain):
     reader = ServerFrameReader(MESSAGE_BYTES_MAX)
     found = []
     for start in range(0, len(STREAM), step):
-        reader.receive_data(STREAM[start:start + step])
-        found += drain(reader)
+        if drain is events:
+            reader.receive_data(STREAM[start:start + step])
+            found += events(reader)
+        else:
+            found += events_plain_first(reader, STREAM[start:start + step])
     assert found == EXPECTED
 
 
