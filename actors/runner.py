@@ -54,10 +54,6 @@ class FunctionRunner:
         self.node = node
         self.conflict_count = 0
         self.serial_count = 0
-        # Rerunnable functions that tried to suspend when run without the
-        # time limit's scope (see `_invoke`); they start under it from then
-        # on. Bounded by the app's functions.
-        self._suspending: set[FunctionDef] = set()
 
     def resolve(self, kind: str | None, path: str, admin: bool) -> FunctionDef:
         canonical = canonical_path(path)
@@ -253,31 +249,17 @@ class FunctionRunner:
         function runs again from the start, on a fresh ctx, under the scope.
         Actions have effects outside any transaction, so they always run
         under the scope.
-
-        A function that suspends once (one that awaits a sleep or another
-        task between its reads and writes) usually suspends every time, so
-        after its first abandoned run it starts under the scope at once.
-        Its first ctx is still made and dropped, as the abandoned run's
-        was: a call draws the same seeds from the World however much the
-        runner has seen (a run stays a function of its seed, and a re-run
-        of the same seed draws the same ids).
         """
         ctx = make_ctx()
         lines = ctx.log_lines
         try:
             finished = False
             if rerunnable:
-                if function in self._suspending:
+                with logs.capture(lines):
+                    finished, result = _run_without_suspending(function.handler(ctx, **args))
+                if not finished:
                     ctx = make_ctx()
                     lines = ctx.log_lines
-                else:
-                    with logs.capture(lines):
-                        finished, result = _run_without_suspending(function.handler(ctx, **args))
-                    if not finished:
-                        if len(self._suspending) < suspending_functions_max:
-                            self._suspending.add(function)
-                        ctx = make_ctx()
-                        lines = ctx.log_lines
             scope = None
             if not finished:
                 limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
@@ -310,12 +292,6 @@ class FunctionRunner:
         if function.returns is None:
             return result, ctx
         return validate_returns(function, result, self.node.catalog.table_name), ctx
-
-
-# Functions `_invoke` remembers as suspending: an app has a few hundred
-# functions at most; past the bound a function is simply not remembered and
-# keeps paying for its abandoned first run.
-suspending_functions_max = 4096
 
 
 def _run_without_suspending(result) -> tuple[bool, Any]:
