@@ -38,7 +38,7 @@ import itertools
 import operator
 from bisect import bisect_right, insort
 from itertools import repeat
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -55,12 +55,19 @@ LIVE = 1 << 63  # end of an interval that has not ended
 # 1,000-document batch costs the shard anyway.
 unplaced_keys_max = 8192
 
+# Base keys per block of `IndexState.base_births`: a scan at a ts before a
+# block's keys were all born skips the block at once. Small enough that a
+# block is a small part of a scan (a `take(100)` reads a few), large enough
+# that the births of a million keys take a few thousand entries and are
+# computed (once, at the first such read) in a few ms.
+base_block_keys_max = 256
+
 
 class IndexState:
     """One index of one shard. See the module docstring for the rules."""
 
     __slots__ = ("fields", "_sorted", "life", "pending", "unplaced", "base_keys", "base_lives",
-                 "moved_count", "loaded_keys", "loaded_lives", "repeated")
+                 "moved_count", "base_births", "base_newest_birth", "loaded_keys", "loaded_lives", "repeated")
 
     def __init__(self, fields: Sequence[str]) -> None:
         self.fields = list(fields)
@@ -95,6 +102,15 @@ class IndexState:
         # rest moves too (`_dissolve_base`): scans would otherwise step over
         # more moved keys than they find.
         self.moved_count = 0
+        # For each block of `base_block_keys_max` base keys, the least ts at
+        # which one of them was first live (a key is live at no ts before
+        # its first interval begins). None until a scan at a ts before
+        # `base_newest_birth` needs it; the base never changes, so neither
+        # does this.
+        self.base_births: list[int] | None = None
+        # The greatest ts at which a base key was first live: that of the
+        # last key loaded, since a bulk load goes in ts order.
+        self.base_newest_birth = 0
         # During a bulk load into an empty index, the keys `load_new` took
         # and their lives, in load order, not yet anywhere else (the base
         # they become at the end). None when not collecting: outside a bulk
@@ -202,6 +218,7 @@ class IndexState:
         kept = [(key, life) for key, life in zip(self.base_keys, self.base_lives)
                 if key not in life_of]
         self.base_keys, self.base_lives, self.moved_count = [], [], 0
+        self.base_births, self.base_newest_birth = None, 0
         self.life.update(kept)
         new_keys = [key for key, _ in kept]
         if self.pending is None:
@@ -233,6 +250,7 @@ class IndexState:
         for a key held twice (`repeated`), which costs a pass over it when
         its keys did not come in order."""
         if self.loaded_keys:
+            self.base_births, self.base_newest_birth = None, self.loaded_lives[-1][1]
             self.base_keys, self.base_lives = _sorted_together(self.loaded_keys,
                                                                self.loaded_lives)
             base = self.base_keys
@@ -273,6 +291,12 @@ class IndexState:
             self._place()
         return self._sorted
 
+    def _births(self) -> list[int]:
+        """`base_births`, computed at the first need."""
+        if self.base_births is None:
+            self.base_births = block_births(list(map(operator.itemgetter(1), self.base_lives)))
+        return self.base_births
+
     def _place(self) -> None:
         _insert_sorted(self._sorted, sorted(self.unplaced))
         self.unplaced = []
@@ -292,6 +316,8 @@ class IndexState:
             end = len(base) if hi is None else bisect.bisect_left(base, hi)
             if start < end:
                 positions = range(end - 1, start - 1, -1) if descending else range(start, end)
+                if at_ts < self.base_newest_birth:  # in the past: some keys were not born yet
+                    positions = _positions_born_by(self._births(), start, end, at_ts, descending)
                 if placed:
                     yield from _merged_scan(self, keys_in_range, positions, at_ts, descending)
                 else:
@@ -306,7 +332,26 @@ class IndexState:
                 yield key, life[0]
 
 
-def _base_scan(index: IndexState, positions: range, at_ts: int) -> Iterator[tuple[bytes, bytes]]:
+def block_births(firsts: list[int]) -> list[int]:
+    """The least of each block of `base_block_keys_max` in `firsts`."""
+    block = base_block_keys_max
+    return [min(firsts[start:start + block]) for start in range(0, len(firsts), block)]
+
+
+def _positions_born_by(births: list[int], start: int, end: int, at_ts: int,
+                       descending: bool) -> Iterator[int]:
+    """The base positions in [start, end), in scan order, but those of
+    blocks whose keys were all first live after `at_ts`."""
+    block = base_block_keys_max
+    blocks = range(start // block, (end - 1) // block + 1)
+    for number in reversed(blocks) if descending else blocks:
+        if births[number] > at_ts:
+            continue
+        low, high = max(start, number * block), min(end, (number + 1) * block)
+        yield from (range(high - 1, low - 1, -1) if descending else range(low, high))
+
+
+def _base_scan(index: IndexState, positions: Iterable[int], at_ts: int) -> Iterator[tuple[bytes, bytes]]:
     """`IndexState.scan` over positions of the base alone (`life` empty)."""
     base, lives = index.base_keys, index.base_lives
     for position in positions:
@@ -317,7 +362,7 @@ def _base_scan(index: IndexState, positions: range, at_ts: int) -> Iterator[tupl
             yield base[position], life[0]
 
 
-def _merged_scan(index: IndexState, keys_in_range: Iterator[bytes], positions: range,
+def _merged_scan(index: IndexState, keys_in_range: Iterator[bytes], positions: Iterable[int],
                  at_ts: int, descending: bool) -> Iterator[tuple[bytes, bytes]]:
     """`IndexState.scan` over keys of `life` and positions of the base
     together, in key order. A key both hold moved to `life`, and is taken

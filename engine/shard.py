@@ -53,7 +53,7 @@ from typing import Iterable, Sequence
 from engine import keys, values
 from engine.errors import EddyError, ErrorCode
 # IndexState and LIVE are part of this module's interface (engine/views.py, actors/replay.py).
-from engine.index_state import LIVE, IndexState  # noqa: F401
+from engine.index_state import LIVE, IndexState, block_births  # noqa: F401
 
 BUILTIN_INDEXES = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"]}
 
@@ -199,6 +199,10 @@ class ShardState:
             assert len(base) == len(index.base_lives)
             assert index.moved_count == sum(key in index.life for key in base)
             assert all(map(operator.lt, base, base[1:])), "the base is not sorted"
+            firsts = [life[1] for life in index.base_lives]
+            assert index.base_newest_birth == max(firsts, default=0)
+            if index.base_births is not None:
+                assert index.base_births == block_births(firsts)
         for versions in self.versions.values():
             if versions[-1][1] is not None:
                 document = values.unpack(versions[-1][1])
