@@ -200,7 +200,8 @@ class Client:
         # A free slot is taken without a checkpoint (Semaphore.acquire would
         # yield to the scheduler once per mutation); waiting for the answer
         # is the checkpoint.
-        await slots.take()
+        if not slots.take_nowait():
+            await slots.take()
         try:
             request = self._request(m.Mutation(self._take_request_id(), path, [args or {}]))
             await self._send(request.message)

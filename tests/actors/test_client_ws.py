@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.actors.test_auth import file_app, make_token, rsa_key  # noqa: F401 (fixtures)
 from tests.actors.test_sync import run as run_served
 from wire import codecs, messages as m
 from wire.client import Client, ClientError, _frame, connect
@@ -402,6 +403,27 @@ def test_a_connection_the_server_closes_is_reopened_with_subscriptions_and_no_mu
             assert client._last_close_reason.startswith(("FatalError", "closed with code 1008")), \
                 client._last_close_reason
             assert len(await client.query("messages:list")) == count
+
+    run_served(tmp_path, scenario)
+
+
+def test_a_token_reaches_functions_and_is_kept_across_a_reconnect(tmp_path, file_app, rsa_key):
+    """connect(token=...) authenticates; clear_auth and set_auth change the
+    identity in order with calls; after the server closes the connection the
+    reconnect burst authenticates again."""
+    token = make_token(rsa_key, name="Ann")
+
+    async def scenario(node, base):
+        async with connect(base.replace("ws://", "http://"), token=token) as client:
+            assert (await client.query("users:whoami"))["name"] == "Ann"
+            await client.clear_auth()
+            assert await client.query("users:whoami") is None
+            await client.set_auth(token)
+            assert (await client.mutation("users:whoami_mutation"))["name"] == "Ann"
+            await break_connection(client)
+            while client.reconnect_count == 0:
+                await trio.sleep(0.01)
+            assert (await client.action("users:whoami_action"))["name"] == "Ann"
 
     run_served(tmp_path, scenario)
 
