@@ -467,9 +467,10 @@ class ClientWebSocket:
             self.closed = True
             raise trio.BrokenResourceError(str(error)) from None
         except trio.Cancelled:
+            # A frame cut short leaves the stream unusable: close it, so no
+            # later frame (a close) lands in the middle of this one.
             self.closed = True
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
+            await trio.aclose_forcefully(self.stream)
             raise
 
     async def _send_close(self, code: int, reason: str) -> None:
@@ -486,10 +487,12 @@ class ClientWebSocket:
             with contextlib.suppress(OSError):
                 self._raw.send(client_frame(OPCODE_CLOSE, close_payload(CLOSE_NORMAL, "")))
         self.closed = True
-        await self.stream.aclose()
+        # Forcefully: a TLS close_notify could wait forever on a paused server.
+        await trio.aclose_forcefully(self.stream)
 
 
-async def _connect_stream(url: str) -> tuple[Any, str, str]:
+async def _connect_stream(url: str, ssl_context: ssl.SSLContext | None
+                          ) -> tuple[Any, str, str]:
     """The connected stream for a ws(s) URL, its Host header and its path."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -498,8 +501,8 @@ async def _connect_stream(url: str) -> tuple[Any, str, str]:
     port = parts.port or (443 if scheme == "wss" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if scheme == "wss":
-        stream = await trio.open_ssl_over_tcp_stream(parts.hostname, port,
-                                                     ssl_context=ssl.create_default_context())
+        stream = await trio.open_ssl_over_tcp_stream(
+            parts.hostname, port, ssl_context=ssl_context or ssl.create_default_context())
     else:
         stream = await trio.open_tcp_stream(parts.hostname, port)
     return stream, parts.netloc.rpartition("@")[2], path
@@ -525,7 +528,8 @@ async def _handshake(stream: Any, host: str, path: str,
 
 @contextlib.asynccontextmanager
 async def open_websocket(url: str, *, headers: list[tuple[str, str]] | None = None,
-                         message_bytes_max: int, handshake_s_max: float
+                         message_bytes_max: int, handshake_s_max: float,
+                         ssl_context: ssl.SSLContext | None = None
                          ) -> AsyncIterator[ClientWebSocket]:
     """A WebSocket to `url` (ws:// or wss://) for the duration of the block.
 
@@ -536,18 +540,18 @@ async def open_websocket(url: str, *, headers: list[tuple[str, str]] | None = No
         headers: added to the upgrade request.
         message_bytes_max: the longest message accepted from the server.
         handshake_s_max: how long the connect and handshake may take.
+        ssl_context: for wss:// (the system's trusted CAs when None).
 
     Raises:
         OSError: the server could not be reached.
         HandshakeError: it did not accept the upgrade in time or at all.
     """
     with trio.move_on_after(handshake_s_max) as scope:
-        stream, host, path = await _connect_stream(url)
+        stream, host, path = await _connect_stream(url, ssl_context)
         try:
             buffered = await _handshake(stream, host, path, headers or [])
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            await trio.aclose_forcefully(stream)
             raise
     if scope.cancelled_caught:
         raise HandshakeError(f"no WebSocket handshake within {handshake_s_max:g} s")

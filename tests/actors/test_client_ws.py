@@ -13,7 +13,10 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import ssl
 import struct
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -493,3 +496,62 @@ def test_a_failure_carries_the_code_the_server_names():
     assert coded.outcome[1].message == "Could not find public function"
     assert plain.outcome[1].code is None
 
+
+
+def self_signed_context() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client
+    context that trusts only it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "cert.pem").write_bytes(certificate_pem)
+        (Path(folder) / "key.pem").write_bytes(key_pem)
+        server.load_cert_chain(Path(folder) / "cert.pem", Path(folder) / "key.pem")
+    client = ssl.create_default_context(cadata=certificate_pem.decode())
+    return server, client
+
+
+def test_wss_goes_over_tls():
+    """A wss:// URL opens TLS (the server's certificate checked against the
+    given context) and frames go through the TLS stream both ways."""
+    server_context, client_context = self_signed_context()
+    seen: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def handler(server: HandWrittenServer) -> None:
+        server.stream = trio.SSLStream(server.stream, server_context, server_side=True)
+        await server.handshake()
+        await server.stream.send_all(server_frame(OPCODE_BINARY, b"over tls"))
+        seen["echo"] = await server.next_event()
+        done.set()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url.replace("ws://", "wss://"),
+                                   ssl_context=client_context) as ws:
+                assert await ws.receive() == b"over tls"
+                await ws.send_message(b"back")
+                await done.wait()
+    run(scenario)
+    assert seen["echo"] == ("bytes", b"back")
