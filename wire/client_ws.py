@@ -247,7 +247,8 @@ def check_handshake_response(head: bytes, key: str) -> None:
             fields[name] = f"{fields[name]}, {value}" if name in fields else value
     if fields.get("upgrade", "").lower() != "websocket":
         raise HandshakeError("the 101 answer does not upgrade to websocket", status)
-    if "upgrade" not in [token.strip().lower() for token in fields.get("connection", "").split(",")]:
+    connection_tokens = [token.strip().lower() for token in fields.get("connection", "").split(",")]
+    if "upgrade" not in connection_tokens:
         raise HandshakeError("the 101 answer has no Connection: Upgrade", status)
     if fields.get("sec-websocket-accept") != accept_key(key):
         raise HandshakeError("wrong Sec-WebSocket-Accept", status)
