@@ -88,8 +88,11 @@ class QueryOutcome:
     _ranges: list | None = dataclasses.field(default=None, repr=False, compare=False)
     _packed_value: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
     # query id -> the message a session sends for this outcome under that
-    # id (`message_for`), shared by every session that does.
-    _messages: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    # id, made by the first session that sends it and shared by every other
+    # (wire/session.py): one outcome goes to every session watching it, and
+    # sessions often use the same query ids (each client numbers its own
+    # queries from 0). The messages are values: no one may change them.
+    messages: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def fingerprint(self) -> bytes:
         """Bytes equal for two outcomes exactly when a client would see the same thing."""
@@ -117,19 +120,6 @@ class QueryOutcome:
             else:
                 self._packed_value = values.pack(self.value)
         return self._packed_value
-
-    def message_for(self, query_id: int, make: Any) -> Any:
-        """`make(query_id, self)`, made once per query id: one outcome goes
-        to every session watching it, and sessions often use the same query
-        ids (each client numbers its own queries from 0). The message is a
-        value: no one may change it."""
-        messages = self._messages
-        if messages is None:
-            messages = self._messages = {}
-        message = messages.get(query_id)
-        if message is None:
-            message = messages[query_id] = make(query_id, self)
-        return message
 
     def same_result(self, other: "QueryOutcome | None") -> bool:
         return other is not None and (other is self or self.fingerprint() == other.fingerprint())

@@ -604,6 +604,7 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
              _packed_version(message.end_version, style), _MODIFICATIONS_KEY,
              msgpack_array_header(len(message.modifications))]
     append = parts.append
+    last_source = packed_value = None
     for item in message.modifications:
         source = getattr(item, "source", None)
         if source is None:
@@ -612,7 +613,9 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
         query_id = item.query_id
         append(_UPDATED_HEADS[query_id] if 0 <= query_id < _UPDATED_HEADS_COUNT
                else _UPDATED_HEAD + pack(query_id) + _VALUE_KEY)
-        append(source.packed_value())
+        if source is not last_source:  # results sharing an outcome come together
+            last_source, packed_value = source, source.packed_value()
+        append(packed_value)
         if not item.log_lines and item.journal is None:
             append(_UPDATED_PLAIN_TAIL)
         else:
@@ -629,7 +632,8 @@ def _packed_version(version: Any, style: _Style) -> bytes:
     query_set, identity = version.query_set, version.identity
     return b"".join((_VERSION_HEAD, _FIXINTS[query_set] if 0 <= query_set < 128 else pack(query_set),
                      _IDENTITY_KEY, _FIXINTS[identity] if 0 <= identity < 128 else pack(identity),
-                     _TS_KEY, pack(style.encode_ts(version.ts))))
+                     _TS_KEY, pack(version.ts if style is NATIVE_STYLE
+                                   else style.encode_ts(version.ts))))
 
 
 # The constant pieces of a msgpack Transition (`dump_server_frame`), in the

@@ -692,7 +692,8 @@ class SyncSession:
     def _transition(self, ts: int, results: dict[int, Any], counts: tuple[int, int],
                     now_ms: float) -> list[Effect]:
         assert ts >= self.current.ts, (ts, self.current)
-        self._apply_pending(*counts)
+        if self.pending_query_sets or self.pending_identities:
+            self._apply_pending(*counts)
         # This loop runs for every query of every session a change reaches,
         # so it does the least per result; results sharing an outcome (one
         # leaderboard watched through several queries) come together, and
@@ -700,23 +701,27 @@ class SyncSession:
         modifications: dict[int, QueryUpdated | QueryFailed | QueryRemoved] = {}
         queries = self.queries
         last: Any = None
-        journal = message_for = None
+        journal = None
+        made: dict = {}
         for query_id, outcome in results.items():
             if outcome is not last:
                 if outcome is REMOVED:
                     modifications[query_id] = QueryRemoved(query_id)
                     continue
                 last, journal = outcome, outcome.journal
-                # An engine QueryOutcome makes each message once for all the
-                # sessions it goes to (QueryOutcome.message_for).
-                message_for = getattr(outcome, "message_for", None)
+                # An engine QueryOutcome keeps each message it was sent as,
+                # by query id, for every session it goes to (its `messages`).
+                made = getattr(outcome, "messages", None)
+                if made is None:
+                    made = {}
             query = queries.get(query_id)
             if query is None or query.path is None:
                 continue  # removed since: its removal follows
             query.journal = journal
-            modifications[query_id] = (_query_modification(query_id, outcome)
-                                       if message_for is None
-                                       else message_for(query_id, _query_modification))
+            message = made.get(query_id)
+            if message is None:
+                message = made[query_id] = _query_modification(query_id, outcome)
+            modifications[query_id] = message
         if self.local:
             for query_id, (version, item) in list(self.local.items()):
                 if version <= self.applied_query_set:

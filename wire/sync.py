@@ -306,7 +306,9 @@ class Connection:
         frame = codecs.dump_server_frame(message, self.style or JSON_STYLE)
         is_transition = isinstance(message, core.Transition)
         if self.transport is not None:
-            self._queue_frame(websocket.encode_frame(frame), is_transition)
+            self._queue_frame(websocket.frame_bytes(websocket.OPCODE_BINARY, frame)
+                              if type(frame) is bytes else websocket.encode_frame(frame),
+                              is_transition)
             return
         try:
             self.outgoing_send.send_nowait((frame, is_transition))
