@@ -13,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import socket
 import ssl
 import struct
 import tempfile
@@ -266,6 +267,34 @@ def test_large_fragmented_messages_over_many_reads_and_a_ping_between():
     assert b"GET /api/sync HTTP/1.1\r\n" in seen["request"]
     assert seen["pong"] == ("pong", b"p1")
     assert seen["echo"] == ("bytes", b"thanks")
+
+
+def test_a_frame_the_kernel_takes_in_parts_goes_out_whole_and_in_order():
+    """A 4 MB message the kernel cannot take at once is finished under the
+    send lock, and a frame sent meanwhile by another task follows it whole."""
+    big = bytes(i % 249 for i in range(4_000_000))
+    seen: list[tuple] = []
+    done = trio.Event()
+
+    async def handler(server: HandWrittenServer) -> None:
+        await server.handshake()
+        await trio.sleep(0.05)  # let the kernel's buffers fill
+        seen.append(await server.next_event())
+        seen.append(await server.next_event())
+        done.set()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            async with open_client(url) as ws:
+                ws.stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(ws.send_message, big)
+                    while not ws.send_lock.busy():  # the big frame holds the lock, part-sent
+                        await trio.sleep(0)
+                    nursery.start_soon(ws.send_message, b"after")
+                await done.wait()
+    run(scenario)
+    assert seen == [("bytes", big), ("bytes", b"after")]
 
 
 def test_server_close_is_answered_with_its_code():
