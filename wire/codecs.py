@@ -24,6 +24,7 @@ import base64
 import binascii
 import enum
 import json
+import operator
 from typing import Any
 
 from engine.errors import EddyError, ErrorCode
@@ -600,12 +601,44 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
         return dump_msgpack_frame(encode_server_message(message, style))
     # Runs once per Transition per session, and its loop once per result in
     # it: the constant pieces are precomputed, a result is three appends.
+    modifications = message.modifications
     parts = [_TRANSITION_HEAD, _packed_version(message.start_version, style), _END_VERSION_KEY,
              _packed_version(message.end_version, style), _MODIFICATIONS_KEY,
-             msgpack_array_header(len(message.modifications))]
+             msgpack_array_header(len(modifications))]
+    # Sessions told of one change one after another often carry the very
+    # same modifications (one shared outcome's messages under the same query
+    # ids, wire/session.py): the last list's bytes are kept with the
+    # messages themselves, which are values, so the same objects in the same
+    # order are the same bytes.
+    last_style, last_modifications, last_bytes = _last_modifications
+    if (style is last_style and len(modifications) == len(last_modifications) and modifications
+            and all(map(operator.is_, modifications, last_modifications))):
+        parts.append(last_bytes)
+    else:
+        start = len(parts)
+        _append_modifications(parts, modifications, style)
+        last_bytes = b"".join(parts[start:])
+        del parts[start:]
+        parts.append(last_bytes)
+        _last_modifications[:] = (style, tuple(modifications), last_bytes)
+    parts.append(_CLOCK_SKEW_KEY)
+    parts.append(pack(message.client_clock_skew))
+    parts.append(_SERVER_TS_KEY)
+    parts.append(pack(message.server_ts))
+    return b"".join(parts)
+
+
+# (style, the modifications of the last msgpack Transition written, their
+# bytes): see dump_server_frame. Holding the messages keeps their identities
+# from being reused while the entry stands.
+_last_modifications: list = [None, (), b""]
+
+
+def _append_modifications(parts: list, modifications: list, style: _Style) -> None:
+    """The msgpack of each of a Transition's modifications, appended to `parts`."""
     append = parts.append
     last_source = packed_value = None
-    for item in message.modifications:
+    for item in modifications:
         source = getattr(item, "source", None)
         if source is None:
             append(pack(_encode_state_modification(item, style)))
@@ -620,11 +653,6 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
             append(_UPDATED_PLAIN_TAIL)
         else:
             append(_LOG_LINES_KEY + pack(list(item.log_lines)) + _JOURNAL_KEY + pack(item.journal))
-    append(_CLOCK_SKEW_KEY)
-    append(pack(message.client_clock_skew))
-    append(_SERVER_TS_KEY)
-    append(pack(message.server_ts))
-    return b"".join(parts)
 
 
 def _packed_version(version: Any, style: _Style) -> bytes:

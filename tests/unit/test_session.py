@@ -537,6 +537,29 @@ def test_msgpack_transitions_splice_packed_outcomes_byte_for_byte():
     assert text == codecs.dump_json_frame(codecs.encode_server_message(transition, JSON_STYLE))
 
 
+def test_sessions_sharing_an_outcomes_messages_get_the_same_frames_as_packing_gives():
+    """The messages of one shared outcome, sent to several sessions one after
+    another (their bytes kept between frames), and a session with other
+    query ids after them, each get the frame that packing the message gives."""
+    from engine.values import pack
+    shared = QueryOutcome(5, [{"a": 1}])
+    shared._fingerprint = b"\x94" + pack(shared.value) + pack(None) + pack([]) + pack(None)
+    other = QueryOutcome(6, [{"b": 2}])
+    sessions = []
+    for _ in range(3):
+        h = Harness()
+        h.feed(modify(0, add(0), add(1)))
+        sessions.append(h)
+    late = Harness()
+    late.feed(modify(0, add(0), add(2)))
+    updates = [(h, {0: shared, 1: shared}) for h in sessions] + [(late, {0: shared, 2: other})]
+    transitions = [sent(h.update(10, results))[0] for h, results in updates]
+    assert transitions[0].modifications[0] is transitions[1].modifications[0]  # shared
+    for transition in transitions:
+        assert codecs.dump_server_frame(transition, NATIVE_STYLE) == codecs.dump_msgpack_frame(
+            codecs.encode_server_message(transition, NATIVE_STYLE))
+
+
 # --------------------------------------------------------------------- time
 
 def test_ping_after_fifteen_seconds_of_silence():
