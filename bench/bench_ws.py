@@ -6,9 +6,9 @@
   loop. A call counts when it resolves, which is after the mutation is
   durable and a Transition reflecting it arrived. The clients run in
   `--client-processes` processes (default 1: one process takes the replies
-  of many connections per wake-up, and the client costs about 60 us of CPU
-  per mutation, so one process is not the limit below some 15,000/s; two
-  spent 15-20% more CPU per mutation, docs/performance.md section 5).
+  of many connections per wake-up, and the client costs about 70 us of CPU
+  per mutation, so one process is not the limit below some 14,000/s; two
+  spent 5-25% more CPU per mutation, docs/performance.md section 5).
 - Baseline: a throw-away PostgreSQL (bench/postgres.py, fsync on,
   `synchronous_commit=on`) and 64 Python threads, each with its own psycopg
   connection, each doing `INSERT` + `pg_notify` in one transaction in a loop;
