@@ -513,15 +513,18 @@ async def _handshake(stream: Any, host: str, path: str,
                      headers: list[tuple[str, str]]) -> bytes:
     """Sends the upgrade request and checks the answer; returns the bytes read past it."""
     key = base64.b64encode(os.urandom(16)).decode("ascii")
-    await stream.send_all(handshake_request(host, path, key, headers))
     received = b""
-    while b"\r\n\r\n" not in received:
-        if len(received) > handshake_head_bytes_max:
-            raise HandshakeError("the answer to the upgrade request is too long")
-        data = await stream.receive_some(receive_bytes_max)
-        if not data:
-            raise HandshakeError("the server closed the connection during the handshake")
-        received += data
+    try:
+        await stream.send_all(handshake_request(host, path, key, headers))
+        while b"\r\n\r\n" not in received:
+            if len(received) > handshake_head_bytes_max:
+                raise HandshakeError("the answer to the upgrade request is too long")
+            data = await stream.receive_some(receive_bytes_max)
+            if not data:
+                raise HandshakeError("the server closed the connection during the handshake")
+            received += data
+    except trio.BrokenResourceError as error:  # a reset, or TLS refused
+        raise HandshakeError(f"the connection broke during the handshake: {error}") from error
     head, _, rest = received.partition(b"\r\n\r\n")
     check_handshake_response(head, key)
     return rest

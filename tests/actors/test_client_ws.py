@@ -584,3 +584,22 @@ def test_wss_goes_over_tls():
                 await done.wait()
     run(scenario)
     assert seen["echo"] == ("bytes", b"back")
+
+
+def test_a_server_certificate_not_trusted_is_a_handshake_error():
+    """TLS that fails (here: a certificate the client's context does not
+    trust) is a HandshakeError, not a connection to retry silently."""
+    server_context, _ = self_signed_context()
+
+    async def handler(server: HandWrittenServer) -> None:
+        server.stream = trio.SSLStream(server.stream, server_context, server_side=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await server.handshake()
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            with pytest.raises(HandshakeError, match="broke during the handshake"):
+                async with open_client(url.replace("ws://", "wss://"),
+                                       ssl_context=ssl.create_default_context()):
+                    pass
+    run(scenario)
