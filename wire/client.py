@@ -585,10 +585,19 @@ async def connect(url: str, *, token: str | None = None) -> AsyncIterator[Client
     unanswered calls.
     """
     client = Client(url, token)
+    failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        # Fail fast if the server is not there at all; after that, reconnect forever.
-        await nursery.start(functools.partial(client.run, fail_first=True))
+        # Fail fast if the server is not there at all; after that, reconnect
+        # forever. The failure is raised outside the nursery, so that it is
+        # the error itself, not an ExceptionGroup holding it.
         try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+            await nursery.start(functools.partial(client.run, fail_first=True))
+        except (OSError, HandshakeError) as error:
+            failure = error
+        else:
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

@@ -603,3 +603,23 @@ def test_a_server_certificate_not_trusted_is_a_handshake_error():
                                        ssl_context=ssl.create_default_context()):
                     pass
     run(scenario)
+
+
+def test_connect_fails_fast_when_nothing_answers_or_the_upgrade_is_refused():
+    """connect() raises OSError for a closed port and HandshakeError (with
+    the status) for a server that refuses the upgrade; it does not retry."""
+    async def handler(server: HandWrittenServer) -> None:
+        await server.stream.receive_some(4096)
+        await server.stream.send_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    async def scenario():
+        async with hand_written_server(handler) as url:
+            http_url = url.replace("ws://", "http://").removesuffix("/api/sync")
+            with pytest.raises(HandshakeError) as info:
+                async with connect(http_url):
+                    pass
+            assert info.value.status == 404
+        with pytest.raises(OSError):
+            async with connect(http_url):
+                pass
+    run(scenario)
