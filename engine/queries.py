@@ -127,6 +127,9 @@ class IndexRangeBuilder:
     that shape and raises `INVALID_INDEX_RANGE` naming what was expected.
     """
 
+    __slots__ = ("_reader", "_table", "_index", "_fields", "_equalities", "_bound_field",
+                 "_lower", "_upper")
+
     def __init__(self, reader: Reader, table: str, index: str, fields: list[str]) -> None:
         self._reader = reader
         self._table = table
@@ -285,9 +288,13 @@ class QueryBuilder:
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise EddyError(ErrorCode.BAD_REQUEST, f"take needs an int >= 0, got {count!r}")
-        documents: list[dict] = []
         if count == 0:
-            return documents
+            return []
+        return self._take(count)
+
+    def _take(self, count: int) -> list[dict]:
+        """`take` of a checked `count` > 0."""
+        documents: list[dict] = []
         # `_documents` inlined: most queries end in a take (first, unique),
         # and a generator and a context manager per query cost more than
         # the few rows they read.
@@ -311,7 +318,7 @@ class QueryBuilder:
 
     async def first(self) -> dict | None:
         """The first document, or None. Not a checkpoint; reads at most one match."""
-        documents = await self.take(1)
+        documents = self._take(1)
         return documents[0] if documents else None
 
     async def unique(self) -> dict | None:
@@ -320,7 +327,7 @@ class QueryBuilder:
         Raises:
             EddyError(NOT_UNIQUE): the query has more than one document.
         """
-        documents = await self.take(2)
+        documents = self._take(2)
         if len(documents) > 1:
             raise EddyError(
                 ErrorCode.NOT_UNIQUE,
