@@ -379,7 +379,9 @@ class SubscriptionRegistry:
             self._move_ranges(list(map(_id_of, subscriptions)), old_ranges, ranges)
             old_ranges = ranges
         # (Equal ranges stay the list they hold: one pass over them less.)
-        self._uniform = (subscriptions, self.generation, outcome, old_ranges)
+        # Remembered for many subscriptions only: for one there is nothing to save.
+        self._uniform = ((subscriptions, self.generation, outcome, old_ranges)
+                         if len(subscriptions) > 1 else None)
         return changed
 
     def _record_each(self, subscriptions: list[Subscription], outcome: QueryOutcome,
