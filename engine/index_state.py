@@ -7,7 +7,7 @@ moves a document's keys as its writes are applied (its rules 1-3); a read
 at ts S (`IndexState.scan`) yields the keys in a range whose intervals hold
 S, in key order.
 
-Where a key is held, one of two places, never both:
+Where a key is held:
 - the base: the keys a bulk load (a node's start-up, `eddy` history
   commands) put into an empty index, in one sorted list, and their lives in
   a second list of the same order. Made once, at the end of the load
@@ -19,12 +19,15 @@ Where a key is held, one of two places, never both:
   found in `life` (engine/views.py looks them up there). Once half of the
   base has moved, the rest follows.
 
-A key that moved stays in the base with the life it had then: a write at T
-changes only intervals from T on, so that life still answers a read at a
-ts before T, which is what a scan begun before the move reads at. A scan
-walks the base's slice of the range and `_sorted`'s together, in key order
-(`_merged_scan`), taking a key held in both from `life`; or the base alone
-while `_sorted` is empty.
+A key that moved stays in the base with the life it had then (its current
+one is `life`'s): a write at T changes only intervals from T on, so that
+life still answers a read at a ts before T, which is what a scan begun
+before the move reads at. A scan walks the base's slice of the range and
+`_sorted`'s together, in key order (`_merged_scan`), taking a key held in
+both from `life`; or the base alone while `_sorted` is empty. A scan at a
+ts before some base keys were first live skips each block of
+`base_block_keys_max` base keys all first live after it (`base_births`):
+a "latest N" in the past does not step over every key born since.
 
 Batch inserts (`add_new`) keep their new keys aside (`unplaced`) until the
 index is next read, or until `unplaced_keys_max` keys wait; then merge them
