@@ -18,18 +18,21 @@ import ssl
 import struct
 import tempfile
 from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from tests.actors.test_auth import file_app, make_token, rsa_key  # noqa: F401 (fixtures)
 from tests.actors.test_sync import run as run_served
 from wire import codecs, messages as m
 from wire.client import Client, ClientError, _frame, connect
+from wire.client_ws import (CLOSE_ABNORMAL, FairSlots, HandshakeError, ServerFrameReader,
+                            WebSocketClosed, accept_key, check_handshake_response, client_frame,
+                            open_websocket)
 from wire.codecs import NATIVE_STYLE
-from wire.client_ws import (CLOSE_ABNORMAL, HandshakeError, ServerFrameReader, WebSocketClosed,
-                            accept_key, check_handshake_response, client_frame, open_websocket)
 from wire.websocket import (OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
                             OPCODE_TEXT, FrameReader, ProtocolViolation)
 
@@ -623,3 +626,35 @@ def test_connect_fails_fast_when_nothing_answers_or_the_upgrade_is_refused():
             async with connect(http_url):
                 pass
     run(scenario)
+
+
+def test_fair_slots_hand_out_in_order_and_a_cancelled_wait_takes_nothing():
+    """FairSlots: a free slot is taken at once; waiters get slots in the
+    order they asked; a waiter cancelled while waiting takes none."""
+    async def scenario():
+        slots = FairSlots(1)
+        assert slots.take_nowait() and slots.busy() and not slots.take_nowait()
+        order: list[str] = []
+        quitter = trio.CancelScope()
+
+        async def waiter(name: str) -> None:
+            await slots.take()
+            order.append(name)
+            slots.give()
+
+        async def quit_waiting() -> None:
+            with quitter:
+                await slots.take()
+                order.append("quitter")
+
+        async with trio.open_nursery() as nursery:
+            for task in (partial(waiter, "a"), quit_waiting, partial(waiter, "b")):
+                nursery.start_soon(task)
+                await trio.testing.wait_all_tasks_blocked()
+            quitter.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            slots.give()
+        assert order == ["a", "b"]
+        assert slots.take_nowait() and not slots.take_nowait()  # the one slot, given back
+
+    trio.run(scenario)
