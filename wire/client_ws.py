@@ -384,7 +384,9 @@ class ClientWebSocket:
         messages in one frame each, taken together, or else the next message
         of any kind (`receive`).
 
-        A checkpoint when it reads the socket. Raises as `receive`.
+        A checkpoint when it reads the socket. Cancelling it loses nothing:
+        it waits only while it holds no message, and bytes read stay in the
+        reader. Raises as `receive`.
         """
         reader = self.reader
         messages: list[bytes | str] = []
@@ -422,7 +424,8 @@ class ClientWebSocket:
     # ----- writing
 
     async def send_message(self, message: bytes) -> None:
-        """Sends one binary message (`send_frame` of its frame)."""
+        """Sends one binary message: `send_frame` of its frame (checkpoints,
+        backpressure and cancellation as there)."""
         await self.send_frame(client_frame(OPCODE_BINARY, message))
 
     async def send_frame(self, frame: bytes) -> None:
