@@ -165,6 +165,21 @@ class ViewReader:
     def note_terminal(self, plan, count: int | None, documents: list) -> None:
         self.terminals.append((plan, count, documents))
 
+    # A live query's transaction is read-only: its writes raise
+    # ReadOnlyTransaction there, as a query's do over HTTP.
+
+    def insert(self, table: str, fields: dict) -> str:
+        return self.txn.insert(table, fields)
+
+    def patch(self, document_id: str, changes: dict) -> None:
+        self.txn.patch(document_id, changes)
+
+    def replace(self, document_id: str, value: dict) -> None:
+        self.txn.replace(document_id, value)
+
+    def delete(self, document_id: str) -> None:
+        self.txn.delete(document_id)
+
     # ----- reads -----------------------------------------------------------
 
     def _view_for(self, range_key: RangeKey) -> View | None:

@@ -50,6 +50,11 @@ async def echo(ctx, n):
     return n
 
 
+@query(args={})
+async def write_in_query(ctx):
+    await ctx.db.insert("messages", {"body": "from a query"})
+
+
 @mutation(args={"body": v.string()})
 async def send(ctx, body):
     await ctx.db.insert("messages", {"body": body})
@@ -247,6 +252,11 @@ def test_errors_queries_actions_and_python_numbers(tmp_path):
             echo, missing = transition["modifications"]
             assert echo["value"] == 2.0 and missing["type"] == "QueryFailed"
             assert "errorData" not in missing
+            # A live query's writes are refused as over HTTP, not an AttributeError.
+            (writes,) = (await client.modify(add(2, "messages:write_in_query")))["modifications"]
+            assert writes["type"] == "QueryFailed", writes
+            assert "read-only" in writes["errorMessage"], writes
+            assert "AttributeError" not in writes["errorMessage"]
             await client.send({"type": "Mutation", "requestId": 1.0, "udfPath": "messages:refuse",
                                "args": [{}]})
             refused = await client.receive_type("MutationResponse")
