@@ -452,6 +452,13 @@ def _encode_error_data(obj: dict[str, Any], has_data: bool, data: Any, style: _S
         obj["errorData"] = style.encode_value(data)
 
 
+def _encode_error_code(obj: dict[str, Any], code: str | None, style: _Style) -> None:
+    # Eddy's stable code of a refused call, for Eddy's own client: msgpack
+    # frames only, so Convex's JSON frames keep exactly Convex's fields.
+    if code is not None and style.name == "msgpack":
+        obj["errorCode"] = code
+
+
 def _encode_state_modification(item: Any, style: _Style) -> dict[str, Any]:
     if isinstance(item, session.QueryUpdated):
         return {"type": "QueryUpdated", "queryId": item.query_id,
@@ -483,6 +490,7 @@ def encode_server_message(message: Any, style: _Style) -> dict[str, Any]:
                "ts": None if message.ts is None else style.encode_ts(message.ts),
                "logLines": list(message.log_lines)}
         _encode_error_data(obj, message.has_error_data, message.error_data, style)
+        _encode_error_code(obj, message.error_code, style)
         return obj
     if isinstance(message, session.ActionResponse):
         obj = {"type": "ActionResponse", "requestId": message.request_id,
@@ -490,6 +498,7 @@ def encode_server_message(message: Any, style: _Style) -> dict[str, Any]:
                "result": style.encode_value(message.result) if message.success else message.result,
                "logLines": list(message.log_lines)}
         _encode_error_data(obj, message.has_error_data, message.error_data, style)
+        _encode_error_code(obj, message.error_code, style)
         return obj
     if isinstance(message, session.AuthError):
         return {"type": "AuthError", "error": message.error, "baseVersion": message.base_version,
@@ -544,9 +553,11 @@ def decode_server_message(obj: Any, style: _Style) -> Any:
         success = obj.get("success") is True
         has_data = "errorData" in obj
         result = fields.value("result") if success else str(obj.get("result"))
+        code = obj.get("errorCode")
         common = dict(request_id=fields.u32("requestId"), success=success, result=result,
                       log_lines=list(obj.get("logLines") or []), has_error_data=has_data,
-                      error_data=fields.value("errorData") if has_data else None)
+                      error_data=fields.value("errorData") if has_data else None,
+                      error_code=code if type(code) is str else None)
         if kind == "ActionResponse":
             return session.ActionResponse(**common)
         return session.MutationResponse(ts=fields.ts("ts", optional=True), **common)

@@ -150,6 +150,8 @@ class MutationResponse:
     log_lines: list[str]
     has_error_data: bool = False
     error_data: Any = None
+    # Eddy's stable code of a refused call (msgpack frames only: `errorCode`).
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class ActionResponse:
     log_lines: list[str]
     has_error_data: bool = False
     error_data: Any = None
+    error_code: str | None = None  # as MutationResponse's
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class CallFailed:
     log_lines: list[str] = field(default_factory=list)
     has_data: bool = False  # only for AppError: clients make it a ConvexError
     data: Any = None
+    # Eddy's stable code (engine/errors.py) when Eddy refused the call; None
+    # for the app's AppError and for a crash in app code.
+    code: str | None = None
 
 
 CallOutcome = Union[CallSucceeded, CallFailed]

@@ -578,7 +578,7 @@ class SyncSession:
             response = ActionResponse(request_id, True, outcome.value, list(outcome.log_lines))
         else:
             response = ActionResponse(request_id, False, outcome.message, list(outcome.log_lines),
-                                      outcome.has_data, outcome.data)
+                                      outcome.has_data, outcome.data, outcome.code)
         return self._stamp([Send(response)], now_ms)
 
     def update_received(self, update: Any, *, now_ms: float) -> list[Effect]:
@@ -675,7 +675,8 @@ class SyncSession:
             owed = outcome.ts
         else:
             response = MutationResponse(request_id, False, outcome.message, None,
-                                        list(outcome.log_lines), outcome.has_data, outcome.data)
+                                        list(outcome.log_lines), outcome.has_data, outcome.data,
+                                        outcome.code)
             # The Python client waits for the next Transition after a
             # ConvexError failure too (PROTOCOL.md 4): any ts will do.
             owed = self.current.ts

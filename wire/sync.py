@@ -143,7 +143,7 @@ async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Call
         return core.CallFailed(error.message, _log_lines(error))
     except EddyError as error:
         if error.family is Family.CALLER:
-            return core.CallFailed(error.message, _log_lines(error))
+            return core.CallFailed(error.message, _log_lines(error), code=error.code.value)
         if error.family is Family.RETRYABLE:
             raise _CloseConnection(f"{error.code.value}: {error.message}",
                                    core.CLOSE_TRY_AGAIN) from error

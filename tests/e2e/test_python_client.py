@@ -93,6 +93,28 @@ def test_query_mutation_action_and_live_subscription(server):
     run(scenario)
 
 
+def test_refused_calls_carry_eddys_stable_code(server):
+    """A call Eddy refuses raises ClientError with the stable code HTTP gives;
+    the app's own AppError and a crash in app code have none."""
+    async def scenario():
+        async with connect(server.url) as client:
+            with pytest.raises(ClientError) as info:
+                await client.mutation("messages:nope", {})
+            assert info.value.code == "FunctionNotFound", info.value
+            with pytest.raises(ClientError) as info:
+                await client.mutation("messages:send", {"body": 5})
+            assert info.value.code == "ArgumentValidationError", info.value
+            with pytest.raises(ClientError) as info:
+                await client.action("messages:double", {"x": "two"})
+            assert info.value.code == "ArgumentValidationError", info.value
+            with pytest.raises(ClientError) as info:
+                await client.mutation("messages:refuse")
+            assert info.value.code is None and info.value.has_data
+            # The connection carries on.
+            assert await client.mutation("messages:send", {"body": "after"}) == "after"
+    run(scenario)
+
+
 def test_own_mutation_is_visible_when_it_resolves(server):
     """Once a mutation resolves, the client's own subscription already shows it."""
     async def scenario():
