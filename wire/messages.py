@@ -110,10 +110,11 @@ class QueryUpdated:
     value: Any
     log_lines: list[str]
     journal: str | None
-    # The QueryOutcome (engine/subscriptions.py) the value came from, if any:
-    # the msgpack codec splices its `packed_value()` into the frame instead of
-    # packing the value again for every session it goes to. Not part of the
-    # message (no equality, no repr).
+    # When the value came from a QueryOutcome (engine/subscriptions.py): an
+    # object whose `packed_value()` is the value's msgpack, which the msgpack
+    # codec splices into the frame instead of packing the value again for
+    # every session it goes to (wire/session.py `_PackedValue`). Not part of
+    # the message (no equality, no repr).
     source: Any = field(default=None, compare=False, repr=False)
 
 

@@ -759,13 +759,30 @@ _HANDLERS = {
 }
 
 
+class _PackedValue:
+    """A QueryUpdated's `source`: its value's msgpack bytes, taken from the
+    outcome when the message is made. Not the outcome itself: the outcome
+    keeps its messages (`QueryOutcome.messages`), and a message pointing back
+    at it would make every outcome a reference cycle, left for the garbage
+    collector instead of freed when replaced (ObserveInsert's p99 tripled)."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: bytes) -> None:
+        self._packed = packed
+
+    def packed_value(self) -> bytes:
+        return self._packed
+
+
 def _query_modification(query_id: int, outcome: Any) -> QueryUpdated | QueryFailed:
     """What a Transition says of query `query_id` given its new outcome."""
     log_lines = outcome.log_lines
     if outcome.error is None:
         return QueryUpdated(query_id, outcome.value, list(log_lines) if log_lines else [],
                             outcome.journal,
-                            outcome if hasattr(outcome, "packed_value") else None)
+                            _PackedValue(outcome.packed_value())
+                            if hasattr(outcome, "packed_value") else None)
     message, data, has_data = outcome.error
     return QueryFailed(query_id, message, list(log_lines), outcome.journal, has_data,
                        data if has_data else None)

@@ -96,6 +96,29 @@ def test_first_transition_starts_at_zero_and_reflects_the_query_set():
     assert h.core.queries[1].journal == "j"
 
 
+def test_an_outcome_and_its_shared_messages_are_freed_without_the_collector():
+    """An outcome keeps the messages made from it (QueryOutcome.messages), so
+    no message may point back at it: a cycle there left every replaced
+    outcome to the garbage collector (ObserveInsert's p99 tripled)."""
+    import gc
+    import weakref
+    h = Harness()
+    h.feed(modify(0, add(0, "messages", {"channel": "a"})))
+    first = outcome(7, [1])
+    [transition] = sent(h.update(7, {0: first}))
+    assert transition.modifications[0].source.packed_value() == first.packed_value()
+    gone = weakref.ref(first)
+    collector_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        del first, transition
+        h.update(8, {0: outcome(8, [2])})
+        assert gone() is None, gc.get_referrers(gone())
+    finally:
+        if collector_was_on:
+            gc.enable()
+
+
 def test_every_transition_starts_where_the_last_ended():
     """Start versions chain: each Transition's start equals the previous end."""
     h = Harness()
