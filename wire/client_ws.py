@@ -42,9 +42,9 @@ from urllib.parse import urlsplit
 
 import trio
 
-from wire.websocket import (CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, OPCODE_BINARY,
+from wire.websocket import (CLOSE_NO_STATUS, CLOSE_NORMAL, OPCODE_BINARY,
                             OPCODE_CLOSE, OPCODE_PONG, FrameReader, ProtocolViolation,
-                            close_payload, receive_bytes_max)
+                            close_payload, receive_bytes_max, receive_when_readable)
 
 __all__ = ["ClientWebSocket", "FairSlots", "HandshakeError", "ServerFrameReader", "WebSocketClosed",
            "client_frame", "open_websocket"]
@@ -91,6 +91,9 @@ class WebSocketClosed(Exception):
 class ServerFrameReader(FrameReader):
     """Server frames in, events out; no I/O. Events and rules as
     `wire.websocket.FrameReader`'s, except that frames must be unmasked."""
+
+    def __init__(self, message_bytes_max: int) -> None:
+        super().__init__(message_bytes_max, masked=False)
 
     def take_plain_messages(self, messages: list[bytes]) -> bool:
         """Appends to `messages` the payload of each next frame that is a
@@ -143,37 +146,6 @@ class ServerFrameReader(FrameReader):
             messages.append(payload if type(payload) is bytes else bytes(payload))
             position = end
         return position
-
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
-        buffer = self._buffer
-        if len(buffer) < 2:
-            return None
-        first, second = buffer[0], buffer[1]
-        if first & 0x70:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "reserved bits set")
-        if second & 0x80:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "server frames must not be masked")
-        fin = bool(first & 0x80)
-        opcode = first & 0x0F
-        length = second
-        offset = 2
-        if length == 126:
-            if len(buffer) < 4:
-                return None
-            length = int.from_bytes(buffer[2:4], "big")
-            offset = 4
-        elif length == 127:
-            if len(buffer) < 10:
-                return None
-            length = int.from_bytes(buffer[2:10], "big")
-            offset = 10
-        self._check_header(fin, opcode, length)
-        end = offset + length
-        if len(buffer) < end:
-            return None
-        payload = bytes(buffer[offset:end])
-        del buffer[:end]
-        return fin, opcode, payload
 
 
 class _MaskKeys:
@@ -407,19 +379,7 @@ class ClientWebSocket:
                 return await self.stream.receive_some(receive_bytes_max)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return b""
-        while True:
-            # One wake-up per read: the task goes round trio's scheduler
-            # before it reads, as any checkpoint would.
-            try:
-                await trio.lowlevel.wait_readable(self._fileno)
-            except (trio.ClosedResourceError, trio.BusyResourceError):
-                return b""
-            try:
-                return self._raw.recv(receive_bytes_max)
-            except BlockingIOError:
-                continue
-            except OSError:  # reset: the same as the server going away
-                return b""
+        return await receive_when_readable(self._fileno, self._raw)
 
     # ----- writing
 

@@ -111,7 +111,7 @@ def _unmask(mask: bytes, payload: bytes) -> bytes:
 
 
 class FrameReader:
-    """Client frames in, events out; no I/O (the module docstring's rules).
+    """Frames in, events out; no I/O (the module docstring's rules).
 
     Events from `next_event`: `("text", str)`, `("bytes", bytes)`,
     `("ping", bytes)`, `("pong", bytes)`, `("close", code, reason)`, or None
@@ -119,10 +119,14 @@ class FrameReader:
 
     Args:
         message_bytes_max: the longest message accepted (rule 4).
+        masked: whether frames must be masked (a server reading its
+            clients) or must not be (a client reading its server,
+            wire/client_ws.py); the other kind is a protocol error.
     """
 
-    def __init__(self, message_bytes_max: int) -> None:
+    def __init__(self, message_bytes_max: int, *, masked: bool = True) -> None:
         self.message_bytes_max = message_bytes_max
+        self._masked = masked
         # Bytes received and not yet parsed; consumed from the front.
         self._buffer = bytearray()
         # The opcode of the message whose fragments are arriving (text or
@@ -155,8 +159,11 @@ class FrameReader:
         opcode = first & 0x0F
         if first & 0x70:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "reserved bits set")
-        if not second & 0x80:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        masked = self._masked
+        if bool(second & 0x80) is not masked:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR,
+                                    "client frames must be masked" if masked
+                                    else "server frames must not be masked")
         fin = bool(first & 0x80)
         length = second & 0x7F
         offset = 2
@@ -171,11 +178,16 @@ class FrameReader:
             length = int.from_bytes(buffer[2:10], "big")
             offset = 10
         self._check_header(fin, opcode, length)
-        end = offset + 4 + length
-        if len(buffer) < end:
-            return None
-        mask = bytes(buffer[offset:offset + 4])
-        payload = _unmask(mask, bytes(buffer[offset + 4:end]))
+        if not masked:
+            end = offset + length
+            if len(buffer) < end:
+                return None
+            payload = bytes(buffer[offset:end])
+        else:
+            end = offset + 4 + length
+            if len(buffer) < end:
+                return None
+            payload = _unmask(bytes(buffer[offset:offset + 4]), bytes(buffer[offset + 4:end]))
         del buffer[:end]
         return fin, opcode, payload
 
@@ -321,19 +333,7 @@ class SocketWebSocket:
             data, handover.handed_over = handover.handed_over, b""
             if data:
                 return data
-        while True:
-            # One wake-up per read, and a fair one: even when bytes are
-            # waiting, the task goes round trio's scheduler first.
-            try:
-                await trio.lowlevel.wait_readable(self.socket)
-            except (trio.ClosedResourceError, trio.BusyResourceError):
-                return b""
-            try:
-                return self._raw.recv(receive_bytes_max)
-            except BlockingIOError:
-                continue
-            except OSError:  # reset: the same as the peer going away
-                return b""
+        return await receive_when_readable(self.socket, self._raw)
 
     async def _end_with_close(self, code: int, reason: str) -> None:
         self.ended = True
@@ -432,6 +432,26 @@ class SocketWebSocket:
             await self.stream.aclose()
         assert scope.cancelled_caught
         return STALLED
+
+
+async def receive_when_readable(waitable: Any, raw: Any) -> bytes:
+    """Up to `receive_bytes_max` bytes from the non-blocking socket `raw`
+    once `waitable` (it, or its trio socket or file number) is readable;
+    b"" when the connection ended, was reset or closed under us.
+
+    One wake-up per read, and a fair one: even when bytes are waiting, the
+    task goes round trio's scheduler first."""
+    while True:
+        try:
+            await trio.lowlevel.wait_readable(waitable)
+        except (trio.ClosedResourceError, trio.BusyResourceError):
+            return b""
+        try:
+            return raw.recv(receive_bytes_max)
+        except BlockingIOError:
+            continue
+        except OSError:  # reset: the same as the peer going away
+            return b""
 
 
 def encode_frame(message: str | bytes) -> bytes:
