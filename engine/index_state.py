@@ -31,7 +31,8 @@ a "latest N" in the past does not step over every key born since.
 
 Batch inserts (`add_new`) keep their new keys aside (`unplaced`) until the
 index is next read, or until `unplaced_keys_max` keys wait; then merge them
-into `_sorted` together (`_insert_sorted`) rather than one by one.
+into `_sorted` together (`_insert_sorted`) rather than one by one. A single
+write's new key (`add`) waits there too, until `unplaced_added_max` wait.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ LIVE = 1 << 63  # end of an interval that has not ended
 # took up to 21 ms per index at 8,192 keys (54 ms at 32,768), about what a
 # 1,000-document batch costs the shard anyway.
 unplaced_keys_max = 8192
+
+# New keys of single writes (`IndexState.add`) from which the waiting keys
+# are placed: enough that placing them together costs less per key than
+# `SortedList.add` does, few enough that a write that places them takes a
+# few tens of microseconds, not a batch's milliseconds.
+unplaced_added_max = 64
 
 # Base keys per block of `IndexState.base_births`: a scan at a ts before a
 # block's keys were all born skips the block at once. Small enough that a
@@ -138,7 +145,13 @@ class IndexState:
         if life is None:
             self.life[key] = (internal_id, ts, LIVE)
             if self.pending is None:
-                self._sorted.add(key)
+                # A new key waits with a batch's (`add_new`), but only a
+                # few: `SortedList.add` is a dozen Python steps, placing a
+                # few dozen keys at once costs a fraction of that per key.
+                unplaced = self.unplaced
+                unplaced.append(key)
+                if len(unplaced) >= unplaced_added_max:
+                    self._place()
             else:
                 self.pending.append(key)
         else:
@@ -301,7 +314,11 @@ class IndexState:
         return self.base_births
 
     def _place(self) -> None:
-        _insert_sorted(self._sorted, sorted(self.unplaced))
+        unplaced = self.unplaced
+        if len(unplaced) == 1:  # a read after each single write: no batch to merge
+            self._sorted.add(unplaced[0])
+        else:
+            _insert_sorted(self._sorted, sorted(unplaced))
         self.unplaced = []
 
     def scan(self, lo: bytes, hi: bytes | None, at_ts: int,
