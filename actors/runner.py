@@ -21,7 +21,7 @@ import logging
 import random
 import traceback
 import types
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import trio
 
@@ -45,6 +45,17 @@ class CallResult:
     ts: int
     log_lines: list[str] = dataclasses.field(default_factory=list)
     attempts: int = 1
+
+
+class Decided(NamedTuple):
+    """A mutation decided by `FunctionRunner.mutation_now`: its commit ts (None
+    if it wrote nothing), the ts to answer it at once durable, its value and
+    its log lines."""
+
+    commit_ts: int | None
+    durable_ts: int
+    value: Any
+    log_lines: list[str]
 
 
 class FunctionRunner:
@@ -192,6 +203,49 @@ class FunctionRunner:
             if attempt == limits.optimistic_attempts_max:
                 self.serial_count += 1
 
+    def mutation_now(self, path: str, args, *, identity=None, admin: bool = True,
+                     request: tuple[str, int] | None = None) -> Decided | None:
+        """`call` of a mutation, decided now, without suspending, if it can be.
+
+        Most mutations can: nothing holds the serial lane, the disk has room
+        for another commit, and the function never suspends. Then it runs on
+        the newest admitted snapshot and is admitted in the same step, so
+        nothing can conflict with it, and this returns its `Decided`; the
+        caller answers it once `Decided.durable_ts` is durable
+        (`SequencerActor.when_durable`). Otherwise nothing happened (no
+        commit; a run that tried to suspend was abandoned) and this returns
+        None: run it with `call`. No task, cancel scope or wake-up is spent
+        on the way, which is most of what a small mutation's `call` costs
+        beyond the function itself (the sync protocol's shell, wire/sync.py).
+
+        Raises what `call` raises for a mutation.
+        """
+        function = self.resolve("mutation", path, admin)
+        args = self.check_args(function, args)
+        sequencer = self.node.sequencer
+        if sequencer.lane_holder is not None or not sequencer.has_capacity():
+            return None
+        state = sequencer.state
+        snapshot_ts = state.last_ts
+        ctx = MutationCtx(self._transaction(snapshot_ts, writable=True), identity)
+        state.begin(snapshot_ts)
+        try:
+            finished, value = self._invoke_now(function, args, ctx)
+            if not finished:
+                return None
+            txn = ctx.transaction
+            if not txn.writes:
+                # Wrote nothing: answered once what it read is durable.
+                return Decided(None, snapshot_ts, value, txn.log_lines)
+            call = CallInfo(function.path, args, identity, "mutation", request)
+            call.result = value
+            outcome = sequencer.admit(txn, call)
+        finally:
+            state.end(snapshot_ts)
+        if not isinstance(outcome, Commit):
+            return None  # cannot happen (nothing ran since its snapshot); `call` will see
+        return Decided(outcome.ts, outcome.ts, value, txn.log_lines)
+
     async def _attempt(self, function: FunctionDef, args: dict, identity, call: CallInfo,
                        serial: bool) -> tuple[Commit | int | None, Any, Transaction]:
         """One run of a mutation: (its Commit, a conflicting ts, or None if it
@@ -244,32 +298,28 @@ class FunctionRunner:
         of a small mutation, and almost no query or mutation ever suspends
         (`ctx.db` never does), so a `rerunnable` function (a query or
         mutation: a pure function of its snapshot, seed and args, whose
-        effects stay in its transaction) first runs without one; if it tries
-        to suspend, that run is abandoned before anything happens and the
-        function runs again from the start, on a fresh ctx, under the scope.
-        Actions have effects outside any transaction, so they always run
-        under the scope.
+        effects stay in its transaction) first runs without one
+        (`_invoke_now`); if it tries to suspend, that run is abandoned before
+        anything happens and the function runs again from the start, on a
+        fresh ctx, under the scope. Actions have effects outside any
+        transaction, so they always run under the scope.
         """
         ctx = make_ctx()
+        if rerunnable:
+            finished, value = self._invoke_now(function, args, ctx)
+            if finished:
+                return value, ctx
+            ctx = make_ctx()
         lines = ctx.log_lines
+        limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
+                    else limits.query_user_ms_max)
         try:
-            finished = False
-            if rerunnable:
-                with logs.capture(lines):
-                    finished, result = _run_without_suspending(function.handler(ctx, **args))
-                if not finished:
-                    ctx = make_ctx()
-                    lines = ctx.log_lines
-            scope = None
-            if not finished:
-                limit_ms = (limits.action_user_ms_max if function.kind is FunctionKind.ACTION
-                            else limits.query_user_ms_max)
-                with trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000) as scope, \
-                        logs.capture(lines):
-                    result = function.handler(ctx, **args)
-                    if inspect.isawaitable(result):
-                        result = await result
-            if scope is not None and scope.cancelled_caught:
+            with trio.CancelScope(deadline=trio.current_time() + limit_ms / 1000) as scope, \
+                    logs.capture(lines):
+                result = function.handler(ctx, **args)
+                if inspect.isawaitable(result):
+                    result = await result
+            if scope.cancelled_caught:
                 raise _with_lines(EddyError(
                     ErrorCode.TIMEOUT, f"{function.path} ran longer than {limit_ms} ms.",
                     limit="query_user_ms_max" if limit_ms == limits.query_user_ms_max
@@ -279,10 +329,29 @@ class FunctionRunner:
         except (AppError, EddyError, FunctionCrashed) as error:
             raise _with_lines(error, lines)
         except Exception as error:
-            text = traceback.format_exc()
-            log.error("%s failed:\n%s", function.path, text)
-            raise _with_lines(FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text),
-                              lines) from error
+            raise _crashed(function, error, lines) from error
+        return self._checked_result(function, result), ctx
+
+    def _invoke_now(self, function: FunctionDef, args: dict, ctx) -> tuple[bool, Any]:
+        """Runs the function on `ctx` if it finishes without suspending:
+        (True, its value, checked as `_invoke` checks it), or (False, None)
+        once it tried to suspend (that run abandoned; nothing happened).
+        Raises what `_invoke` raises."""
+        lines = ctx.log_lines
+        try:
+            with logs.capture(lines):
+                finished, result = _run_without_suspending(function.handler(ctx, **args))
+        except (AppError, EddyError, FunctionCrashed) as error:
+            raise _with_lines(error, lines)
+        except Exception as error:
+            raise _crashed(function, error, lines) from error
+        if not finished:
+            return False, None
+        return True, self._checked_result(function, result)
+
+    def _checked_result(self, function: FunctionDef, result: Any) -> Any:
+        """A function's return value as the caller gets it: tuples as lists,
+        size-checked, validated against `returns=`."""
         if isinstance(result, tuple):
             result = list(result)
         try:
@@ -290,8 +359,15 @@ class FunctionRunner:
         except EddyError as error:
             raise EddyError(ErrorCode.INVALID_RETURN, f"{function.path}: {error.message}") from None
         if function.returns is None:
-            return result, ctx
-        return validate_returns(function, result, self.node.catalog.table_name), ctx
+            return result
+        return validate_returns(function, result, self.node.catalog.table_name)
+
+
+def _crashed(function: FunctionDef, error: Exception, lines: list[str]) -> FunctionCrashed:
+    """An app exception as the caller sees it (the traceback goes to the log)."""
+    text = traceback.format_exc()
+    log.error("%s failed:\n%s", function.path, text)
+    return _with_lines(FunctionCrashed(f"Uncaught {type(error).__name__}: {error}", text), lines)
 
 
 def _run_without_suspending(result) -> tuple[bool, Any]:

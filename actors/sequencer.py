@@ -13,6 +13,9 @@ disk; `wait_capacity` blocks new mutations until the group in flight lands.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 from typing import Callable
 
 import trio
@@ -23,6 +26,8 @@ from engine.commits import CallInfo, Commit, admit, commit_ops
 from engine.sequencing import SequencerState
 from engine.transaction import Transaction
 from engine.world import Clock, Store
+
+log = logging.getLogger("eddy.sequencer")
 
 # Admitted commits that may wait for the disk at once: two full groups, so one
 # group can be written while the next fills.
@@ -40,6 +45,7 @@ class SequencerActor:
         durable_ts: ts of the newest durable (published) commit.
         lane_holder: the transaction holding the serial lane, or None.
         on_publish: hooks called with each durable group, in order.
+        callbacks: (ts, order, callback) heap of `when_durable` callbacks.
     """
 
     def __init__(self, store: Store, catalog: Catalog, state: SequencerState, clock: Clock) -> None:
@@ -52,6 +58,8 @@ class SequencerActor:
         self.lane_holder: Transaction | None = None
         self.lane = trio.Lock()
         self.on_publish: list[Callable[[list[Commit]], None]] = []
+        self.callbacks: list[tuple[int, int, Callable[[], None]]] = []
+        self._callback_order = itertools.count()
         self._work = trio.lowlevel.ParkingLot()
         self._durable = trio.lowlevel.ParkingLot()
         self._capacity = trio.lowlevel.ParkingLot()
@@ -97,6 +105,18 @@ class SequencerActor:
         while self.durable_ts < ts:
             await self._durable.park()
 
+    def when_durable(self, ts: int, callback: Callable[[], None]) -> None:
+        """Calls `callback()` once every commit up to `ts` is durable: at once
+        if they are, else from the durability loop right after the group's
+        `on_publish` hooks (before the waiters of `wait_durable` run), in ts
+        order. What `wait_durable` does for a task, for a caller with no task
+        of its own (wire/sync.py answers most mutations this way). A callback
+        must not raise; one that does is logged and the loop goes on."""
+        if self.durable_ts >= ts:
+            callback()
+        else:
+            heapq.heappush(self.callbacks, (ts, next(self._callback_order), callback))
+
     async def run(self) -> None:
         """The durability loop. Never returns; a storage error ends the node."""
         while True:
@@ -115,6 +135,13 @@ class SequencerActor:
         self.group_count += 1
         for hook in self.on_publish:
             hook(group)
+        callbacks = self.callbacks
+        while callbacks and callbacks[0][0] <= self.durable_ts:
+            callback = heapq.heappop(callbacks)[2]
+            try:
+                callback()
+            except Exception:
+                log.exception("a when_durable callback failed")
         self._durable.unpark_all()
         self._capacity.unpark_all()
 

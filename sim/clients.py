@@ -76,7 +76,7 @@ class SimSyncServer(sync.SyncServer):
     def __init__(self, node, world, trace, incarnation: int = 0,
                  log: SubscriptionLog | None = None) -> None:
         super().__init__(lambda: node, send_stall_s=send_stall_s,
-                         clock_ms=lambda: world.clock.now_ns() / 1e6)
+                         clock_ms=lambda: world.clock.now_ns() / 1e6, inline_mutations=False)
         self.node = node
         self.pause = world.pause  # the process's pauses (sim/world.py)
         self.incarnation = incarnation

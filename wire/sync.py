@@ -137,20 +137,30 @@ async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Call
         else:
             result = await node.runner.call(kind, path, args, identity=identity, admin=admin,
                                             on_decided=on_decided, request=request)
-    except AppError as error:
-        return core.CallFailed(str(error), _log_lines(error), True, error.data)
-    except FunctionCrashed as error:
-        return core.CallFailed(error.message, _log_lines(error))
-    except EddyError as error:
-        if error.family is Family.CALLER:
-            return core.CallFailed(error.message, _log_lines(error), code=error.code.value)
-        if error.family is Family.RETRYABLE:
-            raise _CloseConnection(f"{error.code.value}: {error.message}",
-                                   core.CLOSE_TRY_AGAIN) from error
-        logger.warning("%s %s failed: %r", kind, path, error)
-        raise _CloseConnection(f"{error.code.value}: {error.message}",
-                               core.CLOSE_INTERNAL) from error
+    except (AppError, FunctionCrashed, EddyError) as error:
+        return failed_outcome(error, kind, path)
     return core.CallSucceeded(result.value, result.ts, list(result.log_lines))
+
+
+def failed_outcome(error: AppError | FunctionCrashed | EddyError, kind: str,
+                   path: str) -> core.CallFailed:
+    """A call's error in the core's terms (see `call_outcome`).
+
+    Raises:
+        _CloseConnection: a retryable or internal error.
+    """
+    if isinstance(error, AppError):
+        return core.CallFailed(str(error), _log_lines(error), True, error.data)
+    if isinstance(error, FunctionCrashed):
+        return core.CallFailed(error.message, _log_lines(error))
+    if error.family is Family.CALLER:
+        return core.CallFailed(error.message, _log_lines(error), code=error.code.value)
+    if error.family is Family.RETRYABLE:
+        raise _CloseConnection(f"{error.code.value}: {error.message}",
+                               core.CLOSE_TRY_AGAIN) from error
+    logger.warning("%s %s failed: %r", kind, path, error)
+    raise _CloseConnection(f"{error.code.value}: {error.message}",
+                           core.CLOSE_INTERNAL) from error
 
 
 def _log_lines(error: Exception) -> list[str]:
@@ -174,10 +184,15 @@ class SyncServer:
         own_websocket: whether a plain-TCP WebSocket leaves hypercorn after
             its handshake for Eddy's own framing (wire/websocket.py); False
             keeps hypercorn's WSStream and wsproto for every frame.
+        inline_mutations: whether a mutation the runner can decide at once
+            runs with no task of its own (`Connection._mutate_now`); False
+            runs every mutation in a task (`_run_mutation`), as the
+            simulator's server does: its checkers watch `_mutate`.
     """
 
     def __init__(self, node_provider: Any, *, send_stall_s: float = send_stall_s_max,
-                 clock_ms: Any = None, own_websocket: bool = True) -> None:
+                 clock_ms: Any = None, own_websocket: bool = True,
+                 inline_mutations: bool = True) -> None:
         self.node_provider = node_provider
         self.send_stall_s = send_stall_s
         self.own_websocket = own_websocket
@@ -186,6 +201,9 @@ class SyncServer:
         self.now_ms = clock_ms or now_ms
         self.results = core.MutationResults()
         self.in_flight: dict[tuple[str, int], trio.Event] = {}
+        # Whether mutations the runner can decide at once run with no task of
+        # their own (Connection._mutate_now).
+        self.inline_mutations = inline_mutations
         self.connection_count = 0
 
     async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -259,6 +277,10 @@ class Connection:
         # Frames (or their unsent ends) queued for the writer and not yet
         # written, on the own WebSocket; while any are, new frames queue too.
         self.frames_queued = 0
+        # Whether `_feed` carries out effects that end with a RequestUpdate,
+        # and the answers held for the Transition it asks for (`_queue`).
+        self.corking = False
+        self.corked: list[bytes] = []
 
     async def run(self) -> None:
         try:
@@ -276,7 +298,15 @@ class Connection:
     # ----- feeding the core
 
     def _feed(self, effects: list[core.Effect]) -> None:
-        """Carries out effects; never awaits."""
+        """Carries out effects; never awaits.
+
+        A mutation the runner can decide at once (`_mutate_now`) runs after
+        the other effects, as if its decision were the next input fed.
+        A successful MutationResponse that a RequestUpdate follows waits for
+        the Transition it asks for, to share its write (`_queue`).
+        """
+        run_now = None
+        self.corking = len(effects) > 1 and type(effects[-1]) is core.RequestUpdate
         for effect in effects:
             if isinstance(effect, core.Send):
                 self._queue(effect.message)
@@ -287,7 +317,10 @@ class Connection:
             elif isinstance(effect, core.SetIdentity):
                 self.queries.set_identity(effect.identity, admin=effect.admin)
             elif isinstance(effect, core.RunMutation):
-                self.nursery.start_soon(self._run_mutation, effect)
+                if self.server.inline_mutations:
+                    run_now = [effect] if run_now is None else [*run_now, effect]
+                else:
+                    self.nursery.start_soon(self._run_mutation, effect)
             elif isinstance(effect, core.RunMutations):
                 self.nursery.start_soon(self._run_batch, effect)
             elif isinstance(effect, core.RunAction):
@@ -299,6 +332,11 @@ class Connection:
                 self._close(effect.code, effect.reason)
             else:  # pragma: no cover
                 raise AssertionError(f"unknown effect {effect!r}")
+        self.corking = False
+        if run_now is not None:
+            for effect in run_now:
+                if not self._mutate_now(effect):
+                    self.nursery.start_soon(self._run_mutation, effect)
 
     def _queue(self, message: Any) -> None:
         if self.close_frame is not None:
@@ -306,9 +344,18 @@ class Connection:
         frame = codecs.dump_server_frame(message, self.style or JSON_STYLE)
         is_transition = isinstance(message, core.Transition)
         if self.transport is not None:
-            self._queue_frame(websocket.frame_bytes(websocket.OPCODE_BINARY, frame)
-                              if type(frame) is bytes else websocket.encode_frame(frame),
-                              is_transition)
+            data = (websocket.frame_bytes(websocket.OPCODE_BINARY, frame)
+                    if type(frame) is bytes else websocket.encode_frame(frame))
+            if self.corking and type(message) is core.MutationResponse and message.success \
+                    and not self.frames_queued:
+                # The Transition this answer's RequestUpdate asks for follows
+                # within a pass of the subscription actor, and a client takes
+                # a mutation as done only once it has both (PROTOCOL.md 4):
+                # one write and one wake-up of the client instead of two.
+                # A failure is not held: npm's client rejects on it alone.
+                self.corked.append(data)
+                return
+            self._queue_frame(data, is_transition)
             return
         try:
             self.outgoing_send.send_nowait((frame, is_transition))
@@ -326,6 +373,9 @@ class Connection:
         mutation's task, the subscription actor's loop): no wake-up of the
         writer. What the kernel does not take waits for the writer, and so
         does every frame after it. Never awaits."""
+        if self.corked:
+            data = b"".join([*self.corked, data])
+            self.corked.clear()
         if not self.frames_queued:
             sent = self.transport.send_nowait(data)
             if sent is None:  # the peer is gone, as a disconnect
@@ -348,6 +398,8 @@ class Connection:
         """Stops the connection after the frames already queued are written."""
         if self.close_frame is not None:
             return
+        if self.corked:  # answers go out before the close
+            self._queue_frame(b"", False)
         self.close_frame = (code, reason)
         if code != core.CLOSE_NORMAL:
             logger.info("closing sync session %s (%s): %s", self.session.session_id,
@@ -550,6 +602,57 @@ class Connection:
                                      decided)
         if outcome is not None:
             self._feed(self.session.mutation_done(effect.request_id, outcome, now_ms=self.now_ms()))
+
+    def _mutate_now(self, effect: core.RunMutation) -> bool:
+        """Runs a mutation the runner can decide at once, with no task of its
+        own: answered from `SequencerActor.when_durable` (the runner's
+        `mutation_now`). False if it cannot, or if the shell may have an
+        answer already (a re-send): nothing happened, and `_run_mutation`
+        runs it. What `_mutate` promises holds: run at most once per
+        (sessionId, requestId), and finished and recorded even if the
+        socket goes (nothing here depends on the connection's tasks)."""
+        server = self.server
+        request_id = effect.request_id
+        key = (self.session.session_id, request_id)
+        if key in server.in_flight or server.results.get(*key) is not None or \
+                self.node.logged_mutation_result(*key) is not None:
+            return False
+        caller = effect.caller or ANONYMOUS
+        try:
+            decided = self.node.runner.mutation_now(effect.path, effect.args,
+                                                    identity=caller.identity, admin=caller.admin,
+                                                    request=key)
+        except (AppError, FunctionCrashed, EddyError) as error:
+            try:
+                outcome = failed_outcome(error, "mutation", effect.path)
+            except _CloseConnection as close:
+                self._close(close.code, close.reason)
+                return True
+            self._feed(self.session.mutation_done(request_id, outcome, now_ms=self.now_ms()))
+            return True
+        if decided is None:
+            return False
+        done = server.in_flight[key] = trio.Event()
+
+        def durable() -> None:
+            del server.in_flight[key]
+            done.set()
+            outcome = core.CallSucceeded(decided.value, decided.durable_ts,
+                                         list(decided.log_lines))
+            server.results.put(*key, outcome)
+            self._feed(self.session.mutation_done(request_id, outcome, now_ms=self.now_ms()))
+
+        sequencer = self.node.sequencer
+        if sequencer.durable_ts >= decided.durable_ts:
+            durable()  # wrote nothing, and what it read is durable: the answer is due
+            return True
+        # Registered first, so that it comes before any answer of a mutation
+        # the decision starts (rule 4: the session's next mutation may start
+        # on top of this one).
+        sequencer.when_durable(decided.durable_ts, durable)
+        self._feed(self.session.mutation_decided(request_id, decided.commit_ts,
+                                                 now_ms=self.now_ms()))
+        return True
 
     async def _run_batch(self, effect: core.RunMutations) -> None:
         # The items are independent (the client asked for them together), so
