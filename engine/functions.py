@@ -67,6 +67,9 @@ class FunctionDef:
     # flat fast path; and the same for the objects of each array of flat
     # objects (`v.array(v.object({...}))`: a batch of documents), by field.
     _flat_args: tuple = field(default=(), init=False, repr=False)
+    # `_flat_args` as one function (`values.flat_document_checker`), or None.
+    _flat_args_check: Callable[[dict], int | None] | None = field(default=None, init=False,
+                                                                 repr=False)
     _flat_arrays: dict = field(default_factory=dict, init=False, repr=False)
     _required_arrays: frozenset = field(default=frozenset(), init=False, repr=False)
 
@@ -95,6 +98,8 @@ class FunctionDef:
                     self._flat_arrays[name] = item_fields
         scalars = {name: f for name, f in self.args.items() if name not in self._flat_arrays}
         self._flat_args = v.object(scalars).flat_fields(values.is_field_name)
+        if self._flat_args:
+            self._flat_args_check = values.flat_document_checker(*self._flat_args)
         self._required_arrays = frozenset(
             name for name in self._flat_arrays if not self.args[name].is_optional)
 
@@ -205,7 +210,7 @@ def check_flat_args(fdef: FunctionDef, args: dict) -> dict | None:
         return None
     if fdef._flat_arrays:
         return _check_flat_args_with_arrays(fdef, args)
-    size = values.flat_document_size(args, *flat)
+    size = fdef._flat_args_check(args)
     if size is None or size > limits.value_bytes_max:
         return None
     return args.copy()
@@ -235,7 +240,7 @@ def _check_flat_args_with_arrays(fdef: FunctionDef, args: dict) -> dict | None:
         arrays[key] = list(map(dict.copy, item))
     if not fdef._required_arrays <= args.keys():
         return None
-    scalar_size = values.flat_document_size(scalars, *fdef._flat_args)
+    scalar_size = fdef._flat_args_check(scalars)
     if scalar_size is None or scalar_size + size > limits.value_bytes_max:
         return None
     return {**args, **arrays}

@@ -36,7 +36,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from engine import limits, values
 from engine.errors import EddyError, ErrorCode
@@ -253,6 +253,8 @@ class Schema:
         self.strict_table_name_types = strict_table_name_types
         # table name -> `_flat_table`'s answer, made on first use.
         self._flat_tables: dict[str, tuple] = {}
+        # table name -> `flat_check`'s function, made on first use.
+        self._flat_checks: dict[str, Callable[[dict], int | None]] = {}
 
     def validate_document(self, table: str, fields: dict,
                           resolve_table: ResolveTable | None = None) -> dict:
@@ -310,9 +312,9 @@ class Schema:
             EddyError: what `values.check_document_fields` and
                 `validate_document` raise.
         """
-        flat = self.flat_plan(table)
-        if flat and type(fields) is dict:
-            size = values.flat_document_size(fields, *flat)
+        check = self.flat_check(table)
+        if check is not None and type(fields) is dict:
+            size = check(fields)
             if size is not None:
                 return fields, size
         size = values.check_document_fields(fields)
@@ -328,6 +330,18 @@ class Schema:
         if flat is None:
             flat = self._flat_tables[table] = self._flat_table(table)
         return flat
+
+    def flat_check(self, table: str) -> Callable[[dict], int | None] | None:
+        """`flat_plan`'s check as one function of the fields (see
+        `values.flat_document_checker`), or None when the table has no plan.
+        Made on first use (only a table of the schema has a plan)."""
+        check = self._flat_checks.get(table)
+        if check is None:
+            flat = self.flat_plan(table)
+            if not flat:
+                return None
+            check = self._flat_checks[table] = values.flat_document_checker(*flat)
+        return check
 
     def _flat_table(self, table: str) -> tuple[dict, frozenset] | tuple[()]:
         definition = self.tables.get(table)

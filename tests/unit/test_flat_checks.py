@@ -83,3 +83,22 @@ def test_flat_documents_size_refuses_a_document_over_the_limit():
     assert values.flat_documents_size([small, large], *PLAN) is None
     halves = [{**small, "key": "k" * (limits.document_bytes_max // 2)}] * 3
     assert values.flat_documents_size(halves, *PLAN) == one_at_a_time(halves)
+
+
+@settings(max_examples=500)
+@given(documents())
+def test_flat_document_checker_is_flat_document_size(document):
+    """The function written for a plan answers as `flat_document_size` does."""
+    check = values.flat_document_checker(*PLAN)
+    assert check(document) == values.flat_document_size(document, *PLAN)
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "it's", "_x"]),
+                       st.one_of(st.text(max_size=3), st.integers(), st.none()), max_size=3))
+def test_flat_document_checker_of_small_plans(fields):
+    """Plans of no field, one field and a field name needing quotes are written right."""
+    for validator in (v.object({}), v.object({"a": v.string()}),
+                      v.object({"it's": v.optional(v.int64()), "a": v.null()})):
+        plan = validator.flat_fields(values.is_field_name)
+        assert values.flat_document_checker(*plan)(fields) == \
+            values.flat_document_size(fields, *plan)
