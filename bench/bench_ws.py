@@ -30,7 +30,8 @@ than the rate.
 `--count-server` also prints what does not depend on the machine: the
 server's Python calls (`sys.setprofile` call events of its main thread,
 coroutine resumptions included) and trio task steps per mutation in the
-window (it slows the server, so its rate is not the row's).
+window, and the most called functions (it slows the server, so its rate is
+not the row's).
 
 This module also holds what bench_live.py shares: `EddyProcess` (a real
 `eddy dev` on a free loopback port) and `process_cpu_s` (a process's CPU
@@ -61,6 +62,7 @@ from common import Rate, Row, Unavailable  # noqa: E402
 SERVER_START_S_MAX = 60  # Loading the app and opening RocksDB.
 CONNECT_S_MAX = 60  # 64 WebSocket handshakes on a busy machine.
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+COUNTED_FUNCTIONS = 130  # `--count-server` lists this many functions
 
 
 # ---------------------------------------------------------------------------
@@ -265,9 +267,13 @@ def _counts_note(count_path: str, mutation_count: int) -> str:
         time.sleep(0.1)
     calls, steps = map(int, Path(count_path).read_text().split())
     per = max(1, mutation_count)
+    top = []
+    for line in Path(count_path + ".functions").read_text().splitlines()[:COUNTED_FUNCTIONS]:
+        count, name = line.split("\t", 1)
+        top.append(f"\n  {int(count) / per:6.2f}  {name}")
     return (f"eddy (--count-server, the server slowed by counting): per mutation in the "
             f"window {calls / per:,.0f} Python calls, {steps / per:.2f} trio task steps "
-            f"({mutation_count:,} mutations)")
+            f"({mutation_count:,} mutations); the most called, per mutation:{''.join(top)}")
 
 
 def run_counted_server(count_path: str, argv: list[str]) -> int:
@@ -280,11 +286,15 @@ def run_counted_server(count_path: str, argv: list[str]) -> int:
     sys.path.insert(0, str(common.REPO_ROOT))  # run as a script: the repo is not on the path
     import wire.cli as cli
 
+    import collections
+
     counts = {"calls": 0, "steps": 0, "on": False}
+    by_code: collections.Counter = collections.Counter()
 
     def on_event(frame, event, arg) -> None:
         if event == "call":
             counts["calls"] += 1
+            by_code[frame.f_code] += 1
 
     class Steps(trio.abc.Instrument):
         def before_task_step(self, task) -> None:
@@ -293,11 +303,17 @@ def run_counted_server(count_path: str, argv: list[str]) -> int:
 
     def start(*_) -> None:
         counts.update(calls=0, steps=0, on=True)
+        by_code.clear()
         sys.setprofile(on_event)
 
     def stop(*_) -> None:
         sys.setprofile(None)
         counts["on"] = False
+        # Which functions the calls were, most first (`count_path`.functions).
+        Path(count_path + ".functions").write_text("".join(
+            f"{count}\t{code.co_filename.replace(str(common.REPO_ROOT) + '/', '')}:"
+            f"{code.co_firstlineno} {code.co_qualname}\n"
+            for code, count in by_code.most_common()))
         Path(count_path).write_text(f"{counts['calls']} {counts['steps']}\n")
 
     serve_dev = cli.serve_dev

@@ -122,7 +122,7 @@ def plant_server(name: str | None, server, world) -> None:
 
 
 class _ForgetfulResults:
-    """wire.session.MutationResults that keeps nothing."""
+    """wire.mutation_results.MutationResults that keeps nothing."""
 
     bytes = 0
 

@@ -69,13 +69,11 @@ never reads a clock.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
-from engine import values
 from engine.errors import EddyError
 from engine.functions import canonical_path
-
 from engine.subscriptions import REMOVED
 from wire.messages import (  # noqa: F401  (re-exported: the core's vocabulary)
     Connect, QueryAdd, QueryRemove, ModifyQuerySet, Mutation, Action, MutationBatch,
@@ -83,6 +81,7 @@ from wire.messages import (  # noqa: F401  (re-exported: the core's vocabulary)
     QueryFailed, QueryRemoved, Transition, MutationResponse, ActionResponse, AuthError,
     FatalError, Ping, ServerMessage, CallSucceeded, CallFailed, CallOutcome,
 )
+from wire.mutation_results import MutationResults  # noqa: F401  (re-exported)
 
 # PROTOCOL.md 5.2: npm reconnects after 60 s without a message, Rust after 30 s;
 # the backend pings after 15 s of silence, which keeps both comfortably alive.
@@ -173,55 +172,6 @@ class Close:
 
 Effect = Union[Send, ModifyQueries, RunMutation, RunMutations, RunAction,
                ResolveToken, SetIdentity, RequestUpdate, Close]
-
-
-# ------------------------------------------------- node-wide mutation results
-
-class MutationResults:
-    """Recent successful mutation results by (sessionId, requestId), node-wide.
-
-    npm reuses its sessionId across reconnects and re-sends every mutation it
-    has not seen reflected in a Transition, including answered ones
-    (PROTOCOL.md 5.1), so the store outlives any one socket. It keeps the
-    newest `entries_max` results and at most `bytes_max` of result values,
-    evicting the oldest first. A re-send normally arrives within one
-    reconnect (seconds), when only a few thousand mutations have committed
-    since, so 100,000 entries cover minutes of full-speed ingestion; the byte
-    bound keeps a few huge results from pinning memory (a result may be 16 MiB).
-    """
-
-    entries_max = 100_000
-    bytes_max = 64 * 1024 * 1024
-
-    def __init__(self, entries_max: int | None = None, bytes_max: int | None = None) -> None:
-        if entries_max is not None:
-            self.entries_max = entries_max
-        if bytes_max is not None:
-            self.bytes_max = bytes_max
-        # (session id, request id) -> (outcome, size); oldest first.
-        self._entries: collections.OrderedDict[tuple[str, int], tuple[CallSucceeded, int]] = (
-            collections.OrderedDict())
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, session_id: str, request_id: int) -> CallSucceeded | None:
-        entry = self._entries.get((session_id, request_id))
-        return None if entry is None else entry[0]
-
-    def put(self, session_id: str, request_id: int, outcome: CallSucceeded) -> None:
-        size = values.size_of(outcome.value) + 64  # 64: the key and the tuple
-        key = (session_id, request_id)
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        self._entries[key] = (outcome, size)
-        self.bytes += size
-        while self._entries and (len(self._entries) > self.entries_max
-                                 or self.bytes > self.bytes_max):
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.bytes -= evicted
 
 
 # -------------------------------------------------------------- the session
@@ -535,8 +485,10 @@ class SyncSession:
         """A started mutation finished (the shell ran a RunMutation)."""
         if self.closed:
             return self._forget_started()
-        turn = next(turn for turn in self.started
-                    if not turn.batch and turn.items[0][0] == request_id)
+        turn = self.started[0]  # nearly always: mutations are answered in order
+        if turn.batch or turn.items[0][0] != request_id:
+            turn = next(turn for turn in self.started
+                        if not turn.batch and turn.items[0][0] == request_id)
         return self._finished(turn, [outcome], now_ms)
 
     def mutations_done(self, outcomes: list[CallOutcome], *, now_ms: float) -> list[Effect]:
@@ -610,8 +562,10 @@ class SyncSession:
     # ----- helpers
 
     def _stamp(self, effects: list[Effect], now_ms: float) -> list[Effect]:
-        if any(isinstance(effect, Send) for effect in effects):
-            self.last_sent_ms = now_ms
+        for effect in effects:  # a loop, not any(): this runs several times per mutation
+            if isinstance(effect, Send):
+                self.last_sent_ms = now_ms
+                break
         return effects
 
     def close(self, reason: str, code: int = CLOSE_NORMAL) -> list[Effect]:
@@ -644,6 +598,10 @@ class SyncSession:
 
     def _start_mutations(self) -> list[Effect]:
         """Starts the next queued mutation, answering refused or repeated ones at once."""
+        if not self.mutation_queue:  # the usual case, after each decision and answer
+            if not self.started and self.owed_ts is not None:
+                return [RequestUpdate(self.owed_ts)]
+            return []
         effects: list[Effect] = []
         while self.mutation_queue and self._lane_open_for(self.mutation_queue[0]):
             queued = self.mutation_queue.popleft()

@@ -200,7 +200,9 @@ class SyncServer:
         # passes its virtual World clock (sim/clients.py).
         self.now_ms = clock_ms or now_ms
         self.results = core.MutationResults()
-        self.in_flight: dict[tuple[str, int], trio.Event] = {}
+        # (sessionId, requestId) of each mutation running -> the Event its
+        # re-sends wait on, made by the first of them (None until one waits).
+        self.in_flight: dict[tuple[str, int], trio.Event | None] = {}
         # Whether mutations the runner can decide at once run with no task of
         # their own (Connection._mutate_now).
         self.inline_mutations = inline_mutations
@@ -305,6 +307,8 @@ class Connection:
         A successful MutationResponse that a RequestUpdate follows waits for
         the Transition it asks for, to share its write (`_queue`).
         """
+        if not effects:
+            return
         run_now = None
         self.corking = len(effects) > 1 and type(effects[-1]) is core.RequestUpdate
         for effect in effects:
@@ -632,11 +636,12 @@ class Connection:
             return True
         if decided is None:
             return False
-        done = server.in_flight[key] = trio.Event()
+        server.in_flight[key] = None
 
         def durable() -> None:
-            del server.in_flight[key]
-            done.set()
+            waiting = server.in_flight.pop(key)
+            if waiting is not None:
+                waiting.set()
             outcome = core.CallSucceeded(decided.value, decided.durable_ts,
                                          list(decided.log_lines))
             server.results.put(*key, outcome)
@@ -678,15 +683,19 @@ class Connection:
         """
         key = (self.session.session_id, request_id)
         with self._mutation_shield():
-            while key in self.server.in_flight:
-                await self.server.in_flight[key].wait()
+            in_flight = self.server.in_flight
+            while key in in_flight:
+                waiting = in_flight[key]
+                if waiting is None:
+                    waiting = in_flight[key] = trio.Event()
+                await waiting.wait()
             stored = self.server.results.get(*key)
             if stored is not None:
                 return stored
             logged = self.node.logged_mutation_result(*key)
             if logged is not None:  # ran before the node restarted
                 return core.CallSucceeded(logged[0], logged[1], [])
-            done = self.server.in_flight[key] = trio.Event()
+            in_flight[key] = None
             try:
                 outcome = await call_outcome(self.node, "mutation", path, args,
                                              caller or ANONYMOUS, on_decided, key)
@@ -694,8 +703,9 @@ class Connection:
                 self._close(error.code, error.reason)
                 return None
             finally:
-                del self.server.in_flight[key]
-                done.set()
+                waiting = in_flight.pop(key)
+                if waiting is not None:
+                    waiting.set()
             if isinstance(outcome, core.CallSucceeded):
                 self.server.results.put(*key, outcome)
             return outcome
