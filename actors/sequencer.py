@@ -61,6 +61,7 @@ class SequencerActor:
         self.callbacks: list[tuple[int, int, Callable[[], None]]] = []
         self._callback_order = itertools.count()
         self._work = trio.lowlevel.ParkingLot()
+        self._parked = False  # whether the loop is parked on `_work` and not yet woken
         self._durable = trio.lowlevel.ParkingLot()
         self._capacity = trio.lowlevel.ParkingLot()
         self._lane_free = trio.lowlevel.ParkingLot()
@@ -77,7 +78,8 @@ class SequencerActor:
         outcome = admit(self.state, self.catalog, txn, call, self.clock.now_ns())
         if isinstance(outcome, Commit):
             self.pending.append(outcome)
-            if self._work:  # parked only while nothing is pending: skip the call otherwise
+            if self._parked:  # only while nothing is pending: skip the calls otherwise
+                self._parked = False
                 self._work.unpark_all()
         return outcome
 
@@ -121,7 +123,11 @@ class SequencerActor:
         """The durability loop. Never returns; a storage error ends the node."""
         while True:
             while not self.pending:
-                await self._work.park()
+                self._parked = True
+                try:
+                    await self._work.park()
+                finally:
+                    self._parked = False
             await self.flush_once()
 
     async def flush_once(self) -> None:

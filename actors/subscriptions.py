@@ -215,6 +215,11 @@ class SubscriptionActor:
         # then they still form that group, held by the same sessions.
         self._grouped: list | None = None
         self._work = trio.lowlevel.ParkingLot()
+        # Whether the loop is parked on `_work` and not yet woken: `_wake`
+        # runs once per session per mutation answered, mostly after the
+        # loop was woken for the same commits, and an unpark_all with no
+        # one parked still costs four Python calls.
+        self._parked = False
         self.validate_each_step = False
         self.use_views = True
         node.sequencer.on_publish.append(self._on_publish)
@@ -237,7 +242,7 @@ class SubscriptionActor:
     def rerun_all(self) -> None:
         """Re-runs every subscription at the registry's ts (the app's code changed)."""
         self._rerun_all = True
-        self._work.unpark_all()
+        self._unpark()
 
     def statistics(self) -> SubscriptionStatistics:
         registry = self.registry
@@ -268,7 +273,7 @@ class SubscriptionActor:
                 self._backlog.extend(group)
         else:
             self._backlog.extend(group)
-        self._work.unpark_all()
+        self._unpark()
 
     def _wake(self, session: SessionQueries) -> None:
         state = session.state
@@ -276,7 +281,13 @@ class SubscriptionActor:
             self._dirty[state.id] = None
         elif state.requested_ts is not None:
             self._waiting[state.id] = None
-        self._work.unpark_all()
+        if self._parked:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        if self._parked:
+            self._parked = False
+            self._work.unpark_all()
 
     def _take_published(self) -> list[Commit]:
         commits: list[Commit] = []
@@ -314,7 +325,11 @@ class SubscriptionActor:
                 await self._serve_sessions()
             if not (self._dirty or self._rerun_all or self._backlog
                     or self._receive.statistics().current_buffer_used):
-                await self._work.park()
+                self._parked = True
+                try:
+                    await self._work.park()
+                finally:
+                    self._parked = False
 
     def _hit_by(self, commits: list[Commit]) -> _Hits:
         """The subscriptions the commits touch, grouped for `_advance`."""

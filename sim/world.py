@@ -49,6 +49,7 @@ import trio
 # (its RaisesGroup), about 75 ms of every `eddy sim` process's start.
 from trio._core._mock_clock import MockClock  # private: pinned trio, guarded by the canary test
 
+from actors.instruments import with_dict_instruments
 from engine.world import split_seed
 
 from sim.disk import SimDisk, SimStore
@@ -232,51 +233,7 @@ def sim_mock_clock() -> MockClock:
     return clock
 
 
-class _DictInstruments(dict):
-    """trio's run loop's instruments as a plain dict of hook name -> instruments.
-
-    trio keeps them in `Instruments`, a `UserDict`, and asks `hook in
-    instruments` twice per task step and three times per scheduler pass:
-    each a Python-level `__contains__` call, about 150,000 a
-    reference-scenario run, 1% of its time, for a simulator that installs
-    no instruments. A dict answers `in` in C. This one mirrors the real
-    `Instruments` (`runner.instruments`), which still does the work:
-    adding, removing and calling instruments.
-    """
-
-    __slots__ = ("_instruments",)
-
-    def __init__(self, instruments) -> None:
-        super().__init__(instruments.data)
-        self._instruments = instruments
-
-    def add_instrument(self, instrument) -> None:
-        self._instruments.add_instrument(instrument)
-        self._mirror()
-
-    def remove_instrument(self, instrument) -> None:
-        self._instruments.remove_instrument(instrument)
-        self._mirror()
-
-    def call(self, hook: str, *args) -> None:
-        self._instruments.call(hook, *args)
-
-    def _mirror(self) -> None:
-        self.clear()
-        self.update(self._instruments.data)
-
-
-async def _with_dict_instruments(async_fn, *args):
-    """Runs `async_fn(*args)` after putting a `_DictInstruments` in the
-    running trio loop (private: pinned trio, guarded by the canary test)."""
-    from trio._core import _run  # private: pinned trio, guarded by the canary test
-
-    runner = _run.GLOBAL_RUN_CONTEXT.runner
-    runner.instruments = _DictInstruments(runner.instruments)
-    return await async_fn(*args)
-
-
 def run_simulated(async_fn, seed: int, *args):
     """`trio.run(async_fn, *args)` under a MockClock with deterministic scheduling."""
     with deterministic_scheduling(seed):
-        return trio.run(_with_dict_instruments, async_fn, *args, clock=sim_mock_clock())
+        return trio.run(with_dict_instruments, async_fn, *args, clock=sim_mock_clock())

@@ -27,6 +27,8 @@ import json
 import operator
 from typing import Any
 
+import msgpack
+
 from engine.errors import EddyError, ErrorCode
 from engine.subscriptions import msgpack_array_header
 from engine.values import check_value, from_convex_json, pack, to_clean_json, to_convex_json, unpack
@@ -633,9 +635,9 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
         parts.append(last_bytes)
         _last_modifications[:] = (style, tuple(modifications), last_bytes)
     parts.append(_CLOCK_SKEW_KEY)
-    parts.append(pack(message.client_clock_skew))
+    parts.append(_pack_number(message.client_clock_skew))
     parts.append(_SERVER_TS_KEY)
-    parts.append(pack(message.server_ts))
+    parts.append(_pack_number(message.server_ts))
     return b"".join(parts)
 
 
@@ -669,10 +671,18 @@ def _append_modifications(parts: list, modifications: list, style: _Style) -> No
 def _packed_version(version: Any, style: _Style) -> bytes:
     """`pack(_encode_version(version, style))`, without the dict."""
     query_set, identity = version.query_set, version.identity
-    return b"".join((_VERSION_HEAD, _FIXINTS[query_set] if 0 <= query_set < 128 else pack(query_set),
-                     _IDENTITY_KEY, _FIXINTS[identity] if 0 <= identity < 128 else pack(identity),
-                     _TS_KEY, pack(version.ts if style is NATIVE_STYLE
-                                   else style.encode_ts(version.ts))))
+    return b"".join((_VERSION_HEAD,
+                     _FIXINTS[query_set] if 0 <= query_set < 128 else _pack_number(query_set),
+                     _IDENTITY_KEY,
+                     _FIXINTS[identity] if 0 <= identity < 128 else _pack_number(identity),
+                     _TS_KEY, _pack_number(version.ts) if style is NATIVE_STYLE
+                     else pack(style.encode_ts(version.ts))))
+
+
+# msgpack of the numbers in a Transition's envelope (versions, ts, clock skew,
+# server ts): `values.pack`'s Packer settings, called straight from C, as
+# numbers of the session's own making cannot fail to pack.
+_pack_number = msgpack.Packer(use_bin_type=True).pack
 
 
 # The constant pieces of a msgpack Transition (`dump_server_frame`), in the

@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from actors.app import AppLoadError
+from actors.instruments import with_dict_instruments
 from actors.node import open_node
 from actors.subscription_pool import check_actor_count
 from engine.errors import AppError, EddyError, FunctionCrashed
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dev(options: argparse.Namespace, data_dir: Path) -> int:
     _configure_logging()
     try:
-        trio.run(lambda: serve_dev(options.app_dir, host=options.host, port=options.port,
+        trio.run(with_dict_instruments,
+                 lambda: serve_dev(options.app_dir, host=options.host, port=options.port,
                                    data_dir=data_dir,
                                    subscription_actors=options.subscription_actors))
     except (OSError, EddyError) as error:
