@@ -34,6 +34,7 @@ import binascii
 import re
 import struct
 import zlib
+from itertools import repeat
 from typing import Callable
 
 from engine.errors import EddyError, ErrorCode
@@ -136,7 +137,10 @@ def encode_ids(table_number: int, internal_ids: list[bytes]) -> list[str]:
     lanes = b"".join([head, (_FOOTER_ROOM + head).join(internal_ids), _FOOTER_ROOM])
     # `_footer` of every body: the low bytes of each Adler-32's two halves
     # (bytes 0 and 2 of it little-endian) less 1 and less the body's length.
-    checksums = struct.pack(f"<{count}I", *map(zlib.adler32, map(vint.__add__, internal_ids)))
+    # (Adler-32 of the body is Adler-32 of the internal id continued from
+    # the vint's: no body bytes made per id.)
+    checksums = struct.pack(f"<{count}I",
+                            *map(zlib.adler32, internal_ids, repeat(zlib.adler32(vint))))
     footers = bytearray(count * lane_bytes)
     footers[lane_bytes - 2::lane_bytes] = checksums[0::4].translate(_FOOTER_LOW)
     footers[lane_bytes - 1::lane_bytes] = checksums[2::4].translate(_FOOTER_HIGH[body_bytes])
