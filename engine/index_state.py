@@ -145,12 +145,17 @@ class IndexState:
         if life is None:
             self.life[key] = (internal_id, ts, LIVE)
             if self.pending is None:
-                # A new key waits with a batch's (`add_new`), but only a
-                # few: `SortedList.add` is a dozen Python steps, placing a
-                # few dozen keys at once costs a fraction of that per key.
+                # A new key waits with a batch's (`add_new`): `SortedList.add`
+                # is a dozen Python steps, placing a few dozen keys at once
+                # costs a fraction of that per key. Placed when the
+                # `unplaced_added_max`th key waits, so a run of single writes
+                # places a few dozen keys at a time; keys of a batch that wait
+                # past that are placed by a read or at `unplaced_keys_max`,
+                # as in `add_new`, not by the next single write.
                 unplaced = self.unplaced
                 unplaced.append(key)
-                if len(unplaced) >= unplaced_added_max:
+                waiting_count = len(unplaced)
+                if waiting_count == unplaced_added_max or waiting_count >= unplaced_keys_max:
                     self._place()
             else:
                 self.pending.append(key)
