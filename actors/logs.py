@@ -26,6 +26,8 @@ _sink: contextvars.ContextVar["_Collector | None"] = contextvars.ContextVar(
 class _Collector:
     """Splits what is written into lines and appends them to `lines`."""
 
+    __slots__ = ("lines", "partial", "dropped")
+
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.partial = ""
@@ -83,23 +85,29 @@ def _install() -> None:
         sys.stdout = _Stdout(sys.stdout)
 
 
-class capture:  # noqa: N801  (used as a function: `with capture(lines):`)
+class capture(_Collector):  # noqa: N801  (used as a function: `with capture(lines):`)
     """Appends what the current task prints inside the block to `lines`.
 
-    A class rather than a `contextlib.contextmanager` generator: it runs once
-    per function call, and the generator machinery cost more than the capture.
+    A class rather than a `contextlib.contextmanager` generator, and its own
+    collector: it runs once per function call, and the generator machinery,
+    or a collector and a stand-in for stdout made each time, cost more than
+    the capture.
     """
 
-    __slots__ = ("collector", "token")
+    __slots__ = ("token",)
 
     def __init__(self, lines: list[str]) -> None:
-        self.collector = _Collector(lines)
+        self.lines = lines
+        self.partial = ""
+        self.dropped = 0
         self.token: contextvars.Token | None = None
 
     def __enter__(self) -> None:
-        _install()
-        self.token = _sink.set(self.collector)
+        if type(sys.stdout) is not _Stdout:
+            _install()
+        self.token = _sink.set(self)
 
     def __exit__(self, *exc_info: object) -> None:
         _sink.reset(self.token)
-        self.collector.finish()
+        if self.partial or self.dropped:
+            self.finish()

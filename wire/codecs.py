@@ -611,6 +611,11 @@ def dump_server_frame(message: Any, style: _Style) -> str | bytes:
     if style is JSON_STYLE:
         return dump_json_frame(encode_server_message(message, style))
     if style.name != "msgpack" or not isinstance(message, session.Transition):
+        if type(message) is session.MutationResponse and message.success and style is NATIVE_STYLE:
+            # Once per mutation: `encode_server_message`'s map, built in line.
+            return pack({"type": "MutationResponse", "requestId": message.request_id,
+                         "success": True, "result": message.result, "ts": message.ts,
+                         "logLines": list(message.log_lines)})
         return dump_msgpack_frame(encode_server_message(message, style))
     # Runs once per Transition per session, and its loop once per result in
     # it: the constant pieces are precomputed, a result is three appends.

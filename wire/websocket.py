@@ -274,6 +274,8 @@ class SocketWebSocket:
         self.stream = handover.stream
         self.socket = self.stream.socket
         self._raw = self.socket._sock  # non-blocking (trio is pinned)
+        # trio waits on a file number as on the socket, less a call to find it.
+        self._fileno = self._raw.fileno()
         self.reader = FrameReader(message_bytes_max)
         # Until the first read: hypercorn may still hold the socket.
         self.taken = False
@@ -300,13 +302,16 @@ class SocketWebSocket:
         while True:
             if self.ended:
                 return _DISCONNECT
-            try:
-                event = reader.next_event()
-            except ProtocolViolation as error:
-                await self._end_with_close(error.code, error.reason)
-                return _DISCONNECT
+            event = None
+            if reader._buffer:  # most reads end the buffer with a whole message
+                try:
+                    event = reader.next_event()
+                except ProtocolViolation as error:
+                    await self._end_with_close(error.code, error.reason)
+                    return _DISCONNECT
             if event is None:
-                data = await self._receive_some()
+                data = await (receive_when_readable(self._fileno, self._raw) if self.taken
+                              else self._receive_some())
                 if not data:
                     self.ended = True
                     return _DISCONNECT
@@ -333,7 +338,7 @@ class SocketWebSocket:
             data, handover.handed_over = handover.handed_over, b""
             if data:
                 return data
-        return await receive_when_readable(self.socket, self._raw)
+        return await receive_when_readable(self._fileno, self._raw)
 
     async def _end_with_close(self, code: int, reason: str) -> None:
         self.ended = True
