@@ -14,8 +14,9 @@ from typing import Any, Union
 
 
 # ----------------------------------------------------------- client messages
+# (Slotted, not frozen, as the server messages below are: see there.)
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Connect:
     session_id: str
     connection_count: int
@@ -24,7 +25,7 @@ class Connect:
     client_ts: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueryAdd:
     query_id: int
     udf_path: str
@@ -33,19 +34,19 @@ class QueryAdd:
     component_path: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueryRemove:
     query_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ModifyQuerySet:
     base_version: int
     new_version: int
     modifications: list[QueryAdd | QueryRemove]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Mutation:
     request_id: int
     udf_path: str
@@ -53,7 +54,7 @@ class Mutation:
     component_path: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Action:
     request_id: int
     udf_path: str
@@ -61,14 +62,14 @@ class Action:
     component_path: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MutationBatch:
     """Eddy's extension (msgpack codec only): many mutations in one frame."""
 
     mutations: list[Mutation]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Authenticate:
     base_version: int
     token_type: str  # "User", "Admin" or "None"
@@ -76,7 +77,7 @@ class Authenticate:
     impersonating: dict | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     event_type: str
     event: Any = None
@@ -88,13 +89,14 @@ ClientMessage = Union[Connect, ModifyQuerySet, Mutation, Action, MutationBatch,
 
 # ----------------------------------------------------------- server messages
 
-# The messages of a Transition are made for every session on every change
-# (one QueryUpdated per query per session), so they are slotted and not
-# frozen: a frozen dataclass sets each field through object.__setattr__, about
-# three times the cost of building the object plainly. Nothing mutates or
-# hashes them; treat them as values.
+# Every message here is slotted and not frozen: the messages of a Transition
+# are made for every session on every change (one QueryUpdated per query per
+# session), and half a dozen others for every mutation, and a frozen
+# dataclass sets each field through object.__setattr__, about three times the
+# cost of building the object plainly (584 against 168 ns for five fields).
+# Nothing mutates or hashes them; treat them as values.
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StateVersion:
     query_set: int
     identity: int
@@ -142,7 +144,7 @@ class Transition:
     server_ts: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MutationResponse:
     request_id: int
     success: bool
@@ -155,7 +157,7 @@ class MutationResponse:
     error_code: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ActionResponse:
     request_id: int
     success: bool
@@ -166,19 +168,19 @@ class ActionResponse:
     error_code: str | None = None  # as MutationResponse's
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AuthError:
     error: str
     base_version: int
     auth_update_attempted: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FatalError:
     error: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ping:
     pass
 
@@ -189,14 +191,14 @@ ServerMessage = Union[Transition, MutationResponse, ActionResponse, AuthError,
 
 # ------------------------------------------------------------- call outcomes
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallSucceeded:
     value: Any
     ts: int
     log_lines: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallFailed:
     message: str
     log_lines: list[str] = field(default_factory=list)

@@ -107,19 +107,20 @@ CLOSE_NORMAL = 1000
 
 
 # ------------------------------------------------------------------- effects
+# (Slotted, not frozen, as wire/messages.py says: several are made per mutation.)
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Send:
     message: ServerMessage
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ModifyQueries:
     adds: list[tuple[int, str, dict, str | None]]  # (query id, canonical path, args, journal)
     removes: list[int]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunMutation:
     request_id: int
     path: str
@@ -127,7 +128,7 @@ class RunMutation:
     caller: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunMutations:
     """A batch: run every item (they are independent), answer with all outcomes."""
 
@@ -135,7 +136,7 @@ class RunMutations:
     caller: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunAction:
     request_id: int
     path: str
@@ -143,7 +144,7 @@ class RunAction:
     caller: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResolveToken:
     """Check a token; answer with `token_resolved(caller)` or `token_rejected(message)`."""
 
@@ -152,19 +153,19 @@ class ResolveToken:
     impersonating: dict | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SetIdentity:
     identity: Any
     # Whether live queries may be internal functions (an admin key was given).
     admin: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestUpdate:
     min_ts: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Close:
     reason: str
     code: int = CLOSE_PROTOCOL
@@ -182,7 +183,7 @@ class _Query:
     journal: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _PendingVersion:
     version: int
     calls: int  # applied once an Update reflects this many calls (modify or set_identity)

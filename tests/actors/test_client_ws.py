@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import hashlib
 import socket
 import ssl
@@ -509,20 +508,14 @@ def test_the_client_frames_what_the_codec_encodes(message):
         == message
 
 
-@dataclasses.dataclass(frozen=True)
-class CodedMutationResponse(m.MutationResponse):
-    """A MutationResponse as decoded from a frame that carries `errorCode`."""
-    error_code: str | None = None
-
-
 def test_a_failure_carries_the_code_the_server_names():
     """ClientError.code is the response's error code when it has one, and
     None when it has none."""
     client = Client("http://127.0.0.1:1")
     coded = client._request(m.Mutation(0, "messages:nope", [{}]))
     plain = client._request(m.Mutation(1, "messages:nope", [{}]))
-    client._response(CodedMutationResponse(0, False, "Could not find public function",
-                                           None, [], error_code="FunctionNotFound"))
+    client._response(m.MutationResponse(0, False, "Could not find public function",
+                                        None, [], error_code="FunctionNotFound"))
     client._response(m.MutationResponse(1, False, "Uncaught ValueError: boom", None, []))
     assert coded.outcome[0] == "error" and coded.outcome[1].code == "FunctionNotFound"
     assert coded.outcome[1].message == "Could not find public function"
