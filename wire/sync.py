@@ -200,6 +200,8 @@ class SyncServer:
         # passes its virtual World clock (sim/clients.py).
         self.now_ms = clock_ms or now_ms
         self.results = core.MutationResults()
+        # Reads the sockets of own-WebSocket connections (Connection._read_in_poller).
+        self.poller = websocket.ReadinessPoller()
         # (sessionId, requestId) of each mutation running -> the Event its
         # re-sends wait on, made by the first of them (None until one waits).
         self.in_flight: dict[tuple[str, int], trio.Event | None] = {}
@@ -279,6 +281,8 @@ class Connection:
         # Frames (or their unsent ends) queued for the writer and not yet
         # written, on the own WebSocket; while any are, new frames queue too.
         self.frames_queued = 0
+        # Set when the reader task must take the socket back from the poller.
+        self.resume_reading = trio.Event()
         # Whether `_feed` carries out effects that end with a RequestUpdate,
         # and the answers held for the Transition it asks for (`_queue`).
         self.corking = False
@@ -432,7 +436,17 @@ class Connection:
     # ----- tasks
 
     async def _read(self) -> None:
+        transport = self.transport
+        poller = self.server.poller if transport is not None else None
         while True:
+            if self.token_to_resolve is not None:
+                # Messages after an Authenticate run as the identity it sets.
+                effect, self.token_to_resolve = self.token_to_resolve, None
+                await self._resolve_token(effect)
+            elif poller is not None and transport.taken and not transport.reader._buffer \
+                    and not transport.needs_receive:
+                await self._read_in_poller(poller)
+                continue
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
                 self.session.closed = True
@@ -441,10 +455,34 @@ class Connection:
             if message["type"] != "websocket.receive":
                 continue
             self._feed(self._decode_and_receive(message))
+
+    async def _read_in_poller(self, poller: websocket.ReadinessPoller) -> None:
+        """Lets the server's poller read this socket (`_on_readable`) until
+        something needs this task: a ping to answer, a close, a protocol
+        violation, the end of the stream, or an Authenticate to resolve."""
+        self.resume_reading = trio.Event()
+        fd = self.transport.fileno
+        poller.watch(fd, self._on_readable)
+        try:
+            await self.resume_reading.wait()
+        finally:
+            poller.unwatch(fd)
+
+    def _on_readable(self) -> None:
+        """The poller's call when the socket has bytes: each whole message is
+        fed as `_read` feeds it; never awaits."""
+        transport = self.transport
+        if self.resume_reading.is_set() or not transport.read_nowait():
+            return
+        while not self.session.closed:
+            message = transport.next_message_nowait()
+            if message is None:
+                break
+            self._feed(self._decode_and_receive(message))
             if self.token_to_resolve is not None:
-                # Messages after an Authenticate run as the identity it sets.
-                effect, self.token_to_resolve = self.token_to_resolve, None
-                await self._resolve_token(effect)
+                break
+        if transport.needs_receive or self.token_to_resolve is not None:
+            self.resume_reading.set()
 
     def _decode_and_receive(self, message: dict[str, Any]) -> list[core.Effect]:
         text, data = message.get("text"), message.get("bytes")

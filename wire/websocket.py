@@ -34,10 +34,14 @@ Rules (RFC 6455), each closing the connection with the code given:
 
 from __future__ import annotations
 
+import logging
+import select
 import struct
-from typing import Any
+from typing import Any, Callable
 
 import trio
+
+logger = logging.getLogger("eddy.websocket")
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
@@ -279,6 +283,9 @@ class SocketWebSocket:
         self.reader = FrameReader(message_bytes_max)
         # Until the first read: hypercorn may still hold the socket.
         self.taken = False
+        # What `next_message_nowait` met and left for `receive`: an event (a
+        # ping to answer, a close) or a ProtocolViolation.
+        self._left: Any = None
         # One sender at a time: the writer's frames, the reader's pongs and
         # close replies. Taken without a checkpoint when free.
         self.send_lock = trio.Lock()
@@ -303,12 +310,16 @@ class SocketWebSocket:
             if self.ended:
                 return _DISCONNECT
             event = None
-            if reader._buffer:  # most reads end the buffer with a whole message
-                try:
+            try:
+                if self._left is not None:
+                    event, self._left = self._left, None
+                    if isinstance(event, ProtocolViolation):
+                        raise event
+                elif reader._buffer:  # most reads end the buffer with a whole message
                     event = reader.next_event()
-                except ProtocolViolation as error:
-                    await self._end_with_close(error.code, error.reason)
-                    return _DISCONNECT
+            except ProtocolViolation as error:
+                await self._end_with_close(error.code, error.reason)
+                return _DISCONNECT
             if event is None:
                 data = await (receive_when_readable(self._fileno, self._raw) if self.taken
                               else self._receive_some())
@@ -329,6 +340,59 @@ class SocketWebSocket:
                 await self._end_with_close(code, event[2])
                 return _DISCONNECT
             # A pong answers nothing we asked; ignored.
+
+    # ----- reading without a task (ReadinessPoller)
+
+    def read_nowait(self) -> bool:
+        """Reads what the kernel holds now into the reader, without waiting.
+        False if nothing was there; at the end of the stream (EOF, reset),
+        sets `ended` and returns True: `receive` reports the disconnect."""
+        try:
+            data = self._raw.recv(receive_bytes_max)
+        except BlockingIOError:
+            return False
+        except OSError:  # reset: the same as the peer going away
+            data = b""
+        if not data:
+            self.ended = True
+        else:
+            self.reader.receive_data(data)
+        return True
+
+    def next_message_nowait(self) -> dict[str, Any] | None:
+        """The next whole data message from bytes already read, as `receive`
+        gives it; None when there is none, or when what comes next is for
+        `receive` to deal with (`needs_receive`): a ping to answer, a close,
+        a protocol violation, the end of the stream. Pongs are skipped."""
+        if self.ended or self._left is not None:
+            return None
+        while self.reader._buffer:
+            try:
+                event = self.reader.next_event()
+            except ProtocolViolation as error:
+                self._left = error
+                return None
+            if event is None:
+                return None
+            kind = event[0]
+            if kind == "bytes":
+                return {"type": "websocket.receive", "bytes": event[1], "text": None}
+            if kind == "text":
+                return {"type": "websocket.receive", "bytes": None, "text": event[1]}
+            if kind != "pong":
+                self._left = event
+                return None
+        return None
+
+    @property
+    def needs_receive(self) -> bool:
+        """Whether `receive` has something to deal with before more is read
+        without it (see `next_message_nowait`)."""
+        return self.ended or self._left is not None
+
+    @property
+    def fileno(self) -> int:
+        return self._fileno
 
     async def _receive_some(self) -> bytes:
         if not self.taken:
@@ -457,6 +521,62 @@ async def receive_when_readable(waitable: Any, raw: Any) -> bytes:
             continue
         except OSError:  # reset: the same as the peer going away
             return b""
+
+
+class ReadinessPoller:
+    """One task that waits for many sockets at once and calls each one's
+    `on_readable()` when it has bytes (a node's own-WebSocket connections,
+    wire/sync.py).
+
+    Waiting in each connection's task cost, per message read, a system call
+    to re-arm trio's registration of the socket, a dozen Python calls in
+    trio's I/O manager and a task switch. Here the sockets stay registered
+    in an epoll of their own, level-triggered, and one trio wait on that
+    epoll covers every socket ready at once: a busy node reads each message
+    for the price of its `recv`. The task is a system task of the trio run
+    that first watches a socket, and stops with it.
+
+    `on_readable` runs in the poller's task: it must not await, and should
+    not raise (an exception is logged and the socket unwatched).
+    """
+
+    def __init__(self) -> None:
+        self._epoll: Any = None
+        self._handlers: dict[int, Callable[[], None]] = {}
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            trio.lowlevel.spawn_system_task(self._run, self._epoll,
+                                            name="eddy websocket readiness poller")
+        self._handlers[fd] = on_readable
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None and self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):  # closed under us: gone from the epoll already
+                pass
+
+    async def _run(self, epoll: Any) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                for fd, _ in epoll.poll(0):
+                    on_readable = self._handlers.get(fd)
+                    if on_readable is None:
+                        continue
+                    try:
+                        on_readable()
+                    except Exception:
+                        logger.exception("reading socket %d failed", fd)
+                        self.unwatch(fd)
+        finally:
+            if self._epoll is epoll:
+                self._epoll = None
+                self._handlers.clear()
+            epoll.close()
 
 
 def encode_frame(message: str | bytes) -> bytes:
