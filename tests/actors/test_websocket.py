@@ -169,6 +169,54 @@ def test_many_messages_in_one_write_and_one_message_over_many_reads(tmp_path):
     assert run(tmp_path, scenario) == 300_000
 
 
+def test_an_idle_socket_read_by_the_poller_hands_back_pings_and_authenticates(tmp_path):
+    """Once a connection is idle its socket is read by the server's poller
+    (websocket.ReadinessPoller). Arriving in one write: an Authenticate as
+    admin and a ModifyQuerySet adding an internal query (which must run as
+    the admin, after the token is resolved), a pong (ignored), a mutation
+    and a ping (answered): each is handled, in order."""
+    async def scenario(node, base):
+        async with raw_socket(base) as client:
+            await client.send_json(CONNECT)
+            await client.send_json(MODIFY)
+            assert (await client.receive_json())["type"] == "Transition"
+            await trio.sleep(0.05)  # idle: the poller has the socket now
+            authenticate = {"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin",
+                            "value": node.admin_key}
+            hidden = {"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2,
+                      "modifications": [add(1, "messages:hidden")]}
+            mutation = {"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                        "args": [{"body": "after all that"}]}
+            await client.send(client_frame(OPCODE_TEXT, json.dumps(authenticate).encode())
+                              + client_frame(OPCODE_TEXT, json.dumps(hidden).encode())
+                              + client_frame(OPCODE_PONG, b"unasked")
+                              + client_frame(OPCODE_TEXT, json.dumps(mutation).encode())
+                              + client_frame(OPCODE_PING, b"ping 1"))
+            seen, ponged = [], False
+            while not (ponged and seen and seen[-1]["type"] == "MutationResponse"):
+                fin, opcode, payload = await client.receive_frame()
+                if opcode == OPCODE_PONG:
+                    assert payload == b"ping 1" and not ponged
+                    ponged = True
+                    continue
+                assert fin and opcode == OPCODE_TEXT, (opcode, payload)
+                message = json.loads(payload)
+                if message["type"] != "Ping":
+                    seen.append(message)
+            updates = [modification for message in seen if message["type"] == "Transition"
+                       for modification in message["modifications"]]
+            hidden_update = next(item for item in updates if item["queryId"] == 1)
+            assert hidden_update["type"] == "QueryUpdated", hidden_update
+            assert hidden_update["value"] == "hidden"
+            assert seen[-1]["success"], seen[-1]
+            # And the socket goes back to the poller: another mutation is answered.
+            await client.send_json({**mutation, "requestId": 1})
+            while (message := await client.receive_json())["type"] != "MutationResponse":
+                pass
+            return message["result"]
+    assert run(tmp_path, scenario) == "after all that"
+
+
 def test_binary_frames_are_answered_in_binary(tmp_path):
     """Eddy's msgpack client still gets binary frames (the first frame picks)."""
     async def scenario(node, base):
