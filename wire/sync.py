@@ -12,7 +12,13 @@ trio tasks in one nursery, all feeding the same sans-I/O core
 
 - the reader decodes frames (JSON text frames for Convex's clients, msgpack
   binary frames for Eddy's; the first frame picks the codec for replies) and
-  feeds messages;
+  feeds messages. On the own WebSocket, once the connection is idle, its
+  socket is read by the server's one `ReadinessPoller` task instead
+  (`_read_in_poller`, `_on_readable`), which feeds each whole message where
+  it reads it: no task switch and no re-arming of trio's registration per
+  message. The reader task takes the socket back for what needs awaiting:
+  a ping to answer, a close, a protocol violation, the end of the stream,
+  an Authenticate to resolve before the next message runs;
 - the writer drains the bounded outgoing queue into the socket (on the own
   WebSocket only frames that had to wait reach it);
 - Updates need no task of their own: the connection's `SessionQueries`
@@ -26,9 +32,18 @@ trio tasks in one nursery, all feeding the same sans-I/O core
   writer's), not two;
 - the pinger wakes when the core's next Ping is due (read lazily: frames
   sent do not wake it);
-- one task per running mutation (or batch) and per action; a session's next
-  mutation starts once the previous one's commit is decided (wire/session.py
-  rule 4).
+- a mutation the runner can decide at once (nothing holds the serial lane,
+  the disk has room, the function never suspends: nearly all) runs where it
+  is fed, with no task of its own (`_mutate_now`, the runner's
+  `mutation_now`), and is answered from the sequencer's `when_durable`
+  callback once its group is on disk. Its successful MutationResponse waits
+  for the Transition its RequestUpdate asks for, a pass of the subscription
+  actor later, and goes out in the same write (a client takes a mutation as
+  done only once it has both; a failure goes at once: npm's client rejects
+  on it alone). Any other mutation, a batch and an action each run in a
+  task of their own; a session's next mutation starts once the previous
+  one's commit is decided (wire/session.py rule 4). The simulator's server
+  runs every mutation in a task (`inline_mutations=False`).
 
 Feeding the core and carrying out its effects never awaits, so effects of
 one input are applied before the next input is fed.
