@@ -89,15 +89,23 @@ BUG_SEEDS = range(1, 9)
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_each_planted_bug_is_caught(bug):
-    """A planted bug fails some seed of a small range as a safety violation, with an explanation."""
+    """A planted bug fails some seed of a small range as a safety violation, with an explanation.
+
+    A seed may fail as liveness first: a dropped subscription delta also
+    leaves a client waiting for an update that never comes (seeds 3 and 8
+    of dropped-subscription-delta; 6 and 7 fail as safety). The same seeds
+    pass without the bug (the sweep and determinism tests run them)."""
+    others = []
     for seed in BUG_SEEDS:
         result = run(RunOptions(seed=seed, duration_s=FAST_DURATION_S, bug=bug))
-        if result.failure:
-            assert result.failure == "safety", _failure_text(result)
+        if result.failure == "safety":
             assert result.explanation
             assert f"EDDY_SIM_BUG={bug}" in result.options.replay_command()
             return
-    pytest.fail(f"planted bug {bug} was not caught by seeds {BUG_SEEDS}")
+        if result.failure:
+            others.append(f"seed {seed}: {_failure_text(result)}")
+    pytest.fail(f"planted bug {bug} was not caught as a safety violation by seeds {BUG_SEEDS}"
+                + "".join(f"\n{line}" for line in others))
 
 
 def test_a_users_app_runs_under_its_own_workload():
