@@ -487,15 +487,21 @@ class Connection:
         """The poller's call when the socket has bytes: each whole message is
         fed as `_read` feeds it; never awaits."""
         transport = self.transport
-        if self.resume_reading.is_set() or not transport.read_nowait():
+        if self.resume_reading.is_set():
             return
-        while not self.session.closed:
-            message = transport.next_message_nowait()
-            if message is None:
-                break
-            self._feed(self._decode_and_receive(message))
-            if self.token_to_resolve is not None:
-                break
+        try:
+            if not transport.read_nowait():
+                return
+            while not self.session.closed:
+                message = transport.next_message_nowait()
+                if message is None:
+                    break
+                self._feed(self._decode_and_receive(message))
+                if self.token_to_resolve is not None:
+                    break
+        except Exception:
+            self._failed("a message could not be handled")
+            return
         if transport.needs_receive or self.token_to_resolve is not None:
             self.resume_reading.set()
 
@@ -594,10 +600,16 @@ class Connection:
                 update = state.take_update()
                 self._feed(self.session.update_received(update, now_ms=self.now_ms()))
         except Exception:
-            logger.exception("sync session %s (%s): an Update could not be sent",
-                             self.session.session_id, self.client)
-            self.session.close("InternalServerError", core.CLOSE_INTERNAL)
-            self._close(core.CLOSE_INTERNAL, "InternalServerError: an Update could not be sent")
+            self._failed("an Update could not be sent")
+
+    def _failed(self, what: str) -> None:
+        """Ends this connection after an unexpected error in a call that must
+        not raise (it runs in the subscription actor's loop, the sequencer's
+        or the poller's): logged, and the client reconnects."""
+        logger.exception("sync session %s (%s): %s", self.session.session_id, self.client, what)
+        self.session.close("InternalServerError", core.CLOSE_INTERNAL)
+        self._close(core.CLOSE_INTERNAL, f"InternalServerError: {what}")
+        self.resume_reading.set()  # the reader task ends with the connection
 
     async def _ping(self) -> None:
         """Sends Pings when the core says so, and ends a session whose token expired.
@@ -698,7 +710,10 @@ class Connection:
             outcome = core.CallSucceeded(decided.value, decided.durable_ts,
                                          list(decided.log_lines))
             server.results.put(*key, outcome)
-            self._feed(self.session.mutation_done(request_id, outcome, now_ms=self.now_ms()))
+            try:
+                self._feed(self.session.mutation_done(request_id, outcome, now_ms=self.now_ms()))
+            except Exception:
+                self._failed("a mutation's answer could not be sent")
 
         sequencer = self.node.sequencer
         if sequencer.durable_ts >= decided.durable_ts:

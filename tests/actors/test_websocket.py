@@ -169,6 +169,14 @@ def test_many_messages_in_one_write_and_one_message_over_many_reads(tmp_path):
     assert run(tmp_path, scenario) == 300_000
 
 
+async def connect_and_go_idle(client: "RawSocket") -> None:
+    """Connects, adds a query and waits: the server's poller has the socket then."""
+    await client.send_json(CONNECT)
+    await client.send_json(MODIFY)
+    assert (await client.receive_json())["type"] == "Transition"
+    await trio.sleep(0.05)
+
+
 def test_an_idle_socket_read_by_the_poller_hands_back_pings_and_authenticates(tmp_path):
     """Once a connection is idle its socket is read by the server's poller
     (websocket.ReadinessPoller). Arriving in one write: an Authenticate as
@@ -177,10 +185,7 @@ def test_an_idle_socket_read_by_the_poller_hands_back_pings_and_authenticates(tm
     and a ping (answered): each is handled, in order."""
     async def scenario(node, base):
         async with raw_socket(base) as client:
-            await client.send_json(CONNECT)
-            await client.send_json(MODIFY)
-            assert (await client.receive_json())["type"] == "Transition"
-            await trio.sleep(0.05)  # idle: the poller has the socket now
+            await connect_and_go_idle(client)
             authenticate = {"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin",
                             "value": node.admin_key}
             hidden = {"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2,
@@ -215,6 +220,38 @@ def test_an_idle_socket_read_by_the_poller_hands_back_pings_and_authenticates(tm
                 pass
             return message["result"]
     assert run(tmp_path, scenario) == "after all that"
+
+
+def test_an_unexpected_error_feeding_a_message_ends_only_that_connection(tmp_path, monkeypatch):
+    """A bug met while the poller feeds a message (here the runner raising
+    what no function raises) closes that connection with 1011 and logs it;
+    the next connection is served."""
+    from actors.runner import FunctionRunner
+
+    original = FunctionRunner.mutation_now
+
+    def buggy(self, path, args, **options):
+        if args == [{"body": "boom"}] or args == {"body": "boom"}:
+            raise RuntimeError("a bug")
+        return original(self, path, args, **options)
+
+    monkeypatch.setattr(FunctionRunner, "mutation_now", buggy)
+
+    async def scenario(node, base):
+        async with raw_socket(base) as client:
+            await connect_and_go_idle(client)
+            await client.send_json({"type": "Mutation", "requestId": 0,
+                                    "udfPath": "messages:send", "args": [{"body": "boom"}]})
+            reason = await client.expect_close(session.CLOSE_INTERNAL)
+            assert "InternalServerError" in reason, reason
+        async with raw_socket(base) as client:
+            await client.send_json({**CONNECT, "sessionId": "s-2"})
+            await client.send_json({"type": "Mutation", "requestId": 0,
+                                    "udfPath": "messages:send", "args": [{"body": "fine"}]})
+            while (message := await client.receive_json())["type"] != "MutationResponse":
+                pass
+            return message["result"]
+    assert run(tmp_path, scenario) == "fine"
 
 
 def test_binary_frames_are_answered_in_binary(tmp_path):
