@@ -128,14 +128,6 @@ class SequencerActor:
                     await self._work.park()
                 finally:
                     self._parked = False
-            # One pass of the scheduler before the write: the tasks made
-            # ready with this wake-up (the WebSocket poller with more
-            # messages, mutations just answered) run first and their commits
-            # join this group. While the group is written no Python runs
-            # (actors/storage.py), so fewer, larger groups are most of the
-            # gain: 27 -> 32 commits per group and 5 to 8% more WebSocket
-            # mutations per second (docs/performance.md section 13).
-            await trio.sleep(0)
             await self.flush_once()
 
     async def flush_once(self) -> None:
