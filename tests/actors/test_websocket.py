@@ -222,6 +222,35 @@ def test_an_idle_socket_read_by_the_poller_hands_back_pings_and_authenticates(tm
     assert run(tmp_path, scenario) == "after all that"
 
 
+def test_the_poller_puts_a_message_together_from_many_reads(tmp_path):
+    """An idle socket's message that arrives in pieces, with pauses between
+    them, is put together by the poller's reads and runs once whole; then a
+    message cut inside its header does too."""
+    async def scenario(node, base):
+        async with raw_socket(base) as client:
+            await connect_and_go_idle(client)
+            body = "z" * 200_000
+            frame = client_frame(OPCODE_TEXT, json.dumps(
+                {"type": "Mutation", "requestId": 0, "udfPath": "messages:send",
+                 "args": [{"body": body}]}).encode())
+            second = client_frame(OPCODE_TEXT, json.dumps(
+                {"type": "Mutation", "requestId": 1, "udfPath": "messages:send",
+                 "args": [{"body": "short"}]}).encode())
+            pieces = [frame[:1], frame[1:5000], frame[5000:90_000], frame[90_000:] + second[:3],
+                      second[3:]]
+            for piece in pieces:
+                await client.send(piece)
+                await trio.sleep(0.02)
+            results = []
+            while len(results) < 2:
+                message = await client.receive_json()
+                if message["type"] == "MutationResponse":
+                    assert message["success"], message
+                    results.append(message["result"])
+            return [len(result) for result in results]
+    assert run(tmp_path, scenario) == [200_000, 5]
+
+
 def test_an_unexpected_error_feeding_a_message_ends_only_that_connection(tmp_path, monkeypatch):
     """A bug met while the poller feeds a message (here the runner raising
     what no function raises) closes that connection with 1011 and logs it;
