@@ -75,8 +75,9 @@ from typing import Any
 import trio
 
 from engine import limits
-from engine.errors import AppError, EddyError, ErrorCode, Family, FunctionCrashed
+from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
 from wire import codecs, session as core, websocket
+from wire.calls import ANONYMOUS, Caller, CloseConnection, call_outcome, failed_outcome
 from wire.codecs import JSON_STYLE, NATIVE_STYLE
 
 logger = logging.getLogger("eddy.sync")
@@ -116,77 +117,6 @@ def sync_path_version(path: str) -> tuple[bool, str | None]:
 def now_ms() -> float:
     """Wall-clock milliseconds: the core's only time (Ping spacing, clock skew)."""
     return time.time() * 1000.0
-
-
-class Caller:
-    """Who runs a session's functions: the admin, or an outside caller with an identity."""
-
-    __slots__ = ("admin", "identity", "expires_at_ms")
-
-    def __init__(self, admin: bool = False, identity: Any = None,
-                 expires_at_ms: int | None = None) -> None:
-        self.admin = admin
-        self.identity = identity
-        # When a user token stops being valid (ms since the epoch), or None.
-        self.expires_at_ms = expires_at_ms
-
-
-ANONYMOUS = Caller()
-
-
-async def call_outcome(node: Any, kind: str, path: str, args: dict, caller: Caller,
-                       on_decided: Any = None,
-                       request: tuple[str, int] | None = None) -> core.CallOutcome:
-    """Runs a function and turns its outcome into the core's terms.
-
-    A checkpoint. Retryable and internal errors are not a function's outcome:
-    they raise `_CloseConnection` so the client reconnects and re-sends.
-    `on_decided` (mutations) is the runner's hook: called with the commit ts
-    (None: wrote nothing) once the commit is decided, before durability.
-    """
-    identity = None if caller is None else caller.identity
-    admin = False if caller is None else caller.admin
-    try:
-        if on_decided is None and request is None:
-            result = await node.call(kind, path, args, identity=identity, admin=admin)
-        else:
-            result = await node.runner.call(kind, path, args, identity=identity, admin=admin,
-                                            on_decided=on_decided, request=request)
-    except (AppError, FunctionCrashed, EddyError) as error:
-        return failed_outcome(error, kind, path)
-    return core.CallSucceeded(result.value, result.ts, list(result.log_lines))
-
-
-def failed_outcome(error: AppError | FunctionCrashed | EddyError, kind: str,
-                   path: str) -> core.CallFailed:
-    """A call's error in the core's terms (see `call_outcome`).
-
-    Raises:
-        _CloseConnection: a retryable or internal error.
-    """
-    if isinstance(error, AppError):
-        return core.CallFailed(str(error), _log_lines(error), True, error.data)
-    if isinstance(error, FunctionCrashed):
-        return core.CallFailed(error.message, _log_lines(error))
-    if error.family is Family.CALLER:
-        return core.CallFailed(error.message, _log_lines(error), code=error.code.value)
-    if error.family is Family.RETRYABLE:
-        raise _CloseConnection(f"{error.code.value}: {error.message}",
-                               core.CLOSE_TRY_AGAIN) from error
-    logger.warning("%s %s failed: %r", kind, path, error)
-    raise _CloseConnection(f"{error.code.value}: {error.message}",
-                           core.CLOSE_INTERNAL) from error
-
-
-def _log_lines(error: Exception) -> list[str]:
-    return list(getattr(error, "log_lines", None) or [])
-
-
-class _CloseConnection(Exception):
-    def __init__(self, reason: str, code: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
 
 
 class SyncServer:
@@ -694,7 +624,7 @@ class Connection:
         except (AppError, FunctionCrashed, EddyError) as error:
             try:
                 outcome = failed_outcome(error, "mutation", effect.path)
-            except _CloseConnection as close:
+            except CloseConnection as close:
                 self._close(close.code, close.reason)
                 return True
             self._feed(self.session.mutation_done(request_id, outcome, now_ms=self.now_ms()))
@@ -767,7 +697,7 @@ class Connection:
             try:
                 outcome = await call_outcome(self.node, "mutation", path, args,
                                              caller or ANONYMOUS, on_decided, key)
-            except _CloseConnection as error:
+            except CloseConnection as error:
                 self._close(error.code, error.reason)
                 return None
             finally:
@@ -787,7 +717,7 @@ class Connection:
         try:
             outcome = await call_outcome(self.node, "action", effect.path, effect.args,
                                          effect.caller or ANONYMOUS)
-        except _CloseConnection as error:
+        except CloseConnection as error:
             self._close(error.code, error.reason)
             return
         self._feed(self.session.action_done(effect.request_id, outcome, now_ms=self.now_ms()))
