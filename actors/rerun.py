@@ -4,7 +4,7 @@ DESIGN.md section 6: a mutation gets its "now", its randomness and its new
 ids from the seed and time recorded with its commit, so running it again on
 the snapshot it ran on, with the same identity, must write the same bytes. A
 difference means the app code read something outside the transaction (the
-wall clock, `random.random()`, a global, a file) and is reported as
+wall clock, Python's own random module, a global, a file) and is reported as
 non-deterministic, naming the first write that differs. With other app code
 (`eddy rerun --with`) the same comparison tells whether a fixed function
 would have written something else.
@@ -25,7 +25,6 @@ from typing import Any, Iterator
 from engine import ids, values
 from engine.context import MutationCtx
 from engine.errors import AppError, EddyError, ErrorCode, FunctionCrashed
-from engine.functions import FunctionKind
 from engine.shard import ShardState
 from engine.transaction import Transaction
 

@@ -271,7 +271,9 @@ class Connection:
                 self.queries.set_identity(effect.identity, admin=effect.admin)
             elif isinstance(effect, core.RunMutation):
                 if self.server.inline_mutations:
-                    run_now = [effect] if run_now is None else [*run_now, effect]
+                    if run_now is None:
+                        run_now = []
+                    run_now.append(effect)
                 else:
                     self.nursery.start_soon(self._run_mutation, effect)
             elif isinstance(effect, core.RunMutations):
@@ -388,8 +390,7 @@ class Connection:
                 # Messages after an Authenticate run as the identity it sets.
                 effect, self.token_to_resolve = self.token_to_resolve, None
                 await self._resolve_token(effect)
-            elif poller is not None and transport.taken and not transport.reader._buffer \
-                    and not transport.needs_receive:
+            elif poller is not None and transport.pollable:
                 await self._read_in_poller(poller)
                 continue
             message = await self.receive()

@@ -252,6 +252,16 @@ class FrameReader:
 
 _DISCONNECT = {"type": "websocket.disconnect"}
 
+
+def _data_message(event: tuple) -> dict[str, Any] | None:
+    """A FrameReader event as `receive`'s message if it is a data message, else None."""
+    kind = event[0]
+    if kind == "bytes":
+        return {"type": "websocket.receive", "bytes": event[1], "text": None}
+    if kind == "text":
+        return {"type": "websocket.receive", "bytes": None, "text": event[1]}
+    return None
+
 # What `send_frames` reports.
 SENT = "sent"
 STALLED = "stalled"  # the stall deadline passed; the stream is closed
@@ -328,11 +338,10 @@ class SocketWebSocket:
                     return _DISCONNECT
                 reader.receive_data(data)
                 continue
+            message = _data_message(event)
+            if message is not None:
+                return message
             kind = event[0]
-            if kind == "bytes":
-                return {"type": "websocket.receive", "bytes": event[1], "text": None}
-            if kind == "text":
-                return {"type": "websocket.receive", "bytes": None, "text": event[1]}
             if kind == "ping":
                 await self._send_control(frame_bytes(OPCODE_PONG, event[1]))
             elif kind == "close":
@@ -374,12 +383,10 @@ class SocketWebSocket:
                 return None
             if event is None:
                 return None
-            kind = event[0]
-            if kind == "bytes":
-                return {"type": "websocket.receive", "bytes": event[1], "text": None}
-            if kind == "text":
-                return {"type": "websocket.receive", "bytes": None, "text": event[1]}
-            if kind != "pong":
+            message = _data_message(event)
+            if message is not None:
+                return message
+            if event[0] != "pong":
                 self._left = event
                 return None
         return None
@@ -389,6 +396,12 @@ class SocketWebSocket:
         """Whether `receive` has something to deal with before more is read
         without it (see `next_message_nowait`)."""
         return self.ended or self._left is not None
+
+    @property
+    def pollable(self) -> bool:
+        """Whether the socket may be read without a task now: hypercorn has
+        let it go, no bytes wait to be parsed, and nothing waits for `receive`."""
+        return self.taken and not self.reader._buffer and not self.needs_receive
 
     @property
     def fileno(self) -> int:

@@ -560,6 +560,19 @@ def test_msgpack_transitions_splice_packed_outcomes_byte_for_byte():
     assert text == codecs.dump_json_frame(codecs.encode_server_message(transition, JSON_STYLE))
 
 
+def test_mutation_responses_are_the_frames_packing_the_encoded_message_gives():
+    """`dump_server_frame` builds a successful msgpack MutationResponse's map
+    in line; it is byte for byte what encoding and packing it gives, and so
+    are the failures and the JSON frames it leaves to the general path."""
+    for message in [s.MutationResponse(7, True, "id123", 2**62, ["[LOG] x"]),
+                    s.MutationResponse(8, True, {"n": 1, "b": b"\x00"}, 5, []),
+                    s.MutationResponse(9, False, "bad", None, [], True, {"why": 1}, "AppError")]:
+        assert codecs.dump_server_frame(message, NATIVE_STYLE) == codecs.dump_msgpack_frame(
+            codecs.encode_server_message(message, NATIVE_STYLE))
+        assert codecs.dump_server_frame(message, JSON_STYLE) == codecs.dump_json_frame(
+            codecs.encode_server_message(message, JSON_STYLE))
+
+
 def test_sessions_sharing_an_outcomes_messages_get_the_same_frames_as_packing_gives():
     """The messages of one shared outcome, sent to several sessions one after
     another (their bytes kept between frames), and a session with other
